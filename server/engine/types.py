@@ -1,0 +1,133 @@
+"""Value types shared by every engine adapter, strategy and verifier.
+
+They are the whole vocabulary of the engine protocol: a strategy says what to sample
+with a `SamplingSpec` and gets back `Sample`s, whichever adapter ran them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class SamplingSpec(BaseModel):
+    """How to sample `n` completions of one prompt.
+
+    `logprobs` asks for the top-k next-token log-probabilities at every generated
+    position; adapters reduce them to the per-token entropy (see `entropy.py`) and the
+    sampled token's log-probability rather than keeping k numbers per token.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(1, ge=1, le=4096)
+    temperature: float = Field(1.0, ge=0.0, le=10.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="0 disables top-k filtering")
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1)
+    min_tokens: int = Field(0, ge=0)
+    stop: tuple[str, ...] = ()
+    include_stop_str_in_output: bool = False
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    seed: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=20)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    skip_special_tokens: bool = True
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> SamplingSpec:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError("min_tokens must not exceed max_tokens")
+        return self
+
+    def sample_seed(self, index: int) -> int | None:
+        """Seed of the index-th sample: distinct per sample, reproducible per request."""
+        return None if self.seed is None else self.seed + index
+
+
+@dataclass(slots=True)
+class Sample:
+    """One finished (or aborted) completion and what it cost."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason
+    stop_reason: str | int | None = None
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    token_logprobs: list[float] | None = None
+    token_entropies: list[float] | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def mean_entropy(self) -> float | None:
+        if not self.token_entropies:
+            return None
+        return sum(self.token_entropies) / len(self.token_entropies)
+
+    @property
+    def mean_logprob(self) -> float | None:
+        if not self.token_logprobs:
+            return None
+        return sum(self.token_logprobs) / len(self.token_logprobs)
+
+
+@dataclass(slots=True)
+class GenerationResult:
+    """All samples of one `generate` call, in index order, and their totals."""
+
+    request_id: str
+    prompt_tokens: int
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(s.num_tokens for s in self.samples)
+
+    @property
+    def cached_prompt_tokens(self) -> int:
+        return sum(s.cached_prompt_tokens for s in self.samples)
+
+    @property
+    def prefill_tokens(self) -> int:
+        """Prompt tokens actually computed: every sample's prompt minus its cache hits."""
+        return sum(s.prompt_tokens - s.cached_prompt_tokens for s in self.samples)
+
+    @property
+    def aborted(self) -> list[Sample]:
+        return [s for s in self.samples if s.finish_reason == "abort"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShape:
+    """Architecture numbers the budget needs for its FLOPs estimate."""
+
+    num_params: int
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    """What a served model is, as the API and the budget need to know it."""
+
+    model_name: str
+    max_model_len: int
+    backend: str
+    model_path: str | None = None
+    shape: ModelShape | None = None

@@ -1,0 +1,86 @@
+"""Shared fixtures: one real vLLM engine (tiny model) for the whole test session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.engine.local_vllm import LocalVLLMEngine, apply_cpu_defaults
+from server.engine.protocol import Generation
+from server.engine.types import EngineInfo, SamplingSpec
+from server.model_store import ensure_default_model
+
+from .model_fixtures import TINY_MODEL_NAME, tiny_model_dir
+
+apply_cpu_defaults()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    return ensure_default_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(default_model_path: Path) -> Path:
+    return tiny_model_dir()
+
+
+@pytest.fixture(scope="session")
+async def engine(tiny_model_path: Path) -> AsyncIterator[LocalVLLMEngine]:
+    """The session's one in-process vLLM engine on the tiny model."""
+    loaded = await asyncio.to_thread(
+        LocalVLLMEngine.load, tiny_model_path, TINY_MODEL_NAME, max_model_len=1024
+    )
+    yield loaded
+    await loaded.close()
+
+
+class BorrowedEngine:
+    """Lends the session engine to an app without letting the app close it."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._inner.info
+
+    async def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        return await self._inner.render_chat(messages)
+
+    async def tokenize(self, text: str) -> list[int]:
+        return await self._inner.tokenize(text)
+
+    async def detokenize(self, token_ids: Sequence[int]) -> str:
+        return await self._inner.detokenize(token_ids)
+
+    def generate(
+        self, prompt_token_ids: Sequence[int], spec: SamplingSpec, request_id: str | None = None
+    ) -> Generation:
+        return self._inner.generate(prompt_token_ids, spec, request_id)
+
+    async def num_running(self) -> int:
+        return await self._inner.num_running()
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture(scope="session")
+def subprocess_env() -> Iterator[dict[str, str]]:
+    """Environment for server subprocesses: offline, CPU defaults, unbuffered output."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    yield env
