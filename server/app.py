@@ -67,7 +67,8 @@ def create_app(
         try:
             runtime.engine = await open_engine_fn(settings)
         except Exception as exc:
-            runtime.load_error = f"engine failed to start: {exc}"
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            runtime.load_error = f"engine failed to start: {detail}"
             logger.error("%s", runtime.load_error)
             if on_engine_failure is not None:
                 on_engine_failure(runtime.load_error)
@@ -136,9 +137,7 @@ def create_app(
                 code="model_not_found",
             )
         if body.stream:
-            raise APIError(
-                400, "stream=true is not supported yet by this server", param="stream"
-            )
+            raise APIError(400, "stream=true is not supported yet by this server", param="stream")
         if body.n > settings.max_n:
             raise APIError(400, f"n must be at most {settings.max_n}", param="n")
         prompt_ids = await engine.render_chat(body.message_dicts())

@@ -7,6 +7,7 @@ one line on stderr and exit status 2, not a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib.util
 import logging
@@ -122,6 +123,25 @@ def _configure_logging(level: str) -> None:
     )
 
 
+def _graceful_server_class():
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """Exit 0 after a clean shutdown on SIGINT/SIGTERM.
+
+        uvicorn re-raises the captured signal once it has shut down, which turns a clean
+        stop into exit status 130/143; a supervisor should see success.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    return GracefulServer
+
+
 def serve(settings: Settings) -> int:
     import uvicorn
 
@@ -145,7 +165,7 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=30,
         log_config=None,
     )
-    server = uvicorn.Server(config)
+    server = _graceful_server_class()(config)
     server_box.append(server)
     server.run()
     if failures:

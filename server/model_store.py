@@ -130,7 +130,24 @@ def validate_model_dir(path: Path) -> Path:
         json.loads(config.read_text())
     except (OSError, ValueError) as exc:
         raise ModelStoreError(f"unreadable model config {config}: {exc}") from exc
-    weights = list(path.glob("*.safetensors")) + list(path.glob("*.bin"))
-    if not weights:
+    safetensors = sorted(path.glob("*.safetensors"))
+    if not safetensors and not list(path.glob("*.bin")):
         raise ModelStoreError(f"no weights (*.safetensors or *.bin) in model directory: {path}")
+    for weights in safetensors:
+        _check_safetensors_header(weights)
     return path
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Read just the JSON header: catches truncated or foreign files in milliseconds."""
+    try:
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) != 8:
+                raise ValueError("file too short")
+            header_len = int.from_bytes(prefix, "little")
+            if header_len > 100_000_000 or header_len > path.stat().st_size - 8:
+                raise ValueError("header length out of range")
+            json.loads(handle.read(header_len))
+    except (OSError, ValueError) as exc:
+        raise ModelStoreError(f"unreadable weights file {path}: {exc}") from exc

@@ -128,6 +128,11 @@ class LocalVLLMEngine:
     def info(self) -> EngineInfo:
         return self._info
 
+    @property
+    def vllm(self) -> Any:
+        """The underlying `AsyncLLM`, for benchmarks and diagnostics only."""
+        return self._llm
+
     async def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         text = self._tokenizer.apply_chat_template(
             list(messages), add_generation_prompt=True, tokenize=False
@@ -138,7 +143,7 @@ class LocalVLLMEngine:
         return list(self._tokenizer.encode(text, add_special_tokens=False))
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(list(token_ids), skip_special_tokens=True)
+        return self._tokenizer.decode(list(token_ids), skip_special_tokens=False)
 
     def generate(
         self, prompt_token_ids: Sequence[int], spec: SamplingSpec, request_id: str | None = None

@@ -107,9 +107,7 @@ class Generation:
             if not unfinished:
                 break
             await self._abort_samples(unfinished)
-            await asyncio.wait(
-                [self._tasks[i] for i in unfinished], timeout=_ABORT_RETRY_SECONDS
-            )
+            await asyncio.wait([self._tasks[i] for i in unfinished], timeout=_ABORT_RETRY_SECONDS)
         else:
             stuck = [t for t in self._tasks if not t.done()]
             logger.error("%s: %d samples did not stop after abort", self.request_id, len(stuck))
@@ -155,7 +153,9 @@ class Engine(Protocol):
 
     async def tokenize(self, text: str) -> list[int]: ...
 
-    async def detokenize(self, token_ids: Sequence[int]) -> str: ...
+    async def detokenize(self, token_ids: Sequence[int]) -> str:
+        """Text of `token_ids`, special tokens (e.g. end of turn) included."""
+        ...
 
     def generate(
         self, prompt_token_ids: Sequence[int], spec: SamplingSpec, request_id: str | None = None

@@ -1,0 +1,85 @@
+"""Model preparation, model-directory checks and settings parsing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from server.config import Settings
+from server.engine.local_vllm import _cpu_list
+from server.engine.model_shape import count_safetensors_params, read_model_shape
+from server.model_store import (
+    ModelStoreError,
+    default_model_dir,
+    ensure_default_model,
+    is_complete_model_dir,
+    validate_model_dir,
+)
+
+
+def test_default_model_is_converted_once_to_a_complete_directory(default_model_path: Path):
+    assert is_complete_model_dir(default_model_path)
+    assert default_model_path == default_model_dir()
+    config = json.loads((default_model_path / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    assert (default_model_path / "chat_template.jinja").exists() or "chat_template" in (
+        default_model_path / "tokenizer_config.json"
+    ).read_text()
+    stamp = (default_model_path / "model.safetensors").stat().st_mtime_ns
+    assert ensure_default_model() == default_model_path  # second call converts nothing
+    assert (default_model_path / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_converted_default_model_has_smollm2_shape(default_model_path: Path):
+    shape = read_model_shape(default_model_path)
+    assert shape is not None
+    assert (shape.num_layers, shape.hidden_size, shape.num_kv_heads) == (30, 576, 3)
+    # SmolLM2-135M: ~134.5M parameters with tied embeddings
+    assert 130e6 < count_safetensors_params(default_model_path) < 140e6
+
+
+def test_validate_model_dir_accepts_a_real_model(tiny_model_path: Path):
+    assert validate_model_dir(tiny_model_path) == tiny_model_path
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({}, "no config.json"),
+        ({"config.json": "{}"}, "no weights"),
+        ({"config.json": "[", "model.safetensors": ""}, "unreadable model config"),
+        ({"config.json": "{}", "model.safetensors": "\xff" * 8 + "x"}, "unreadable weights"),
+    ],
+)
+def test_validate_model_dir_rejects_broken_directories(tmp_path: Path, files, message):
+    for name, content in files.items():
+        (tmp_path / name).write_text(content, encoding="latin-1")
+    with pytest.raises(ModelStoreError, match=message):
+        validate_model_dir(tmp_path)
+
+
+def test_settings_read_environment_and_split_remote_urls(monkeypatch):
+    monkeypatch.setenv("TTSCALE_PORT", "9001")
+    monkeypatch.setenv("TTSCALE_REMOTE_URLS", "http://a:1, http://b:2")
+    settings = Settings()
+    assert settings.port == 9001
+    assert settings.remote_urls == ["http://a:1", "http://b:2"]
+    assert Settings(port=9002).port == 9002  # explicit values win over the environment
+
+
+def test_settings_reject_nonsense():
+    with pytest.raises(ValidationError):
+        Settings(port=70000)
+    with pytest.raises(ValidationError):
+        Settings(engine="quantum")
+    with pytest.raises(ValidationError):
+        Settings(unknown_setting=1)
+
+
+def test_cpu_bind_list_is_compressed_into_ranges():
+    assert _cpu_list([0, 1]) == "0-1"
+    assert _cpu_list([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    assert _cpu_list([3]) == "3"

@@ -1,0 +1,181 @@
+"""The remote adapter against a real vLLM OpenAI server serving SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from transformers import AutoTokenizer
+
+from server.app import create_app
+from server.config import Settings
+from server.engine.remote import RemoteVLLMEngine
+from server.engine.types import SamplingSpec
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.asyncio
+
+SERVED_NAME = "smollm2-remote"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(default_model_path: Path, subprocess_env, tmp_path_factory) -> Iterator[str]:
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(default_model_path),
+        "--served-model-name",
+        SERVED_NAME,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--enforce-eager",
+        "--max-model-len",
+        "2048",
+        "--enable-prompt-tokens-details",
+        "--enable-prefix-caching",
+    ]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"vLLM server exited: {log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("vLLM server did not start in 300 s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+async def remote(vllm_server) -> AsyncIterator[RemoteVLLMEngine]:
+    engine = await RemoteVLLMEngine.connect([vllm_server])
+    yield engine
+    await engine.close()
+
+
+async def _running_on_server(url: str) -> float:
+    text = (await asyncio.to_thread(httpx.get, f"{url}/metrics")).text
+    match = re.search(r"^vllm:num_requests_running\{[^}]*\} ([0-9.]+)", text, re.MULTILINE)
+    assert match, "vLLM metrics no longer expose num_requests_running"
+    return float(match.group(1))
+
+
+async def test_connect_reads_what_the_server_serves(remote):
+    assert remote.info.model_name == SERVED_NAME
+    assert remote.info.max_model_len == 2048
+    assert remote.info.backend == "vllm-remote"
+
+
+async def test_chat_template_matches_the_model_tokenizer(remote, default_model_path):
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path)
+    expected = tokenizer.encode(
+        tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=False),
+        add_special_tokens=False,
+    )
+    assert await remote.render_chat(QUESTION) == expected
+    assert await remote.detokenize(await remote.tokenize("Paris is nice.")) == "Paris is nice."
+
+
+async def test_real_smollm2_answers_through_the_remote_adapter(remote):
+    prompt = await remote.render_chat(QUESTION)
+    result = await remote.generate(prompt, SamplingSpec(temperature=0.0, max_tokens=24))
+    sample = result.samples[0]
+    assert "Paris" in sample.text
+    assert sample.finish_reason == "stop"
+    assert sample.prompt_tokens == len(prompt)
+    # token ids end with the end-of-turn token, which the text leaves out
+    assert await remote.detokenize(sample.token_ids) == sample.text + "<|im_end|>"
+
+
+async def test_samples_carry_entropies_and_cache_hits(remote):
+    # long enough to fill whole KV blocks, which is what the prefix cache stores
+    context = "Geography notes. " + " ".join(f"City {i} is in country {i % 7}." for i in range(80))
+    prompt = await remote.render_chat([{"role": "system", "content": context}, *QUESTION])
+    assert len(prompt) > 512
+    spec = SamplingSpec(n=3, temperature=0.8, max_tokens=16, seed=5, logprobs=20)
+    first = await remote.generate(prompt, spec)
+    again = await remote.generate(prompt, spec)
+    assert [s.token_ids for s in first.samples] == [s.token_ids for s in again.samples]
+    for sample in first.samples:
+        assert len(sample.token_entropies) == sample.num_tokens == len(sample.token_logprobs)
+        assert all(0.0 <= h <= math.log(20) + 1e-6 for h in sample.token_entropies)
+    assert any(s.cached_prompt_tokens > 0 for s in again.samples)
+
+
+async def test_stop_string_kept(remote):
+    prompt = await remote.render_chat(QUESTION)
+    spec = SamplingSpec(
+        temperature=0.0, max_tokens=24, stop=(" of",), include_stop_str_in_output=True
+    )
+    sample = (await remote.generate(prompt, spec)).samples[0]
+    assert sample.finish_reason == "stop" and sample.stop_reason == " of"
+    assert sample.text.endswith(" of")
+
+
+async def test_abort_reports_partial_tokens_and_frees_the_server(remote, vllm_server):
+    prompt = await remote.render_chat(QUESTION)
+    generation = remote.generate(
+        prompt, SamplingSpec(n=2, max_tokens=1500, ignore_eos=True, seed=1)
+    )
+    await asyncio.sleep(3)
+    result = await generation.abort()
+    assert [s.finish_reason for s in result.samples] == ["abort", "abort"]
+    assert all(0 < s.num_tokens < 1500 for s in result.samples)
+    assert await remote.num_running() == 0
+    for _ in range(50):
+        if await _running_on_server(vllm_server) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await _running_on_server(vllm_server) == 0
+
+
+async def test_ttscale_server_can_front_a_remote_vllm(vllm_server):
+    settings = Settings(engine="remote", remote_urls=[vllm_server])
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=transport, base_url="http://ttscale") as client:
+            while (await client.get("/health")).status_code != 200:
+                await asyncio.sleep(0.05)
+            response = await client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": SERVED_NAME,
+                    "messages": QUESTION,
+                    "temperature": 0,
+                    "max_tokens": 24,
+                },
+            )
+    assert response.status_code == 200, response.text
+    assert "Paris" in response.json()["choices"][0]["message"]["content"]
