@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -24,27 +25,23 @@ PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse kee
 
 
 async def _raw(engine: LocalVLLMEngine, prompt: list[int], n: int, tokens: int, tag: str) -> int:
-    """n single-sample requests straight into AsyncLLM (what vLLM's own n>1 fans out to)."""
+    """One request with vLLM's own parallel sampling (`SamplingParams(n=...)`)."""
     from vllm import SamplingParams
     from vllm.inputs import tokens_input
     from vllm.sampling_params import RequestOutputKind
 
-    llm = engine.vllm
-
-    async def one(i: int) -> int:
-        params = SamplingParams(
-            temperature=1.0,
-            max_tokens=tokens,
-            ignore_eos=True,
-            seed=i,
-            output_kind=RequestOutputKind.FINAL_ONLY,
-        )
-        final = None
-        async for out in llm.generate(tokens_input(prompt), params, f"raw-{tag}-{i}"):
-            final = out
-        return len(final.outputs[0].token_ids)
-
-    return sum(await asyncio.gather(*(one(i) for i in range(n))))
+    params = SamplingParams(
+        n=n,
+        temperature=1.0,
+        max_tokens=tokens,
+        ignore_eos=True,
+        seed=0,
+        output_kind=RequestOutputKind.FINAL_ONLY,
+    )
+    final = None
+    async for out in engine.vllm.generate(tokens_input(prompt), params, f"raw-{tag}"):
+        final = out
+    return sum(len(c.token_ids) for c in final.outputs)
 
 
 async def _layer(engine: LocalVLLMEngine, prompt: list[int], n: int, tokens: int) -> int:
@@ -100,6 +97,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8, help="the n of the batched case")
     args = parser.parse_args()
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     apply_cpu_defaults()
     model = Path(args.model) if args.model else ensure_default_model()
     name = model.name if args.model else DEFAULT_MODEL_NAME

@@ -8,12 +8,14 @@ is skipped when a complete directory is already there, which keeps setup idempot
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -70,8 +72,7 @@ def ensure_default_model(cache_dir: Path | None = None) -> Path:
 def convert_gguf_to_safetensors(gguf_path: Path, target: Path) -> None:
     """Dequantise a GGUF checkpoint into a bf16 safetensors model directory.
 
-    Written to a temporary sibling directory and renamed at the end, so an interrupted
-    conversion never leaves a half-written directory that looks complete.
+    Written through `staged_directory`, so an interrupted conversion leaves nothing behind.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -91,13 +92,23 @@ def convert_gguf_to_safetensors(gguf_path: Path, target: Path) -> None:
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with staged_directory(target) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         _write_generation_config(staging, tokenizer)
         (staging / _COMPLETE_MARKER).write_text(json.dumps({"source": gguf_name}))
+
+
+@contextlib.contextmanager
+def staged_directory(target: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `target`; on success it replaces `target` at once.
+
+    An interrupted write never leaves a half-written directory that looks complete.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield staging
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

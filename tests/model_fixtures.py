@@ -8,11 +8,9 @@ it, several times faster than on SmolLM2 itself.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
-from server.model_store import default_cache_dir, ensure_default_model
+from server.model_store import default_cache_dir, ensure_default_model, staged_directory
 
 TINY_MODEL_NAME = "tiny-qwen2-test"
 _TINY_VERSION = "1"
@@ -45,17 +43,9 @@ def tiny_model_dir(cache_dir: Path | None = None) -> Path:
     )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config).to(torch.bfloat16)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with staged_directory(target) as staging:
         tokenizer.save_pretrained(staging)
         model.save_pretrained(staging, safe_serialization=True)
         generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}
         (staging / "generation_config.json").write_text(json.dumps(generation))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target

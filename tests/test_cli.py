@@ -8,14 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from server import cli
 
-from .conftest import free_port
+from .conftest import free_port, wait_for_http
 
 TTSCALE = [sys.executable, "-m", "server.cli"]
 
@@ -101,20 +100,6 @@ def test_missing_vllm_is_reported_in_one_line(monkeypatch, capsys, tiny_model_pa
     assert err == [err[0]] and "vLLM is not installed" in err[0]
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, limit_s: float = 240) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited early with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("server did not become healthy")
-
-
 def test_serve_answers_and_shuts_down_gracefully(tiny_model_path: Path, subprocess_env, tmp_path):
     port = free_port()
     log_path = tmp_path / "serve.log"
@@ -136,7 +121,7 @@ def test_serve_answers_and_shuts_down_gracefully(tiny_model_path: Path, subproce
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_healthy(url, process)
+            wait_for_http(f"{url}/health", process, 240, log_path)
             reply = httpx.post(
                 f"{url}/v1/chat/completions",
                 json={

@@ -7,7 +7,6 @@ import math
 import re
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from server.config import Settings
 from server.engine.remote import RemoteVLLMEngine
 from server.engine.types import SamplingSpec
 
-from .conftest import free_port
+from .conftest import free_port, wait_for_http
 
 pytestmark = pytest.mark.asyncio
 
@@ -56,18 +55,7 @@ def vllm_server(default_model_path: Path, subprocess_env, tmp_path_factory) -> I
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"vLLM server exited: {log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("vLLM server did not start in 300 s")
-            time.sleep(0.5)
+        wait_for_http(f"{url}/v1/models", process, 300, log_path)
         yield url
     finally:
         process.terminate()
