@@ -11,8 +11,6 @@ from server.engine.types import Sample, SamplingSpec
 
 from .fakes import ScriptedEngine
 
-pytestmark = pytest.mark.asyncio
-
 
 def durations(*seconds: float) -> ScriptedEngine:
     def script(prompt, spec, index):

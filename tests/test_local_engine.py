@@ -10,8 +10,6 @@ import pytest
 from server.engine.protocol import Engine
 from server.engine.types import SamplingSpec
 
-pytestmark = pytest.mark.asyncio
-
 CHAT = [{"role": "user", "content": "Count to ten."}]
 
 

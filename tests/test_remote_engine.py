@@ -21,8 +21,6 @@ from server.engine.types import SamplingSpec
 
 from .conftest import free_port, wait_for_http
 
-pytestmark = pytest.mark.asyncio
-
 SERVED_NAME = "smollm2-remote"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 

@@ -16,8 +16,6 @@ from server.config import Settings
 from .conftest import BorrowedEngine, free_port
 from .model_fixtures import TINY_MODEL_NAME
 
-pytestmark = pytest.mark.asyncio
-
 
 async def _start(app, port: int) -> tuple[uvicorn.Server, asyncio.Task]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))

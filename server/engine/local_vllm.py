@@ -164,7 +164,7 @@ class LocalVLLMEngine:
                 final = output
             if final is None:  # aborted before vLLM produced anything
                 return Sample(index, "", [], "abort", prompt_tokens=len(prompt_ids))
-            return _to_sample(index, final, spec.logprobs)
+            return _to_sample(index, final, spec)
 
         async def abort_samples(indices: Sequence[int]) -> None:
             await self._llm.abort([sample_request_id(request_id, i) for i in indices])
@@ -188,6 +188,7 @@ class LocalVLLMEngine:
             ignore_eos=spec.ignore_eos,
             seed=spec.sample_seed(index),
             logprobs=spec.logprobs,
+            logprob_token_ids=list(spec.logprob_token_ids) or None,
             presence_penalty=spec.presence_penalty,
             frequency_penalty=spec.frequency_penalty,
             skip_special_tokens=spec.skip_special_tokens,
@@ -228,16 +229,23 @@ def _prompt_factory():
         return lambda ids: TokensPrompt(prompt_token_ids=ids)
 
 
-def _to_sample(index: int, request_output: Any, top_k: int | None) -> Sample:
+def _to_sample(index: int, request_output: Any, spec: SamplingSpec) -> Sample:
     completion = request_output.outputs[0]
     finish = completion.finish_reason
     finish_reason = finish if finish in ("stop", "length") else "abort"
     token_logprobs: list[float] | None = None
     token_entropies: list[float] | None = None
-    if top_k is not None and completion.logprobs is not None:
+    label_logprobs: list[dict[int, float]] | None = None
+    if spec.logprobs is not None and completion.logprobs is not None:
         token_logprobs, token_entropies = _logprob_stats(
-            completion.token_ids, completion.logprobs, top_k
+            completion.token_ids, completion.logprobs, spec.logprobs
         )
+    if spec.logprob_token_ids and completion.logprobs is not None:
+        wanted = set(spec.logprob_token_ids)
+        label_logprobs = [
+            {tid: lp.logprob for tid, lp in position.items() if tid in wanted}
+            for position in completion.logprobs
+        ]
     return Sample(
         index=index,
         text=completion.text,
@@ -248,6 +256,7 @@ def _to_sample(index: int, request_output: Any, top_k: int | None) -> Sample:
         cached_prompt_tokens=int(request_output.num_cached_tokens or 0),
         token_logprobs=token_logprobs,
         token_entropies=token_entropies,
+        label_logprobs=label_logprobs,
     )
 
 

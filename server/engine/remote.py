@@ -39,6 +39,7 @@ class _Partial:
     token_ids: list[int] = field(default_factory=list)
     token_logprobs: list[float] = field(default_factory=list)
     token_entropies: list[float] = field(default_factory=list)
+    label_logprobs: list[dict[int, float]] = field(default_factory=list)
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     prompt_tokens: int = 0
@@ -183,7 +184,7 @@ class RemoteVLLMEngine:
                     payload = line[5:].strip()
                     if payload == "[DONE]":
                         break
-                    _apply_chunk(json.loads(payload), partial, spec.logprobs)
+                    _apply_chunk(json.loads(payload), partial, spec)
         except httpx.HTTPError as exc:
             raise EngineError(f"{url}: {exc}") from exc
 
@@ -224,10 +225,19 @@ def _completion_body(
         body["seed"] = spec.sample_seed(index)
     if spec.logprobs is not None:
         body["logprobs"] = spec.logprobs
+    if spec.logprob_token_ids:
+        body["logprobs"] = 0
+        body["logprob_token_ids"] = list(spec.logprob_token_ids)
     return body
 
 
-def _apply_chunk(chunk: dict[str, Any], partial: _Partial, top_k: int | None) -> None:
+def _token_id(key: str) -> int:
+    """`return_tokens_as_token_ids` writes tokens as "token_id:123"."""
+    return int(key.rsplit(":", 1)[1])
+
+
+def _apply_chunk(chunk: dict[str, Any], partial: _Partial, spec: SamplingSpec) -> None:
+    top_k = spec.logprobs
     usage = chunk.get("usage")
     if usage:
         partial.prompt_tokens = int(usage.get("prompt_tokens") or partial.prompt_tokens)
@@ -244,6 +254,11 @@ def _apply_chunk(chunk: dict[str, Any], partial: _Partial, top_k: int | None) ->
             for position in logprobs.get("top_logprobs") or []:
                 values = sorted((position or {}).values(), reverse=True)[:top_k]
                 partial.token_entropies.append(topk_entropy(values) if top_k > 0 else 0.0)
+        if spec.logprob_token_ids and logprobs:
+            wanted = set(spec.logprob_token_ids)
+            for position in logprobs.get("top_logprobs") or []:
+                labels = {_token_id(k): v for k, v in (position or {}).items()}
+                partial.label_logprobs.append({t: v for t, v in labels.items() if t in wanted})
         if choice.get("finish_reason"):
             partial.finish_reason = choice["finish_reason"]
             partial.stop_reason = choice.get("stop_reason")
@@ -264,4 +279,5 @@ def _to_sample(index: int, partial: _Partial, *, aborted: bool) -> Sample:
         cached_prompt_tokens=partial.cached_prompt_tokens,
         token_logprobs=list(partial.token_logprobs) if has_logprobs else None,
         token_entropies=list(partial.token_entropies) if has_logprobs else None,
+        label_logprobs=list(partial.label_logprobs) if partial.label_logprobs else None,
     )

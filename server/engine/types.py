@@ -37,6 +37,9 @@ class SamplingSpec(BaseModel):
     ignore_eos: bool = False
     seed: int | None = None
     logprobs: int | None = Field(None, ge=0, le=20)
+    logprob_token_ids: tuple[int, ...] = Field(
+        (), max_length=128, description="report these tokens' log-probabilities (judges)"
+    )
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     skip_special_tokens: bool = True
@@ -45,6 +48,8 @@ class SamplingSpec(BaseModel):
     def _min_below_max(self) -> SamplingSpec:
         if self.min_tokens > self.max_tokens:
             raise ValueError("min_tokens must not exceed max_tokens")
+        if self.logprobs is not None and self.logprob_token_ids:
+            raise ValueError("ask for either top-k logprobs or logprob_token_ids, not both")
         return self
 
     def sample_seed(self, index: int) -> int | None:
@@ -65,6 +70,8 @@ class Sample:
     cached_prompt_tokens: int = 0
     token_logprobs: list[float] | None = None
     token_entropies: list[float] | None = None
+    label_logprobs: list[dict[int, float]] | None = None
+    """Per position, the log-probabilities of `SamplingSpec.logprob_token_ids`."""
 
     @property
     def num_tokens(self) -> int:

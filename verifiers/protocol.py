@@ -1,0 +1,60 @@
+"""What strategies may ask of a verifier, and what verifying cost.
+
+Verifier work is billed in the budget's verifier tokens, separately from policy tokens:
+every scorer returns a `VerifierUsage` with its scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierUsage:
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Tokens the verifier computed: uncached prompt tokens plus generated ones."""
+        return self.prompt_tokens - self.cached_prompt_tokens + self.generated_tokens
+
+    def __add__(self, other: VerifierUsage) -> VerifierUsage:
+        return VerifierUsage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.cached_prompt_tokens + other.cached_prompt_tokens,
+            self.generated_tokens + other.generated_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeScores:
+    scores: list[float]
+    """One score in [0, 1] per solution."""
+    usage: VerifierUsage
+
+
+@dataclass(frozen=True, slots=True)
+class StepScores:
+    scores: list[list[float]]
+    """Per solution, one score in [0, 1] per step."""
+    usage: VerifierUsage
+
+
+@runtime_checkable
+class OutcomeVerifier(Protocol):
+    """Scores whole solutions (ORM, or a judge asked about the whole solution)."""
+
+    async def score_outcomes(self, question: str, solutions: Sequence[str]) -> OutcomeScores: ...
+
+
+@runtime_checkable
+class ProcessVerifier(Protocol):
+    """Scores each step of each solution (PRM, or a judge asked step by step)."""
+
+    async def score_steps(
+        self, question: str, solutions: Sequence[Sequence[str]]
+    ) -> StepScores: ...
