@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from server.engine.protocol import Generation, new_request_id
 from server.engine.types import EngineInfo, Sample, SamplingSpec
 
-Script = Callable[[list[int], SamplingSpec, int], tuple[str, list[int], float]]
-"""(prompt ids, spec, sample index) -> (text, token ids, seconds the sample takes)."""
+
+@dataclass(frozen=True)
+class Scripted:
+    """What one scripted sample produces: one token per character of `text`."""
+
+    text: str
+    seconds: float = 0.0
+    entropy: float | None = None
+    logprob: float = -0.5
+
+
+Script = Callable[[list[int], SamplingSpec, int], Scripted]
+"""(prompt ids, spec, index within the generate call) -> the sample. Strategies draw one
+sample per call, so their sample number is `spec.seed` when the test sets seed 0."""
 
 
 class ScriptedEngine:
@@ -43,7 +56,12 @@ class ScriptedEngine:
         stops = [asyncio.Event() for _ in range(spec.n)]
 
         async def run_sample(index: int) -> Sample:
-            text, tokens, seconds = self._script(prompt, spec, index)
+            scripted = self._script(prompt, spec, index)
+            seconds = scripted.seconds
+            tokens = [ord(c) for c in scripted.text][: spec.max_tokens]
+            finish = "length" if len(scripted.text) > spec.max_tokens else "stop"
+            per_token = None if spec.logprobs is None else [scripted.logprob] * len(tokens)
+            entropies = None if spec.logprobs is None else [scripted.entropy or 0.0] * len(tokens)
             self._running += 1
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -55,7 +73,15 @@ class ScriptedEngine:
                     index, "".join(chr(t) for t in done), done, "abort", prompt_tokens=len(prompt)
                 )
             except TimeoutError:
-                return Sample(index, text, tokens, "stop", prompt_tokens=len(prompt))
+                return Sample(
+                    index,
+                    "".join(chr(t) for t in tokens),
+                    tokens,
+                    finish,
+                    prompt_tokens=len(prompt),
+                    token_logprobs=per_token,
+                    token_entropies=entropies,
+                )
             finally:
                 self._running -= 1
 

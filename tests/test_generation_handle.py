@@ -9,13 +9,12 @@ import pytest
 from server.engine.protocol import EngineError, Generation
 from server.engine.types import Sample, SamplingSpec
 
-from .fakes import ScriptedEngine
+from .fakes import Scripted, ScriptedEngine
 
 
 def durations(*seconds: float) -> ScriptedEngine:
     def script(prompt, spec, index):
-        tokens = [ord("a") + index] * 10
-        return "".join(map(chr, tokens)), tokens, seconds[index]
+        return Scripted(chr(ord("a") + index) * 10, seconds[index])
 
     return ScriptedEngine(script)
 

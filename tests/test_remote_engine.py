@@ -165,3 +165,17 @@ async def test_ttscale_server_can_front_a_remote_vllm(vllm_server):
             )
     assert response.status_code == 200, response.text
     assert "Paris" in response.json()["choices"][0]["message"]["content"]
+
+
+async def test_judge_through_the_remote_adapter(remote):
+    """label logprobs travel over HTTP (`logprob_token_ids`, token ids as keys)."""
+    from verifiers.judge import LLMJudge
+
+    judge = LLMJudge(remote)
+    right = await judge.score_solution("What is the capital of France?", "Paris.")
+    wrong = await judge.score_solution("What is the capital of France?", "Berlin.")
+    for verdict in (right, wrong):
+        assert 0.0 < verdict.score < 1.0
+        assert verdict.p_yes > 0.0 and verdict.p_no > 0.0
+        assert verdict.usage.generated_tokens == 1
+    assert right.score != wrong.score

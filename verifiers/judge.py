@@ -68,14 +68,34 @@ class LLMJudge:
         return tuple(ids)
 
     async def score_solution(self, question: str, solution: str) -> JudgeScore:
-        prompt = SOLUTION_PROMPT.format(question=question, solution=solution)
-        return await self._ask(prompt)
+        return await self._ask(self._solution_prompt(question, solution))
 
     async def score_step(self, question: str, previous: Sequence[str], step: str) -> JudgeScore:
-        prompt = STEP_PROMPT.format(
+        return await self._ask(self._step_prompt(question, previous, step))
+
+    def _solution_prompt(self, question: str, solution: str) -> str:
+        return SOLUTION_PROMPT.format(question=question, solution=solution)
+
+    def _step_prompt(self, question: str, previous: Sequence[str], step: str) -> str:
+        return STEP_PROMPT.format(
             question=question, previous="\n\n".join(previous) or "(none)", step=step
         )
-        return await self._ask(prompt)
+
+    async def _prompt_cost(self, prompt: str) -> int:
+        """Exact tokens of one judgement: its rendered prompt plus the one answer token."""
+        return len(await self._engine.render_chat([{"role": "user", "content": prompt}])) + 1
+
+    async def estimate_outcome_tokens(self, question: str, solutions: Sequence[str]) -> int:
+        costs = [self._prompt_cost(self._solution_prompt(question, s)) for s in solutions]
+        return sum(await asyncio.gather(*costs))
+
+    async def estimate_step_tokens(self, question: str, solutions: Sequence[Sequence[str]]) -> int:
+        costs = [
+            self._prompt_cost(self._step_prompt(question, steps[:i], step))
+            for steps in solutions
+            for i, step in enumerate(steps)
+        ]
+        return sum(await asyncio.gather(*costs))
 
     async def score_outcomes(self, question: str, solutions: Sequence[str]) -> OutcomeScores:
         judged = await asyncio.gather(*(self.score_solution(question, s) for s in solutions))

@@ -50,6 +50,10 @@ class OutcomeVerifier(Protocol):
 
     async def score_outcomes(self, question: str, solutions: Sequence[str]) -> OutcomeScores: ...
 
+    async def estimate_outcome_tokens(self, question: str, solutions: Sequence[str]) -> int:
+        """Upper bound of the verifier tokens `score_outcomes` would spend."""
+        ...
+
 
 @runtime_checkable
 class ProcessVerifier(Protocol):
@@ -58,3 +62,7 @@ class ProcessVerifier(Protocol):
     async def score_steps(
         self, question: str, solutions: Sequence[Sequence[str]]
     ) -> StepScores: ...
+
+    async def estimate_step_tokens(self, question: str, solutions: Sequence[Sequence[str]]) -> int:
+        """Upper bound of the verifier tokens `score_steps` would spend."""
+        ...

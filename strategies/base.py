@@ -1,0 +1,113 @@
+"""What every strategy receives and returns.
+
+A strategy is a plain async function `run(context, params) -> StrategyResult` over the
+engine protocol, with its own pydantic parameter model; nothing it touches is shared
+with another request except the engine and the (stateless to it) verifiers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.engine.protocol import Engine
+from server.engine.types import Sample
+from verifiers.extraction import extract_answer
+from verifiers.math_grader import MathGrader
+from verifiers.protocol import OutcomeVerifier, ProcessVerifier
+
+from .budget import Budget, Usage
+
+StopReason = Literal["completed", "budget", "early_stop"]
+ProgressCallback = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class SamplingParams(BaseModel):
+    """Sampling knobs common to the strategies (the request's own values by default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(0.8, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, ge=1)
+    seed: int | None = Field(None, ge=0)
+
+
+@dataclass
+class Verifiers:
+    """The verifiers this server has; a strategy uses what its parameters name."""
+
+    grader: MathGrader
+    outcome: dict[str, OutcomeVerifier] = field(default_factory=dict)
+    process: dict[str, ProcessVerifier] = field(default_factory=dict)
+
+
+@dataclass
+class StrategyContext:
+    engine: Engine
+    verifiers: Verifiers
+    budget: Budget
+    messages: list[dict[str, str]]
+    prompt_ids: list[int]
+    question: str
+    progress: ProgressCallback | None = None
+
+    async def report(self, event: str, **data: Any) -> None:
+        """Progress events (streamed to clients that asked for them)."""
+        if self.progress is not None:
+            await self.progress({"event": event, **data})
+
+
+class Candidate(BaseModel):
+    """One sample as the response reports it."""
+
+    index: int
+    answer: str | None
+    answer_class: int | None = None
+    text: str
+    tokens: int
+    finish_reason: str
+    temperature: float | None = None
+    mean_entropy: float | None = None
+    mean_logprob: float | None = None
+    scores: dict[str, float | list[float]] = Field(default_factory=dict)
+
+
+class StrategyResult(BaseModel):
+    strategy: str
+    text: str
+    answer: str | None
+    chosen: int | None = Field(None, description="index of the chosen candidate")
+    candidates: list[Candidate]
+    votes: dict[str, float] = Field(default_factory=dict, description="answer -> vote weight")
+    stop_reason: StopReason
+    explanation: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    usage: Usage
+
+
+def to_candidate(
+    sample: Sample, answer: str | None = None, *, temperature: float | None = None
+) -> Candidate:
+    return Candidate(
+        index=sample.index,
+        answer=answer if answer is not None else extract_answer(sample.text),
+        text=sample.text,
+        tokens=sample.num_tokens,
+        finish_reason=sample.finish_reason,
+        temperature=temperature,
+        mean_entropy=sample.mean_entropy,
+        mean_logprob=sample.mean_logprob,
+    )
+
+
+def vote_table(candidates: Sequence[Candidate], totals: dict[int, float]) -> dict[str, float]:
+    """Class totals keyed by the class's first-seen answer spelling."""
+    spelling: dict[int, str] = {}
+    for candidate in candidates:
+        if candidate.answer_class is not None and candidate.answer is not None:
+            spelling.setdefault(candidate.answer_class, candidate.answer)
+    return {spelling[label]: round(value, 6) for label, value in totals.items()}

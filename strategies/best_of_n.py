@@ -1,0 +1,99 @@
+"""Best-of-N: N samples, each scored by a verifier, the highest score wins.
+
+An outcome verifier (ORM or judge) scores whole solutions; a process verifier (PRM or
+judge per step) scores steps, aggregated by min/last/prod/mean [min]. With no verifier
+configured, the sample with the highest mean token log-probability wins, and the result
+says so.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from server.engine.types import SamplingSpec
+from verifiers.aggregate import PRMAggregation, aggregate_steps, argmax_first
+
+from .base import SamplingParams, StrategyContext, StrategyResult, to_candidate
+from .registry import Strategy
+from .sampling import sample_until
+from .scoring import score_outcomes, score_steps
+from .steps import split_steps
+
+
+class BestOfNParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(8, ge=1, le=1024)
+    sampling: SamplingParams = SamplingParams()
+    verifier: str | None = Field(None, description="verifier name; none: mean logprob")
+    verifier_kind: Literal["outcome", "process"] = "outcome"
+    aggregation: PRMAggregation = "min"
+    parallel: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> BestOfNParams:
+        if self.verifier is None and self.verifier_kind == "process":
+            raise ValueError("verifier_kind='process' needs a verifier")
+        return self
+
+
+async def run(ctx: StrategyContext, params: BestOfNParams) -> StrategyResult:
+    spec = SamplingSpec(
+        temperature=params.sampling.temperature,
+        top_p=params.sampling.top_p,
+        max_tokens=params.sampling.max_tokens,
+        seed=params.sampling.seed,
+        logprobs=0,  # the sampled token's logprob: the no-verifier fallback score
+    )
+    outcome = await sample_until(
+        ctx.engine, ctx.prompt_ids, spec, params.n, ctx.budget, parallel=params.parallel
+    )
+    candidates = [to_candidate(s) for s in outcome.finished]
+    texts = [c.text for c in candidates]
+
+    scores: list[float] | None = None
+    name = params.verifier
+    if name is not None and params.verifier_kind == "outcome":
+        scores = await score_outcomes(ctx, name, texts)
+        if scores is not None:
+            for candidate, score in zip(candidates, scores, strict=True):
+                candidate.scores[name] = score
+    elif name is not None:
+        step_scores = await score_steps(ctx, name, [split_steps(t) for t in texts])
+        if step_scores is not None:
+            scores = [aggregate_steps(s, params.aggregation) for s in step_scores]
+            for candidate, steps, score in zip(candidates, step_scores, scores, strict=True):
+                candidate.scores[f"{name}_steps"] = steps
+                candidate.scores[name] = score
+
+    if scores is not None:
+        how = f" ({params.aggregation} over steps)" if params.verifier_kind == "process" else ""
+        explanation = f"highest {name} score{how} of {len(candidates)} samples"
+    else:
+        scores = [_or_minus_inf(c.mean_logprob) for c in candidates]
+        reason = "no verifier configured" if name is None else "verifier budget exhausted"
+        explanation = f"highest mean token log-probability of {len(candidates)} samples ({reason})"
+        for candidate, score in zip(candidates, scores, strict=True):
+            candidate.scores["mean_logprob"] = score
+
+    best = argmax_first(scores)
+    return StrategyResult(
+        strategy="best_of_n",
+        text=candidates[best].text if best is not None else "",
+        answer=candidates[best].answer if best is not None else None,
+        chosen=candidates[best].index if best is not None else None,
+        candidates=candidates,
+        stop_reason=outcome.stop_reason,
+        explanation=explanation,
+        details={"aborted_samples": len(outcome.aborted)},
+        usage=ctx.budget.finish(),
+    )
+
+
+def _or_minus_inf(value: float | None) -> float:
+    return float("-inf") if value is None else value
+
+
+STRATEGY = Strategy("best_of_n", BestOfNParams, run, __doc__)

@@ -1,0 +1,116 @@
+"""Inverse-entropy weighted voting ("The Sequential Edge", arXiv 2511.02309).
+
+Chain entropy H_i is the mean, over the chain's generated tokens, of the Shannon entropy
+of the top-k next-token distribution renormalised over those k [k=20]; each chain votes
+for its answer with weight 1 / (H_i + 1e-6). Chains are drawn either in parallel or
+*sequentially*, each attempt seeing the previous one and asked to check and refine it,
+with the same per-chain token limit, so both modes spend matched total tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.engine.types import Sample, SamplingSpec
+from verifiers.aggregate import weighted_vote
+
+from .base import SamplingParams, StrategyContext, StrategyResult, to_candidate, vote_table
+from .registry import Strategy
+from .sampling import SamplingOutcome, sample_until
+
+EPSILON = 1e-6
+REFINE_PROMPT = (
+    "Here is a previous attempt at this problem:\n\n{previous}\n\n"
+    "Check the previous attempt step by step, fix any mistake, and give a refined "
+    "solution with the final answer in \\boxed{{}}."
+)
+
+
+class InverseEntropyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(8, ge=1, le=1024, description="chains")
+    mode: Literal["parallel", "sequential"] = "parallel"
+    top_k: int = Field(20, ge=2, le=20, description="k of the top-k entropy")
+    sampling: SamplingParams = SamplingParams()
+    refine_prompt: str = Field(
+        REFINE_PROMPT, description="sequential mode; {previous} = last attempt"
+    )
+    parallel: int | None = Field(None, ge=1)
+
+
+def chain_weight(sample: Sample) -> float:
+    entropy = sample.mean_entropy
+    return 1.0 / ((entropy if entropy is not None else 0.0) + EPSILON)
+
+
+async def _sequential(ctx: StrategyContext, spec: SamplingSpec, params: InverseEntropyParams):
+    outcome = SamplingOutcome()
+    previous: Sample | None = None
+    for index in range(params.n):
+        messages = list(ctx.messages)
+        if previous is not None:
+            refine = params.refine_prompt.format(previous=previous.text)
+            messages += [
+                {"role": "assistant", "content": previous.text},
+                {"role": "user", "content": refine},
+            ]
+        prompt = ctx.prompt_ids if previous is None else await ctx.engine.render_chat(messages)
+        step = await sample_until(ctx.engine, prompt, spec, 1, ctx.budget, first_index=index)
+        outcome.finished += step.finished
+        outcome.aborted += step.aborted
+        if step.stop_reason != "completed" or not step.finished:
+            outcome.stop_reason = step.stop_reason
+            break
+        previous = step.finished[0]
+        await ctx.report("sample", index=index, mean_entropy=previous.mean_entropy)
+    return outcome
+
+
+async def run(ctx: StrategyContext, params: InverseEntropyParams) -> StrategyResult:
+    spec = SamplingSpec(
+        temperature=params.sampling.temperature,
+        top_p=params.sampling.top_p,
+        max_tokens=params.sampling.max_tokens,
+        seed=params.sampling.seed,
+        logprobs=params.top_k,
+    )
+    if params.mode == "parallel":
+        outcome = await sample_until(
+            ctx.engine, ctx.prompt_ids, spec, params.n, ctx.budget, parallel=params.parallel
+        )
+    else:
+        outcome = await _sequential(ctx, spec, params)
+
+    samples = outcome.finished
+    candidates = [to_candidate(s) for s in samples]
+    weights = [chain_weight(s) for s in samples]
+    labels = await ctx.verifiers.grader.group([c.answer for c in candidates])
+    for candidate, label, weight in zip(candidates, labels, weights, strict=True):
+        candidate.answer_class = label
+        candidate.scores["inverse_entropy_weight"] = weight
+    winner, totals = weighted_vote(labels, weights)
+    members = [
+        i for i, c in enumerate(candidates) if c.answer_class == winner and winner is not None
+    ]
+    chosen = max(members, key=lambda i: (weights[i], -i)) if members else None
+    return StrategyResult(
+        strategy="inverse_entropy",
+        text=candidates[chosen].text if chosen is not None else "",
+        answer=candidates[chosen].answer if chosen is not None else None,
+        chosen=candidates[chosen].index if chosen is not None else None,
+        candidates=candidates,
+        votes=vote_table(candidates, totals),
+        stop_reason=outcome.stop_reason,
+        explanation=(
+            f"inverse-entropy weighted vote (top-{params.top_k}) over {len(samples)} "
+            f"{params.mode} chains"
+        ),
+        details={"mode": params.mode, "aborted_samples": len(outcome.aborted)},
+        usage=ctx.budget.finish(),
+    )
+
+
+STRATEGY = Strategy("inverse_entropy", InverseEntropyParams, run, __doc__)

@@ -1,0 +1,171 @@
+"""Multi-temperature sampling and voting ("On the Role of Temperature Sampling in
+Test-Time Scaling", arXiv 2510.02611).
+
+Samples are spread over a temperature grid; answers are voted within each temperature,
+then the temperature winners vote (one vote each; ties go to the larger summed
+within-temperature share, then to the answer seen first). After a first round the run
+exits early when, at every temperature, the winner's share of that temperature's
+samples is >= `intra_threshold` and the fraction of temperatures whose winner is the
+overall winner is >= `agreement_threshold`. At temperature 0 one sample is drawn, since
+greedy decoding would repeat itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from server.engine.types import Sample, SamplingSpec
+from verifiers.aggregate import plurality
+
+from .base import Candidate, SamplingParams, StrategyContext, StrategyResult, to_candidate
+from .registry import Strategy
+from .sampling import SamplingOutcome, sample_until
+
+_SEED_STRIDE = 100_000  # seeds of different temperatures never collide
+
+
+class MultiTemperatureParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperatures: list[float] = Field([0.0, 0.4, 0.8, 1.2], min_length=1, max_length=32)
+    samples_per_temperature: int = Field(4, ge=1, le=256)
+    first_round: int = Field(2, ge=1, description="samples per temperature before the exit check")
+    intra_threshold: float = Field(0.8, ge=0.0, le=1.0)
+    agreement_threshold: float = Field(1.0, ge=0.0, le=1.0)
+    sampling: SamplingParams = SamplingParams()
+
+    @field_validator("temperatures")
+    @classmethod
+    def _valid_temperatures(cls, values: list[float]) -> list[float]:
+        if any(t < 0 or t > 2 for t in values):
+            raise ValueError("temperatures must lie in [0, 2]")
+        if len(set(values)) != len(values):
+            raise ValueError("temperatures must be distinct")
+        return values
+
+    def quota(self, temperature: float) -> int:
+        return 1 if temperature == 0 else self.samples_per_temperature
+
+
+async def _draw(
+    ctx: StrategyContext, params: MultiTemperatureParams, slot: int, start: int, count: int
+) -> SamplingOutcome:
+    temperature = params.temperatures[slot]
+    spec = SamplingSpec(
+        temperature=temperature,
+        top_p=params.sampling.top_p,
+        max_tokens=params.sampling.max_tokens,
+        seed=params.sampling.seed,
+    )
+    return await sample_until(
+        ctx.engine,
+        ctx.prompt_ids,
+        spec,
+        count,
+        ctx.budget,
+        first_index=slot * _SEED_STRIDE + start,
+    )
+
+
+def _vote(
+    candidates: list[Candidate], params: MultiTemperatureParams
+) -> tuple[int | None, dict[float, dict], float]:
+    """(overall winner, per-temperature table, agreement fraction)."""
+    table: dict[float, dict] = {}
+    for temperature in params.temperatures:
+        here = [c for c in candidates if c.temperature == temperature]
+        winner, votes = plurality([c.answer_class for c in here])
+        share = votes.get(winner, 0.0) / len(here) if here and winner is not None else 0.0
+        table[temperature] = {"winner": winner, "share": share, "samples": len(here)}
+    ballots: dict[int, tuple[float, float]] = {}
+    for row in table.values():
+        if row["winner"] is not None:
+            count, shares = ballots.get(row["winner"], (0.0, 0.0))
+            ballots[row["winner"]] = (count + 1, shares + row["share"])
+    order = {c.answer_class: i for i, c in reversed(list(enumerate(candidates)))}
+    overall = max(ballots, key=lambda a: (*ballots[a], -order.get(a, 0))) if ballots else None
+    voting = [row for row in table.values() if row["samples"]]
+    agreement = sum(row["winner"] == overall for row in voting) / len(voting) if voting else 0.0
+    return overall, table, agreement
+
+
+async def run(ctx: StrategyContext, params: MultiTemperatureParams) -> StrategyResult:
+    slots = range(len(params.temperatures))
+    first = [min(params.first_round, params.quota(params.temperatures[s])) for s in slots]
+    rounds = await asyncio.gather(*(_draw(ctx, params, s, 0, first[s]) for s in slots))
+    samples: list[tuple[float, Sample]] = [
+        (params.temperatures[s], x) for s in slots for x in rounds[s].finished
+    ]
+    aborted = sum(len(r.aborted) for r in rounds)
+    stop_reason = "budget" if any(r.stop_reason == "budget" for r in rounds) else "completed"
+
+    candidates = await _candidates(ctx, samples)
+    overall, table, agreement = _vote(candidates, params)
+    exited = (
+        stop_reason != "budget"
+        and all(row["share"] >= params.intra_threshold for row in table.values())
+        and agreement >= params.agreement_threshold
+    )
+    await ctx.report("round", round=1, agreement=agreement, early_exit=exited)
+
+    rest = [params.quota(params.temperatures[s]) - first[s] for s in slots]
+    if not exited and stop_reason != "budget" and any(rest):
+        more = await asyncio.gather(*(_draw(ctx, params, s, first[s], rest[s]) for s in slots))
+        samples += [(params.temperatures[s], x) for s in slots for x in more[s].finished]
+        aborted += sum(len(r.aborted) for r in more)
+        if any(r.stop_reason == "budget" for r in more):
+            stop_reason = "budget"
+        candidates = await _candidates(ctx, samples)
+        overall, table, agreement = _vote(candidates, params)
+    elif exited:
+        stop_reason = "early_stop"
+
+    members = [i for i, c in enumerate(candidates) if c.answer_class == overall]
+    chosen = members[0] if members and overall is not None else None
+    votes: dict[str, float] = {}
+    for row in table.values():
+        spelling = next((c.answer for c in candidates if c.answer_class == row["winner"]), None)
+        if spelling is not None:
+            votes[spelling] = votes.get(spelling, 0.0) + 1.0
+    explanation = (
+        f"two-stage vote over {len(params.temperatures)} temperatures "
+        f"({len(candidates)} samples); winners agree at {agreement:.2f}"
+    )
+    if stop_reason == "early_stop":
+        explanation += "; early exit after the first round"
+    return StrategyResult(
+        strategy="multi_temperature",
+        text=candidates[chosen].text if chosen is not None else "",
+        answer=candidates[chosen].answer if chosen is not None else None,
+        chosen=candidates[chosen].index if chosen is not None else None,
+        candidates=candidates,
+        votes=votes,
+        stop_reason=stop_reason,
+        explanation=explanation,
+        details={
+            "per_temperature": {
+                str(t): {**row, "winner_answer": _spelling(candidates, row["winner"])}
+                for t, row in table.items()
+            },
+            "agreement": agreement,
+            "aborted_samples": aborted,
+        },
+        usage=ctx.budget.finish(),
+    )
+
+
+async def _candidates(ctx: StrategyContext, samples: list[tuple[float, Sample]]) -> list[Candidate]:
+    candidates = [to_candidate(s, temperature=t) for t, s in samples]
+    labels = await ctx.verifiers.grader.group([c.answer for c in candidates])
+    for candidate, label in zip(candidates, labels, strict=True):
+        candidate.answer_class = label
+    return candidates
+
+
+def _spelling(candidates: list[Candidate], label: int | None) -> str | None:
+    return next((c.answer for c in candidates if c.answer_class == label), None)
+
+
+STRATEGY = Strategy("multi_temperature", MultiTemperatureParams, run, __doc__)

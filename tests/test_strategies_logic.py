@@ -1,0 +1,343 @@
+"""Strategy rules pinned with a scripted engine: votes, weights, early exits, budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from strategies.base import StrategyContext, Verifiers
+from strategies.best_of_n import BestOfNParams
+from strategies.best_of_n import run as best_of_n
+from strategies.budget import Budget, BudgetLimits
+from strategies.inverse_entropy import InverseEntropyParams
+from strategies.inverse_entropy import run as inverse_entropy
+from strategies.multi_temperature import MultiTemperatureParams
+from strategies.multi_temperature import run as multi_temperature
+from strategies.registry import discover
+from strategies.self_consistency import SelfConsistencyParams
+from strategies.self_consistency import run as self_consistency
+from verifiers.math_grader import MathGrader
+from verifiers.protocol import OutcomeScores, StepScores, VerifierUsage
+
+from .fakes import Scripted, ScriptedEngine
+
+QUESTION = "What is x?"
+
+
+@pytest.fixture(scope="module")
+def grader():
+    grader = MathGrader(workers=2, timeout_s=3.0)
+    yield grader
+    grader.close()
+
+
+class FakeOutcomeVerifier:
+    """Scores a solution by a lookup on its text; costs 10 tokens per solution."""
+
+    def __init__(self, score: Callable[[str], float]) -> None:
+        self._score = score
+
+    async def estimate_outcome_tokens(self, question: str, solutions: Sequence[str]) -> int:
+        return 10 * len(solutions)
+
+    async def score_outcomes(self, question: str, solutions: Sequence[str]) -> OutcomeScores:
+        usage = VerifierUsage(prompt_tokens=9 * len(solutions), generated_tokens=len(solutions))
+        return OutcomeScores([self._score(s) for s in solutions], usage)
+
+
+class FakeProcessVerifier:
+    def __init__(self, score: Callable[[str], float]) -> None:
+        self._score = score
+
+    async def estimate_step_tokens(self, question: str, solutions) -> int:
+        return sum(len(s) for s in solutions)
+
+    async def score_steps(self, question: str, solutions) -> StepScores:
+        usage = VerifierUsage(prompt_tokens=sum(len(s) for s in solutions))
+        return StepScores([[self._score(step) for step in s] for s in solutions], usage)
+
+
+def answers_engine(answers: Sequence[str], seconds: float = 0.0, **extra) -> ScriptedEngine:
+    """Sample k (its seed, with sampling.seed=0) answers answers[k]."""
+
+    def script(prompt, spec, index):
+        k = spec.seed % len(answers)
+        return Scripted(f"Work.\n\nSo \\boxed{{{answers[k]}}}", seconds, **extra)
+
+    return ScriptedEngine(script)
+
+
+async def context(engine, grader, limits=None, outcome=None, process=None) -> StrategyContext:
+    messages = [{"role": "user", "content": QUESTION}]
+    return StrategyContext(
+        engine=engine,
+        verifiers=Verifiers(grader, outcome or {}, process or {}),
+        budget=Budget(limits or BudgetLimits()),
+        messages=messages,
+        prompt_ids=await engine.render_chat(messages),
+        question=QUESTION,
+    )
+
+
+SEEDED = {"temperature": 0.8, "max_tokens": 200, "seed": 0}
+
+
+def test_every_strategy_module_is_registered():
+    assert set(discover()) >= {
+        "best_of_n",
+        "self_consistency",
+        "inverse_entropy",
+        "multi_temperature",
+    }
+
+
+async def test_self_consistency_votes_by_math_equivalence(grader):
+    engine = answers_engine(["\\frac{1}{2}", "3", "0.5", "3", "1/2"])
+    params = SelfConsistencyParams(n=5, sampling=SEEDED)
+    result = await self_consistency(await context(engine, grader), params)
+    assert result.answer == "\\frac{1}{2}"
+    assert result.votes == {"\\frac{1}{2}": 3.0, "3": 2.0}
+    assert result.stop_reason == "completed"
+    assert result.usage.samples_finished == 5
+    assert result.usage.generated_tokens == sum(c.tokens for c in result.candidates)
+
+
+async def test_self_consistency_tie_goes_to_the_answer_seen_first(grader):
+    engine = answers_engine(["7", "8", "8", "7"])
+    result = await self_consistency(
+        await context(engine, grader), SelfConsistencyParams(n=4, sampling=SEEDED)
+    )
+    assert result.answer == "7"
+
+
+async def test_adaptive_stops_when_the_leader_cannot_be_overtaken(grader):
+    engine = answers_engine(["5"])
+    params = SelfConsistencyParams(n=5, sampling=SEEDED, adaptive=True, parallel=1)
+    result = await self_consistency(await context(engine, grader), params)
+    # after 3 votes for 5 the 2 remaining samples cannot overturn it (Beta: 0.9375 < 0.95)
+    assert result.stop_reason == "early_stop"
+    assert result.usage.samples_started == 3
+    assert "cannot be overtaken" in result.explanation
+
+
+async def test_adaptive_beta_rule_saves_samples(grader):
+    engine = answers_engine(["5"])
+    params = SelfConsistencyParams(n=32, sampling=SEEDED, adaptive=True, parallel=1)
+    result = await self_consistency(await context(engine, grader), params)
+    # P(leader stays leader) after 4 unanimous votes = 1 - 0.5**5 = 0.969 >= 0.95
+    assert result.usage.samples_started == 4
+    assert "P(leader stays leader) = 0.969" in result.explanation
+
+
+async def test_adaptive_aborts_samples_in_flight_and_bills_them(grader):
+    fast_then_slow = ScriptedEngine(
+        lambda p, spec, i: Scripted("\\boxed{5}" + "." * 50, 0.01 if spec.seed < 4 else 5.0)
+    )
+    params = SelfConsistencyParams(n=8, sampling=SEEDED, adaptive=True)
+    result = await asyncio.wait_for(
+        self_consistency(await context(fast_then_slow, grader), params), timeout=4
+    )
+    assert result.stop_reason == "early_stop"
+    assert result.usage.samples_aborted == 4
+    assert result.usage.samples_started == 8
+    assert await fast_then_slow.num_running() == 0
+    finished = sum(c.tokens for c in result.candidates)
+    assert result.usage.generated_tokens == finished + result.usage.aborted_tokens
+
+
+async def test_verifier_weighting_can_overturn_the_majority(grader):
+    engine = answers_engine(["1", "1", "2"])
+    verifier = FakeOutcomeVerifier(lambda text: 0.9 if "{2}" in text else 0.2)
+    params = SelfConsistencyParams(n=3, sampling=SEEDED, weighting="verifier", verifier="orm")
+    result = await self_consistency(
+        await context(engine, grader, outcome={"orm": verifier}), params
+    )
+    assert result.answer == "2"
+    assert result.votes == {"1": 0.4, "2": 0.9}
+    assert result.usage.verifier_tokens == 30
+
+
+async def test_pessimistic_weighting(grader):
+    engine = answers_engine(["1", "1", "1", "2"])
+    verifier = FakeOutcomeVerifier(lambda text: 0.8 if "{2}" in text else 0.7)
+    params = SelfConsistencyParams(
+        n=4, sampling=SEEDED, weighting="pessimistic", verifier="orm", alpha=0.5
+    )
+    result = await self_consistency(
+        await context(engine, grader, outcome={"orm": verifier}), params
+    )
+    assert result.answer == "1"
+    assert math.isclose(result.votes["1"], 0.7 - 0.5 * math.log(4) / 4, rel_tol=1e-5)
+
+
+async def test_weighted_mode_falls_back_when_the_verifier_budget_is_too_small(grader):
+    engine = answers_engine(["1", "1", "2"])
+    verifier = FakeOutcomeVerifier(lambda text: 0.9 if "{2}" in text else 0.2)
+    params = SelfConsistencyParams(n=3, sampling=SEEDED, weighting="verifier", verifier="orm")
+    limits = BudgetLimits(max_verifier_tokens=29)
+    ctx = await context(engine, grader, limits, outcome={"orm": verifier})
+    result = await self_consistency(ctx, params)
+    assert result.answer == "1"
+    assert "verifier budget exhausted" in result.explanation
+    assert result.usage.verifier_tokens == 0
+
+
+def test_invalid_parameter_combinations_are_refused():
+    with pytest.raises(ValueError, match="needs a verifier"):
+        SelfConsistencyParams(weighting="verifier")
+    with pytest.raises(ValueError, match="adaptive"):
+        SelfConsistencyParams(adaptive=True, weighting="pessimistic", verifier="orm")
+    with pytest.raises(ValueError):
+        SelfConsistencyParams(n=0)
+    with pytest.raises(ValueError):
+        MultiTemperatureParams(temperatures=[0.5, 0.5])
+
+
+async def test_token_cap_holds_in_the_middle_of_a_batch(grader):
+    engine = ScriptedEngine(lambda p, spec, i: Scripted("x" * 100))
+    params = SelfConsistencyParams(n=5, sampling={**SEEDED, "max_tokens": 100})
+    result = await self_consistency(
+        await context(engine, grader, BudgetLimits(max_generated_tokens=250)), params
+    )
+    assert result.stop_reason == "budget"
+    assert result.usage.generated_tokens == 250
+    assert sorted(c.tokens for c in result.candidates) == [50, 100, 100]
+    assert [c.finish_reason for c in result.candidates].count("length") == 1
+
+
+async def test_sample_cap(grader):
+    engine = answers_engine(["4"])
+    result = await self_consistency(
+        await context(engine, grader, BudgetLimits(max_samples=3)),
+        SelfConsistencyParams(n=10, sampling=SEEDED),
+    )
+    assert result.stop_reason == "budget" and result.usage.samples_started == 3
+
+
+async def test_wall_time_cap_aborts_and_bills_running_samples(grader):
+    engine = ScriptedEngine(lambda p, spec, i: Scripted("y" * 400, seconds=5.0))
+    ctx = await context(engine, grader, BudgetLimits(max_wall_s=0.3))
+    result = await asyncio.wait_for(
+        self_consistency(ctx, SelfConsistencyParams(n=4, sampling={**SEEDED, "max_tokens": 400})),
+        timeout=3,
+    )
+    assert result.stop_reason == "budget"
+    assert result.usage.samples_aborted == 4
+    assert 0 < result.usage.aborted_tokens == result.usage.generated_tokens < 4 * 400
+    assert await engine.num_running() == 0
+
+
+async def test_best_of_n_picks_the_highest_verifier_score(grader):
+    engine = answers_engine(["1", "2", "3"])
+    verifier = FakeOutcomeVerifier(lambda text: 0.9 if "{2}" in text else 0.1)
+    ctx = await context(engine, grader, outcome={"orm": verifier})
+    result = await best_of_n(ctx, BestOfNParams(n=3, sampling=SEEDED, verifier="orm"))
+    assert result.answer == "2" and result.chosen == 1
+    assert "highest orm score" in result.explanation
+
+
+async def test_best_of_n_process_verifier_uses_the_minimum_step(grader):
+    texts = ["good\n\nbad\n\n\\boxed{1}", "fine\n\nfine\n\n\\boxed{2}"]
+    engine = ScriptedEngine(lambda p, spec, i: Scripted(texts[spec.seed]))
+    step_score = {"good": 0.99, "bad": 0.3, "fine": 0.6}
+    verifier = FakeProcessVerifier(lambda step: step_score.get(step, 0.5))
+    ctx = await context(engine, grader, process={"prm": verifier})
+    params = BestOfNParams(n=2, sampling=SEEDED, verifier="prm", verifier_kind="process")
+    result = await best_of_n(ctx, params)
+    assert result.answer == "2"
+    assert result.candidates[0].scores["prm_steps"] == [0.99, 0.3, 0.5]
+    by_mean = await best_of_n(
+        await context(engine, grader, process={"prm": verifier}),
+        params.model_copy(update={"aggregation": "mean"}),
+    )
+    assert by_mean.answer == "1"  # means: 0.597 vs 0.567
+
+
+async def test_best_of_n_without_verifier_uses_mean_logprob_and_says_so(grader):
+    logprobs = [-2.0, -0.1, -1.0]
+    engine = ScriptedEngine(
+        lambda p, spec, i: Scripted(f"\\boxed{{{spec.seed}}}", logprob=logprobs[spec.seed])
+    )
+    result = await best_of_n(await context(engine, grader), BestOfNParams(n=3, sampling=SEEDED))
+    assert result.answer == "1"
+    assert "no verifier configured" in result.explanation
+
+
+async def test_inverse_entropy_weights_confident_chains(grader):
+    entropies = [0.1, 0.1, 2.0, 2.0, 2.0]
+    answers = ["A", "A", "B", "B", "B"]
+    engine = ScriptedEngine(
+        lambda p, spec, i: Scripted(
+            f"\\boxed{{{answers[spec.seed]}}}", entropy=entropies[spec.seed]
+        )
+    )
+    result = await inverse_entropy(
+        await context(engine, grader), InverseEntropyParams(n=5, sampling=SEEDED)
+    )
+    assert result.answer == "A"
+    assert math.isclose(result.votes["A"], 2 / (0.1 + 1e-6), rel_tol=1e-6)
+    assert math.isclose(result.votes["B"], 3 / (2.0 + 1e-6), rel_tol=1e-6)
+    assert all(spec.logprobs == 20 for _, spec in engine.calls)
+
+
+async def test_sequential_chains_see_the_previous_attempt(grader):
+    engine = ScriptedEngine(lambda p, spec, i: Scripted(f"attempt-{spec.seed} \\boxed{{7}}"))
+    params = InverseEntropyParams(n=3, mode="sequential", sampling=SEEDED)
+    result = await inverse_entropy(await context(engine, grader), params)
+    prompts = ["".join(map(chr, prompt)) for prompt, _ in engine.calls]
+    assert "attempt-" not in prompts[0]
+    assert "attempt-0" in prompts[1] and "attempt-1" in prompts[2]
+    assert "Check the previous attempt" in prompts[2]
+    assert result.answer == "7" and len(result.candidates) == 3
+    assert all(spec.max_tokens == 200 for _, spec in engine.calls)  # matched per-chain budget
+
+
+async def test_multi_temperature_exits_early_when_all_temperatures_agree(grader):
+    engine = ScriptedEngine(lambda p, spec, i: Scripted("\\boxed{9}"))
+    params = MultiTemperatureParams(
+        temperatures=[0.0, 0.7, 1.2], samples_per_temperature=4, first_round=2, sampling=SEEDED
+    )
+    result = await multi_temperature(await context(engine, grader), params)
+    assert result.stop_reason == "early_stop"
+    assert result.usage.samples_started == 1 + 2 + 2  # T=0 draws once
+    assert result.answer == "9"
+
+
+async def test_multi_temperature_two_stage_vote(grader):
+    def script(prompt, spec, index):
+        if spec.temperature == 0.0:
+            return Scripted("\\boxed{1}")
+        if spec.temperature == 0.6:
+            return Scripted("\\boxed{2}" if spec.seed % 3 else "\\boxed{1}")
+        return Scripted("\\boxed{2}" if spec.seed % 2 else "\\boxed{3}")
+
+    engine = ScriptedEngine(script)
+    params = MultiTemperatureParams(
+        temperatures=[0.0, 0.6, 1.0], samples_per_temperature=4, first_round=2, sampling=SEEDED
+    )
+    result = await multi_temperature(await context(engine, grader), params)
+    assert result.stop_reason == "completed"
+    assert result.usage.samples_started == 1 + 4 + 4
+    per_t = result.details["per_temperature"]
+    assert per_t["0.0"]["winner_answer"] == "1"
+    assert per_t["0.6"]["winner_answer"] == "2" and per_t["0.6"]["share"] == 0.75
+    assert per_t["1.0"]["winner_answer"] == "3"  # 2 vs 2: first seen wins (seed 100000 -> 3)
+    assert result.votes == {"1": 1.0, "2": 1.0, "3": 1.0}
+    # one ballot per temperature: a three-way tie, broken by the larger within-temperature
+    # share (T=0: 1.0, T=0.6: 0.75, T=1.0: 0.5)
+    assert result.answer == "1"
+
+
+async def test_concurrent_requests_keep_their_own_budgets(grader):
+    engine = answers_engine(["5"], seconds=0.05)
+    small = await context(engine, grader, BudgetLimits(max_samples=2))
+    large = await context(engine, grader, BudgetLimits(max_samples=6))
+    first, second = await asyncio.gather(
+        self_consistency(small, SelfConsistencyParams(n=6, sampling=SEEDED)),
+        self_consistency(large, SelfConsistencyParams(n=6, sampling=SEEDED)),
+    )
+    assert first.usage.samples_started == 2 and first.stop_reason == "budget"
+    assert second.usage.samples_started == 6 and second.stop_reason == "completed"
