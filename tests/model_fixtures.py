@@ -49,3 +49,82 @@ def tiny_model_dir(cache_dir: Path | None = None) -> Path:
         generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}
         (staging / "generation_config.json").write_text(json.dumps(generation))
     return target
+
+
+STEP_TOKEN = "<extra_0>"
+_REWARD_VERSION = "1"
+
+
+def tiny_reward_model_dir(kind: str, cache_dir: Path | None = None) -> Path:
+    """A tiny random reward model in a format vLLM serves with its pooling runner.
+
+    kind "prm": `Qwen2ForProcessRewardModel` (Qwen2.5-Math-PRM layout, 2 labels) with a
+    `<extra_0>` step token added to SmolLM2's tokenizer. kind "orm": `Qwen2ForRewardModel`
+    (Qwen2.5-Math-RM layout, 1 label). transformers has neither class (the real
+    checkpoints ship remote code), so the weights are written in vLLM's layout: a Qwen2
+    body under `model.` and a `score` head Linear(H, H) -> ReLU -> Linear(H, labels).
+    """
+    labels = {"prm": 2, "orm": 1}[kind]
+    arch = {"prm": "Qwen2ForProcessRewardModel", "orm": "Qwen2ForRewardModel"}[kind]
+    cache = cache_dir or default_cache_dir()
+    target = cache / "test-models" / f"tiny-{kind}-v{_REWARD_VERSION}"
+    if (target / "model.safetensors").exists():
+        return target
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_default_model(cache_dir))
+    tokenizer.add_special_tokens({"additional_special_tokens": [STEP_TOKEN]})
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        num_labels=labels,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids(tokenizer.eos_token),
+    )
+    torch.manual_seed(labels)
+    body = Qwen2Model(config).eval().float()
+    hidden = config.hidden_size
+    head = torch.nn.Sequential(
+        torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, labels)
+    )
+    for layer in (head[0], head[2]):  # a random head with logits far from zero
+        torch.nn.init.normal_(layer.weight, std=0.3)
+        torch.nn.init.normal_(layer.bias, std=0.3)
+    weights = {f"model.{k}": v.contiguous() for k, v in body.state_dict().items()}
+    weights.update({f"score.{k}": v.contiguous() for k, v in head.state_dict().items()})
+    with staged_directory(target) as staging:
+        config.save_pretrained(staging)
+        written = json.loads((staging / "config.json").read_text())
+        written.update(architectures=[arch], num_labels=labels)
+        (staging / "config.json").write_text(json.dumps(written, indent=2))
+        tokenizer.save_pretrained(staging)
+        save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
+    return target
+
+
+def reference_reward_logits(model_dir: Path, token_ids: list[int]):
+    """Per-token logits of a tiny reward model computed with plain torch (no vLLM)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import Qwen2Config, Qwen2Model
+
+    config = Qwen2Config.from_pretrained(model_dir)
+    weights = load_file(str(model_dir / "model.safetensors"))
+    body = Qwen2Model(config).eval().float()
+    body.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("model.")})
+    hidden = config.hidden_size
+    head = torch.nn.Sequential(
+        torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, config.num_labels)
+    )
+    head.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("score.")})
+    with torch.no_grad():
+        return head(body(input_ids=torch.tensor([token_ids])).last_hidden_state)[0]

@@ -199,22 +199,24 @@ class LocalVLLMEngine:
         return int(self._llm.get_num_unfinished_requests())
 
     async def close(self) -> None:
-        """Stop the engine processes; idempotent.
-
-        The output handler task is cancelled on this loop first, so it does not log the
-        engine's exit as a failure; the blocking shutdown then runs off the loop. The
-        reference is dropped so `AsyncLLM.__del__` runs now, not at interpreter exit.
-        """
         llm, self._llm = self._llm, None
-        if llm is None:
-            return
-        handler = getattr(llm, "output_handler", None)
-        if handler is not None:
-            handler.cancel()
-        await asyncio.to_thread(llm.shutdown)
-        # AsyncLLM sits in reference cycles, so its __del__ runs at interpreter exit and
-        # calls shutdown() again when module globals are already gone; it is done now.
-        llm.shutdown = lambda *args, **kwargs: None
+        if llm is not None:
+            await shutdown_async_llm(llm)
+
+
+async def shutdown_async_llm(llm: Any) -> None:
+    """Stop an `AsyncLLM`'s processes without blocking the loop.
+
+    The output handler task is cancelled on this loop first, so it does not log the
+    engine's exit as a failure; the blocking shutdown then runs off the loop.
+    """
+    handler = getattr(llm, "output_handler", None)
+    if handler is not None:
+        handler.cancel()
+    await asyncio.to_thread(llm.shutdown)
+    # AsyncLLM sits in reference cycles, so its __del__ runs at interpreter exit and
+    # calls shutdown() again when module globals are already gone; it is done now.
+    llm.shutdown = lambda *args, **kwargs: None
 
 
 def _prompt_factory():

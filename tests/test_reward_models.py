@@ -1,0 +1,87 @@
+"""PRM and ORM scoring through vLLM's pooling runner, on tiny random reward models.
+
+The scores are checked against the same weights run with plain torch, so these tests
+pin the real loading, prompt format and step-token handling, not just the shapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from verifiers.protocol import OutcomeVerifier, ProcessVerifier
+from verifiers.reward_model import RewardModel
+
+from .model_fixtures import reference_reward_logits, tiny_reward_model_dir
+
+QUESTION = "What is 2 + 3 * 4?"
+SOLUTIONS = [
+    ["First compute 3 * 4 = 12.", "Then 2 + 12 = 14.", "The answer is \\boxed{14}."],
+    ["2 + 3 = 5, times 4 is 20.", "The answer is \\boxed{20}."],
+    ["\\boxed{14}"],
+]
+
+
+@pytest.fixture(scope="module")
+async def prm(default_model_path):
+    path = tiny_reward_model_dir("prm")
+    model = await asyncio.to_thread(RewardModel.load, path, "prm", dtype="float32")
+    yield model
+    await model.close()
+
+
+@pytest.fixture(scope="module")
+async def orm(default_model_path):
+    path = tiny_reward_model_dir("orm")
+    model = await asyncio.to_thread(RewardModel.load, path, "orm", dtype="float32")
+    yield model
+    await model.close()
+
+
+async def test_prm_gives_one_score_per_step_matching_torch(prm):
+    assert isinstance(prm, ProcessVerifier)
+    result = await prm.score_steps(QUESTION, SOLUTIONS)
+    assert [len(s) for s in result.scores] == [3, 2, 1]
+    path = tiny_reward_model_dir("prm")
+    step_id = prm._step_token_id
+    for steps, scores in zip(SOLUTIONS, result.scores, strict=True):
+        ids = prm._prm_prompt(QUESTION, steps)
+        logits = reference_reward_logits(path, ids)
+        positions = [i for i, t in enumerate(ids) if t == step_id]
+        expected = logits.softmax(-1)[positions, 1].tolist()
+        assert len(positions) == len(steps)
+        assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(scores, expected, strict=True))
+        assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+async def test_prm_usage_counts_the_prompts_it_read(prm):
+    result = await prm.score_steps(QUESTION, SOLUTIONS)
+    read = sum(len(prm._prm_prompt(QUESTION, s)) for s in SOLUTIONS)
+    assert result.usage.prompt_tokens == read == result.usage.total_tokens
+    assert await prm.estimate_step_tokens(QUESTION, SOLUTIONS) >= read
+
+
+async def test_prm_handles_empty_and_overlong_solutions(prm):
+    result = await prm.score_steps(QUESTION, [[], ["word " * 5000]])
+    assert result.scores == [[], [0.0]]
+
+
+async def test_orm_gives_one_score_per_solution_matching_torch(orm):
+    assert isinstance(orm, OutcomeVerifier)
+    texts = ["\n\n".join(s) for s in SOLUTIONS]
+    result = await orm.score_outcomes(QUESTION, texts)
+    assert len(result.scores) == 3
+    path = tiny_reward_model_dir("orm")
+    for text, score in zip(texts, result.scores, strict=True):
+        last = reference_reward_logits(path, orm._render(QUESTION, text))[-1, 0].item()
+        assert math.isclose(score, 1 / (1 + math.exp(-last)), abs_tol=1e-4)
+    assert len(set(result.scores)) == 3
+
+
+async def test_the_wrong_kind_of_question_is_refused(prm, orm):
+    with pytest.raises(TypeError):
+        await prm.score_outcomes(QUESTION, ["x"])
+    with pytest.raises(TypeError):
+        await orm.score_steps(QUESTION, [["x"]])
