@@ -7,13 +7,17 @@ pin the real loading, prompt format and step-token handling, not just the shapes
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import subprocess
+import sys
 
 import pytest
 
 from verifiers.protocol import OutcomeVerifier, ProcessVerifier
-from verifiers.reward_model import RewardModel
+from verifiers.reward_model import RemoteRewardModel, RewardModel
 
+from .conftest import free_port, wait_for_http
 from .model_fixtures import reference_reward_logits, tiny_reward_model_dir
 
 QUESTION = "What is 2 + 3 * 4?"
@@ -45,9 +49,9 @@ async def test_prm_gives_one_score_per_step_matching_torch(prm):
     result = await prm.score_steps(QUESTION, SOLUTIONS)
     assert [len(s) for s in result.scores] == [3, 2, 1]
     path = tiny_reward_model_dir("prm")
-    step_id = prm._step_token_id
+    step_id = prm.step_token_id
     for steps, scores in zip(SOLUTIONS, result.scores, strict=True):
-        ids = prm._prm_prompt(QUESTION, steps)
+        ids = await prm.prm_prompt(QUESTION, steps)
         logits = reference_reward_logits(path, ids)
         positions = [i for i, t in enumerate(ids) if t == step_id]
         expected = logits.softmax(-1)[positions, 1].tolist()
@@ -58,7 +62,7 @@ async def test_prm_gives_one_score_per_step_matching_torch(prm):
 
 async def test_prm_usage_counts_the_prompts_it_read(prm):
     result = await prm.score_steps(QUESTION, SOLUTIONS)
-    read = sum(len(prm._prm_prompt(QUESTION, s)) for s in SOLUTIONS)
+    read = sum([len(await prm.prm_prompt(QUESTION, s)) for s in SOLUTIONS])
     assert result.usage.prompt_tokens == read == result.usage.total_tokens
     assert await prm.estimate_step_tokens(QUESTION, SOLUTIONS) >= read
 
@@ -75,7 +79,8 @@ async def test_orm_gives_one_score_per_solution_matching_torch(orm):
     assert len(result.scores) == 3
     path = tiny_reward_model_dir("orm")
     for text, score in zip(texts, result.scores, strict=True):
-        last = reference_reward_logits(path, orm._render(QUESTION, text))[-1, 0].item()
+        ids = await orm._conversation(QUESTION, text)
+        last = reference_reward_logits(path, ids)[-1, 0].item()
         assert math.isclose(score, 1 / (1 + math.exp(-last)), abs_tol=1e-4)
     assert len(set(result.scores)) == 3
 
@@ -85,3 +90,59 @@ async def test_the_wrong_kind_of_question_is_refused(prm, orm):
         await prm.score_outcomes(QUESTION, ["x"])
     with pytest.raises(TypeError):
         await orm.score_steps(QUESTION, [["x"]])
+
+
+@pytest.fixture(scope="module")
+def prm_server(default_model_path, subprocess_env, tmp_path_factory):
+    """A separate vLLM server running the tiny PRM with the pooling runner."""
+    path = tiny_reward_model_dir("prm")
+    from transformers import AutoTokenizer
+
+    step_id = AutoTokenizer.from_pretrained(path).convert_tokens_to_ids("<extra_0>")
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("prm") / "server.log"
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(path),
+        "--runner",
+        "pooling",
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--pooler-config",
+        json.dumps({"pooling_type": "STEP", "step_tag_id": step_id}),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env
+        )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/v1/models", process, 300, log_path)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def test_remote_prm_matches_the_in_process_prm(prm, prm_server):
+    remote = await RemoteRewardModel.connect(prm_server, "prm")
+    try:
+        assert isinstance(remote, ProcessVerifier)
+        local = await prm.score_steps(QUESTION, SOLUTIONS)
+        over_http = await remote.score_steps(QUESTION, SOLUTIONS)
+        for a, b in zip(local.scores, over_http.scores, strict=True):
+            assert len(a) == len(b)
+            assert all(math.isclose(x, y, abs_tol=1e-4) for x, y in zip(a, b, strict=True))
+        assert over_http.usage.prompt_tokens == local.usage.prompt_tokens
+    finally:
+        await remote.close()

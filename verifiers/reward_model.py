@@ -25,9 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
+
 from server.engine.local_vllm import apply_cpu_defaults, shutdown_async_llm
 from server.engine.model_shape import read_model_shape
-from server.engine.protocol import EngineUnavailable, new_request_id
+from server.engine.protocol import EngineError, EngineUnavailable, new_request_id
 from server.engine.types import ModelShape
 
 from .protocol import OutcomeScores, StepScores, VerifierUsage
@@ -45,19 +47,98 @@ def _softmax_label_one(row: Sequence[float]) -> float:
     return weights[1] / sum(weights)
 
 
-class RewardModel:
-    """A PRM or ORM on an in-process vLLM pooling engine.
-
-    Implements `ProcessVerifier` (PRM) or `OutcomeVerifier` (ORM).
+class RewardScorer:
+    """PRM/ORM scoring logic, whatever runs the model: prompt format, step-token rows,
+    normalisation, usage. Implements `ProcessVerifier` (PRM) or `OutcomeVerifier` (ORM).
     """
+
+    kind: RewardKind
+    max_model_len: int
+    shape: ModelShape | None = None
+
+    async def _render(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of a whole conversation (no generation prompt)."""
+        raise NotImplementedError
+
+    async def _pool(self, prompt_ids: list[int], task: str) -> list[list[float]]:
+        """Raw logits rows: one per step token (STEP pooling) or per token, or one row."""
+        raise NotImplementedError
+
+    async def _supported_tasks(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    async def _conversation(self, question: str, answer: str) -> list[int]:
+        return await self._render(
+            [
+                {"role": "system", "content": PRM_SYSTEM},
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ]
+        )
+
+    async def prm_prompt(self, question: str, steps: Sequence[str]) -> list[int]:
+        return await self._conversation(question, "".join(f"{s}{STEP_TOKEN}" for s in steps))
+
+    async def score_steps(self, question: str, solutions: Sequence[Sequence[str]]) -> StepScores:
+        if self.kind != "prm":
+            raise TypeError("an outcome reward model does not score steps")
+        prompts = [await self.prm_prompt(question, steps) for steps in solutions]
+        readable = [
+            0 < len(s) and len(p) <= self.max_model_len
+            for p, s in zip(prompts, solutions, strict=True)
+        ]
+        rows = await asyncio.gather(
+            *(
+                self._score_prm(p, len(s)) if ok else _no_evidence(len(s))
+                for p, s, ok in zip(prompts, solutions, readable, strict=True)
+            )
+        )
+        read = sum(len(p) for p, ok in zip(prompts, readable, strict=True) if ok)
+        return StepScores(list(rows), VerifierUsage(prompt_tokens=read))
+
+    async def _score_prm(self, prompt_ids: list[int], steps: int) -> list[float]:
+        scores = [_softmax_label_one(row) for row in await self._pool(prompt_ids, "token_classify")]
+        if len(scores) != steps:
+            raise RuntimeError(f"PRM returned {len(scores)} step scores for {steps} steps")
+        return scores
+
+    async def score_outcomes(self, question: str, solutions: Sequence[str]) -> OutcomeScores:
+        if self.kind != "orm":
+            raise TypeError("a process reward model scores steps: use score_steps")
+        prompts = [
+            (await self._conversation(question, s))[-self.max_model_len :] for s in solutions
+        ]
+        scores = await asyncio.gather(*(self._score_orm(p) for p in prompts))
+        return OutcomeScores(list(scores), VerifierUsage(prompt_tokens=sum(map(len, prompts))))
+
+    async def _score_orm(self, prompt_ids: list[int]) -> float:
+        if "classify" in await self._supported_tasks():
+            return _softmax_label_one((await self._pool(prompt_ids, "classify"))[0])
+        rows = await self._pool(prompt_ids, "token_classify")  # per-token rewards
+        return _softmax_label_one(rows[-1])
+
+    async def estimate_step_tokens(self, question: str, solutions: Sequence[Sequence[str]]) -> int:
+        return sum([len(await self.prm_prompt(question, steps)) for steps in solutions])
+
+    async def estimate_outcome_tokens(self, question: str, solutions: Sequence[str]) -> int:
+        return sum([len(await self._conversation(question, s)) for s in solutions])
+
+
+async def _no_evidence(steps: int) -> list[float]:
+    """Score of steps the PRM could not read (empty or over its context): none, 0."""
+    return [0.0] * steps
+
+
+class RewardModel(RewardScorer):
+    """A PRM or ORM on an in-process vLLM pooling engine."""
 
     def __init__(self, llm: Any, kind: RewardKind, step_token_id: int | None, shape) -> None:
         self._llm = llm
         self.kind = kind
         self._tokenizer = llm.get_tokenizer()
-        self._step_token_id = step_token_id
-        self.shape: ModelShape | None = shape
-        self.max_model_len: int = llm.model_config.max_model_len
+        self.step_token_id = step_token_id
+        self.shape = shape
+        self.max_model_len = llm.model_config.max_model_len
         from vllm import PoolingParams
 
         self._pooling_params = PoolingParams
@@ -106,24 +187,13 @@ class RewardModel:
             raise EngineUnavailable(f"vLLM could not load {model_path}: {exc}") from exc
         return cls(llm, kind, step_token_id, read_model_shape(model_path))
 
-    # --- prompts ----------------------------------------------------------------------
-    def _render(self, question: str, answer: str) -> list[int]:
-        messages = [
-            {"role": "system", "content": PRM_SYSTEM},
-            {"role": "user", "content": question},
-            {"role": "assistant", "content": answer},
-        ]
+    async def _render(self, messages: list[dict[str, str]]) -> list[int]:
         text = self._tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=False
         )
         return list(self._tokenizer.encode(text, add_special_tokens=False))
 
-    def _prm_prompt(self, question: str, steps: Sequence[str]) -> list[int]:
-        joined = "".join(f"{step}{STEP_TOKEN}" for step in steps)
-        return self._render(question, joined)
-
-    # --- scoring ----------------------------------------------------------------------
-    async def _pool(self, prompt_ids: list[int], task: str) -> Any:
+    async def _pool(self, prompt_ids: list[int], task: str) -> list[list[float]]:
         from vllm.inputs import tokens_input
 
         params = self._pooling_params(task=task, use_activation=False)
@@ -132,55 +202,92 @@ class RewardModel:
             tokens_input(prompt_ids), params, new_request_id("rm")
         ):
             final = output
-        return final.outputs.data
+        data = final.outputs.data.float()
+        return [data.tolist()] if data.dim() == 1 else data.tolist()
 
     async def _supported_tasks(self) -> tuple[str, ...]:
         if not self._tasks:
             self._tasks = tuple(await self._llm.get_supported_tasks())
         return self._tasks
 
-    async def score_steps(self, question: str, solutions: Sequence[Sequence[str]]) -> StepScores:
-        if self.kind != "prm":
-            raise TypeError("an outcome reward model does not score steps")
-        prompts = [self._prm_prompt(question, steps) for steps in solutions]
-        rows = await asyncio.gather(
-            *(self._score_prm(p, len(s)) for p, s in zip(prompts, solutions, strict=True))
-        )
-        usage = VerifierUsage(prompt_tokens=sum(min(len(p), self.max_model_len) for p in prompts))
-        return StepScores(list(rows), usage)
-
-    async def _score_prm(self, prompt_ids: list[int], steps: int) -> list[float]:
-        if steps == 0:
-            return []
-        if len(prompt_ids) > self.max_model_len:
-            return [0.0] * steps  # cannot be read whole: no evidence for any step
-        data = await self._pool(prompt_ids, "token_classify")
-        scores = [_softmax_label_one(row) for row in data.float().tolist()]
-        if len(scores) != steps:
-            raise RuntimeError(f"PRM returned {len(scores)} step scores for {steps} steps")
-        return scores
-
-    async def score_outcomes(self, question: str, solutions: Sequence[str]) -> OutcomeScores:
-        if self.kind != "orm":
-            raise TypeError("a process reward model scores steps: use score_steps")
-        prompts = [self._render(question, s)[: self.max_model_len] for s in solutions]
-        scores = await asyncio.gather(*(self._score_orm(p) for p in prompts))
-        return OutcomeScores(list(scores), VerifierUsage(prompt_tokens=sum(map(len, prompts))))
-
-    async def _score_orm(self, prompt_ids: list[int]) -> float:
-        if "classify" in await self._supported_tasks():
-            data = await self._pool(prompt_ids, "classify")
-            return _softmax_label_one(data.float().flatten().tolist())
-        data = await self._pool(prompt_ids, "token_classify")  # per-token rewards
-        return _softmax_label_one(data.float()[-1].tolist())
-
-    async def estimate_step_tokens(self, question: str, solutions: Sequence[Sequence[str]]) -> int:
-        return sum(len(self._prm_prompt(question, steps)) for steps in solutions)
-
-    async def estimate_outcome_tokens(self, question: str, solutions: Sequence[str]) -> int:
-        return sum(len(self._render(question, s)) for s in solutions)
-
     async def close(self) -> None:
         llm, self._llm = self._llm, None
         if llm is not None:
             await shutdown_async_llm(llm)
+
+
+class RemoteRewardModel(RewardScorer):
+    """A PRM or ORM served by a separate vLLM server (`/tokenize` and `/pooling`).
+
+    Start the server with the pooling runner; for a PRM whose tokenizer is not Qwen2.5's,
+    tell it the step token id:
+    `python -m vllm.entrypoints.openai.api_server --model DIR --runner pooling
+     --pooler-config '{"pooling_type": "STEP", "step_tag_id": ID}'`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        kind: RewardKind,
+        model_name: str,
+        max_model_len: int,
+        tasks: tuple[str, ...],
+        client: httpx.AsyncClient,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self.kind = kind
+        self._model = model_name
+        self.max_model_len = max_model_len
+        self._tasks = tasks
+        self._client = client
+
+    @classmethod
+    async def connect(
+        cls, base_url: str, kind: RewardKind, *, api_key: str | None = None
+    ) -> RemoteRewardModel:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(300.0, connect=10.0))
+        base = base_url.rstrip("/")
+        try:
+            model = (await client.get(f"{base}/v1/models")).raise_for_status().json()["data"][0]
+            probe = await client.post(
+                f"{base}/pooling",
+                json={"model": model["id"], "input": [0], "task": "classify"},
+            )
+        except httpx.HTTPError as exc:
+            await client.aclose()
+            raise EngineUnavailable(f"cannot reach reward model server {base}: {exc}") from exc
+        tasks = ("classify", "token_classify") if probe.status_code == 200 else ("token_classify",)
+        max_len = int(model.get("max_model_len") or 4096)
+        return cls(base, kind, model["id"], max_len, tasks, client)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self._client.post(f"{self._base}{path}", json=body)
+        except httpx.HTTPError as exc:
+            raise EngineError(f"{self._base}{path}: {exc}") from exc
+        if response.status_code != 200:
+            raise EngineError(
+                f"{self._base}{path}: HTTP {response.status_code}: {response.text[:300]}"
+            )
+        return response.json()
+
+    async def _render(self, messages: list[dict[str, str]]) -> list[int]:
+        body = {
+            "model": self._model,
+            "messages": messages,
+            "add_generation_prompt": False,
+            "add_special_tokens": False,
+        }
+        return (await self._post("/tokenize", body))["tokens"]
+
+    async def _pool(self, prompt_ids: list[int], task: str) -> list[list[float]]:
+        body = {"model": self._model, "input": prompt_ids, "task": task, "use_activation": False}
+        data = (await self._post("/pooling", body))["data"][0]["data"]
+        return data if data and isinstance(data[0], list) else [data]
+
+    async def _supported_tasks(self) -> tuple[str, ...]:
+        return self._tasks
+
+    async def close(self) -> None:
+        await self._client.aclose()
