@@ -26,13 +26,22 @@ async def score_outcomes(
 
 
 async def score_steps(
-    ctx: StrategyContext, verifier_name: str, solutions: Sequence[Sequence[str]]
+    ctx: StrategyContext,
+    verifier_name: str,
+    solutions: Sequence[Sequence[str]],
+    *,
+    last_only: bool = False,
 ) -> list[list[float]] | None:
-    """Per-step scores for each solution; None when the verifier budget cannot pay."""
+    """Per-step scores for each solution; None when the verifier budget cannot pay.
+
+    With `last_only` the last score of each list is the final step's; earlier ones may
+    be missing.
+    """
     verifier = ctx.verifiers.process[verifier_name]
     solutions = [list(steps) for steps in solutions]
-    if not ctx.budget.can_verify(await verifier.estimate_step_tokens(ctx.question, solutions)):
+    estimate = await verifier.estimate_step_tokens(ctx.question, solutions, last_only=last_only)
+    if not ctx.budget.can_verify(estimate):
         return None
-    result = await verifier.score_steps(ctx.question, solutions)
+    result = await verifier.score_steps(ctx.question, solutions, last_only=last_only)
     ctx.budget.charge_verifier(result.usage)
     return result.scores

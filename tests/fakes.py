@@ -60,6 +60,7 @@ class ScriptedEngine:
             seconds = scripted.seconds
             tokens = [ord(c) for c in scripted.text][: spec.max_tokens]
             finish = "length" if len(scripted.text) > spec.max_tokens else "stop"
+            stop_reason = next((s for s in spec.stop if scripted.text.endswith(s)), None)
             per_token = None if spec.logprobs is None else [scripted.logprob] * len(tokens)
             entropies = None if spec.logprobs is None else [scripted.entropy or 0.0] * len(tokens)
             self._running += 1
@@ -78,6 +79,7 @@ class ScriptedEngine:
                     "".join(chr(t) for t in tokens),
                     tokens,
                     finish,
+                    stop_reason=stop_reason if finish == "stop" else None,
                     prompt_tokens=len(prompt),
                     token_logprobs=per_token,
                     token_entropies=entropies,

@@ -52,10 +52,10 @@ class FakeProcessVerifier:
     def __init__(self, score: Callable[[str], float]) -> None:
         self._score = score
 
-    async def estimate_step_tokens(self, question: str, solutions) -> int:
+    async def estimate_step_tokens(self, question: str, solutions, *, last_only=False) -> int:
         return sum(len(s) for s in solutions)
 
-    async def score_steps(self, question: str, solutions) -> StepScores:
+    async def score_steps(self, question: str, solutions, *, last_only=False) -> StepScores:
         usage = VerifierUsage(prompt_tokens=sum(len(s) for s in solutions))
         return StepScores([[self._score(step) for step in s] for s in solutions], usage)
 
@@ -341,3 +341,78 @@ async def test_concurrent_requests_keep_their_own_budgets(grader):
     )
     assert first.usage.samples_started == 2 and first.stop_reason == "budget"
     assert second.usage.samples_started == 6 and second.stop_reason == "completed"
+
+
+def _depth(prompt: list[int]) -> int:
+    return "".join(map(chr, prompt)).count("\n\n")
+
+
+def step_engine(final_depth: int = 3) -> ScriptedEngine:
+    """Step k of a beam is `d{depth}c{choice}`; the last depth writes a boxed answer.
+    A rewrite request (its prompt asks for a corrected step) answers `better`."""
+
+    def script(prompt, spec, index):
+        text = "".join(map(chr, prompt))
+        if "Rewritten step:" in text:
+            return Scripted("The step is wrong.\nRewritten step: better")
+        depth = _depth(prompt)
+        choice = spec.seed % 4
+        if depth + 1 >= final_depth:
+            return Scripted(f"d{depth}c{choice} \\boxed{{{choice}}}")
+        return Scripted(f"d{depth}c{choice}\n\n")
+
+    return ScriptedEngine(script)
+
+
+def step_verifier(table: dict[str, float], default: float = 0.5) -> FakeProcessVerifier:
+    def score(step: str) -> float:
+        return next((v for k, v in table.items() if step.startswith(k)), default)
+
+    return FakeProcessVerifier(score)
+
+
+async def test_step_search_keeps_the_best_steps_and_picks_the_highest_minimum(grader):
+    from strategies.step_search import StepSearchParams
+    from strategies.step_search import run as step_search
+
+    engine = step_engine()
+    verifier = step_verifier({"d0c2": 0.95, "d0c1": 0.92, "d1c3": 0.97, "d2c0": 0.99, "d2c1": 0.6})
+    ctx = await context(engine, grader, process={"prm": verifier})
+    params = StepSearchParams(
+        verifier="prm", beam_width=2, expansions=4, max_steps=5, refine=False, sampling=SEEDED
+    )
+    result = await step_search(ctx, params)
+    assert result.answer == "0"
+    assert result.text.startswith("d0c2\n\nd1c3\n\nd2c0")
+    assert result.candidates[result.chosen].scores["min_step"] == 0.95
+    assert result.details["depth"] == 3
+    # every expansion continues from the original prompt plus its beam's tokens
+    root = ctx.prompt_ids
+    assert all(prompt[: len(root)] == root for prompt, _ in engine.calls)
+    assert all(
+        spec.stop == ("\n\n",) and spec.include_stop_str_in_output for _, spec in engine.calls
+    )
+
+
+async def test_step_refinement_is_accepted_only_if_the_score_rises(grader):
+    from strategies.step_search import StepSearchParams
+    from strategies.step_search import run as step_search
+
+    params = StepSearchParams(
+        verifier="prm", beam_width=1, expansions=2, max_steps=1, refine_rounds=3, sampling=SEEDED
+    )
+    better = step_verifier({"better": 0.95}, default=0.5)
+    accepted = await step_search(
+        await context(step_engine(final_depth=1), grader, process={"prm": better}), params
+    )
+    assert accepted.text == "better"
+    assert accepted.details["refinements"] == 1
+    assert accepted.candidates[accepted.chosen].scores["steps"] == [0.95]
+
+    worse = step_verifier({"better": 0.2}, default=0.5)
+    rejected = await step_search(
+        await context(step_engine(final_depth=1), grader, process={"prm": worse}), params
+    )
+    assert rejected.text.startswith("d0c")
+    assert rejected.details["refinements"] == 3  # three rounds tried, none kept
+    assert rejected.candidates[rejected.chosen].scores["steps"] == [0.5]

@@ -89,11 +89,13 @@ class LLMJudge:
         costs = [self._prompt_cost(self._solution_prompt(question, s)) for s in solutions]
         return sum(await asyncio.gather(*costs))
 
-    async def estimate_step_tokens(self, question: str, solutions: Sequence[Sequence[str]]) -> int:
+    async def estimate_step_tokens(
+        self, question: str, solutions: Sequence[Sequence[str]], *, last_only: bool = False
+    ) -> int:
         costs = [
-            self._prompt_cost(self._step_prompt(question, steps[:i], step))
+            self._prompt_cost(self._step_prompt(question, steps[:i], steps[i]))
             for steps in solutions
-            for i, step in enumerate(steps)
+            for i in _judged_positions(steps, last_only)
         ]
         return sum(await asyncio.gather(*costs))
 
@@ -101,11 +103,17 @@ class LLMJudge:
         judged = await asyncio.gather(*(self.score_solution(question, s) for s in solutions))
         return OutcomeScores([j.score for j in judged], _total_usage(judged))
 
-    async def score_steps(self, question: str, solutions: Sequence[Sequence[str]]) -> StepScores:
+    async def score_steps(
+        self, question: str, solutions: Sequence[Sequence[str]], *, last_only: bool = False
+    ) -> StepScores:
+        """Each step judged given the steps before it; `last_only`: just the final step
+        (step-level search needs only the newest one)."""
+
         async def one(steps: Sequence[str]) -> list[JudgeScore]:
+            positions = _judged_positions(steps, last_only)
             return list(
                 await asyncio.gather(
-                    *(self.score_step(question, steps[:i], step) for i, step in enumerate(steps))
+                    *(self.score_step(question, steps[:i], steps[i]) for i in positions)
                 )
             )
 
@@ -137,3 +145,7 @@ def _total_usage(judged: Sequence[JudgeScore]) -> VerifierUsage:
     for judge_score in judged:
         total = total + judge_score.usage
     return total
+
+
+def _judged_positions(steps: Sequence[str], last_only: bool) -> range:
+    return range(len(steps) - 1, len(steps)) if last_only and steps else range(len(steps))

@@ -79,7 +79,10 @@ class RewardScorer:
     async def prm_prompt(self, question: str, steps: Sequence[str]) -> list[int]:
         return await self._conversation(question, "".join(f"{s}{STEP_TOKEN}" for s in steps))
 
-    async def score_steps(self, question: str, solutions: Sequence[Sequence[str]]) -> StepScores:
+    async def score_steps(
+        self, question: str, solutions: Sequence[Sequence[str]], *, last_only: bool = False
+    ) -> StepScores:
+        """All steps in one forward pass per solution (`last_only` saves nothing here)."""
         if self.kind != "prm":
             raise TypeError("an outcome reward model does not score steps")
         prompts = [await self.prm_prompt(question, steps) for steps in solutions]
@@ -117,7 +120,9 @@ class RewardScorer:
         rows = await self._pool(prompt_ids, "token_classify")  # per-token rewards
         return _softmax_label_one(rows[-1])
 
-    async def estimate_step_tokens(self, question: str, solutions: Sequence[Sequence[str]]) -> int:
+    async def estimate_step_tokens(
+        self, question: str, solutions: Sequence[Sequence[str]], *, last_only: bool = False
+    ) -> int:
         return sum([len(await self.prm_prompt(question, steps)) for steps in solutions])
 
     async def estimate_outcome_tokens(self, question: str, solutions: Sequence[str]) -> int:

@@ -1,0 +1,222 @@
+"""Step-level verifier-guided search with conditional step-level self-refinement
+("Step-level Verifier-guided Hybrid Test-Time Scaling", arXiv 2507.15512; beam search
+after Snell et al.).
+
+Steps end at a blank line ("\\n\\n"). At each depth every live beam is expanded into
+`expansions` candidate next steps, sampled by continuing from the beam's token ids (the
+shared prefix hits vLLM's prefix cache); a process verifier scores each new step given
+the question and the steps before it, and the `beam_width` best-scoring steps survive.
+If a surviving step scores <= `refine_threshold`, the model is asked to critique and
+rewrite it; the rewrite replaces it only if its score rises, for at most
+`refine_rounds` rounds. A beam is finished at end of sequence, at a `\\boxed` answer,
+or when a step hits its token limit. The final pick is the finished beam (or, if none
+finished, any beam) with the highest minimum step score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.engine.types import Sample, SamplingSpec
+from verifiers.aggregate import argmax_first
+from verifiers.extraction import extract_answer
+
+from .base import Candidate, SamplingParams, StrategyContext, StrategyResult
+from .registry import Strategy
+from .sampling import sample_until
+from .scoring import score_steps
+from .steps import STEP_SEPARATOR
+
+REWRITE_PROMPT = (
+    "Problem:\n{question}\n\nSolution so far:\n{previous}\n\nProposed next step:\n{step}\n\n"
+    "The proposed next step may contain an error. Critique it in one or two sentences, "
+    "then write a corrected version of the step after the line 'Rewritten step:'."
+)
+_REWRITE_MARK = "Rewritten step:"
+
+
+class StepSearchParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    verifier: str = Field(..., description="process verifier scoring each new step")
+    beam_width: int = Field(2, ge=1, le=64)
+    expansions: int = Field(4, ge=1, le=64, description="candidate steps per beam and depth")
+    max_steps: int = Field(8, ge=1, le=64)
+    step_max_tokens: int = Field(256, ge=1)
+    refine: bool = True
+    refine_threshold: float = Field(0.9, ge=0.0, le=1.0)
+    refine_rounds: int = Field(3, ge=0, le=10)
+    sampling: SamplingParams = SamplingParams()
+
+
+@dataclass
+class Beam:
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    steps: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    step_token_counts: list[int] = field(default_factory=list)
+    step_texts: list[str] = field(default_factory=list)
+    """Each step's tokens and raw text (separator included), so a step can be replaced."""
+    finished: bool = False
+    refinements: int = 0
+
+    @property
+    def worst(self) -> float:
+        return min(self.scores) if self.scores else 0.0
+
+
+def _ends_solution(sample: Sample) -> bool:
+    stopped_at_separator = sample.stop_reason == STEP_SEPARATOR
+    return not stopped_at_separator or "\\boxed" in sample.text
+
+
+def _grow(beam: Beam, sample: Sample) -> Beam:
+    return Beam(
+        token_ids=beam.token_ids + sample.token_ids,
+        text=beam.text + sample.text,
+        steps=[*beam.steps, sample.text.strip()],
+        scores=list(beam.scores),
+        step_token_counts=[*beam.step_token_counts, sample.num_tokens],
+        step_texts=[*beam.step_texts, sample.text],
+        finished=_ends_solution(sample),
+        refinements=beam.refinements,
+    )
+
+
+async def _replace_last_step(ctx: StrategyContext, beam: Beam, rewrite: str, score: float) -> None:
+    """Swap the newest step for its rewrite. Its token ids come from tokenising the
+    rewrite: the one place the search continues from re-tokenised text."""
+    raw = rewrite + ("" if beam.finished else STEP_SEPARATOR)
+    ids = await ctx.engine.tokenize(raw)
+    beam.token_ids = beam.token_ids[: len(beam.token_ids) - beam.step_token_counts[-1]] + ids
+    beam.text = beam.text[: len(beam.text) - len(beam.step_texts[-1])] + raw
+    beam.step_token_counts[-1], beam.step_texts[-1] = len(ids), raw
+    beam.steps[-1], beam.scores[-1] = rewrite, score
+    beam.finished = beam.finished or "\\boxed" in rewrite
+
+
+async def _refine(ctx: StrategyContext, params: StepSearchParams, beam: Beam) -> Beam:
+    """Critique-and-rewrite the beam's newest step while it scores <= the threshold."""
+    for _ in range(params.refine_rounds):
+        if beam.scores[-1] > params.refine_threshold:
+            break
+        prompt = REWRITE_PROMPT.format(
+            question=ctx.question,
+            previous=STEP_SEPARATOR.join(beam.steps[:-1]) or "(nothing yet)",
+            step=beam.steps[-1],
+        )
+        messages = [*ctx.messages[:-1], {"role": "user", "content": prompt}]
+        spec = SamplingSpec(
+            temperature=params.sampling.temperature,
+            top_p=params.sampling.top_p,
+            max_tokens=2 * params.step_max_tokens,
+            seed=params.sampling.seed,
+        )
+        drawn = await sample_until(
+            ctx.engine,
+            await ctx.engine.render_chat(messages),
+            spec,
+            1,
+            ctx.budget,
+            first_index=10_000 + len(beam.steps) * 10 + beam.refinements,
+        )
+        beam.refinements += 1
+        if not drawn.finished:
+            break
+        text = drawn.finished[0].text
+        rewrite = text.split(_REWRITE_MARK, 1)[-1].strip()
+        if not rewrite:
+            continue
+        scored = await score_steps(
+            ctx, params.verifier, [[*beam.steps[:-1], rewrite]], last_only=True
+        )
+        if scored is None:
+            break
+        new_score = scored[0][-1]
+        await ctx.report("refine", step=len(beam.steps), old=beam.scores[-1], new=new_score)
+        if new_score > beam.scores[-1]:
+            await _replace_last_step(ctx, beam, rewrite, new_score)
+    return beam
+
+
+async def run(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
+    spec = SamplingSpec(
+        temperature=params.sampling.temperature,
+        top_p=params.sampling.top_p,
+        max_tokens=params.step_max_tokens,
+        seed=params.sampling.seed,
+        stop=(STEP_SEPARATOR,),
+        include_stop_str_in_output=True,
+    )
+    beams = [Beam()]
+    stop_reason = "completed"
+    depth = 0
+    while depth < params.max_steps and any(not b.finished for b in beams):
+        depth += 1
+        live = [b for b in beams if not b.finished]
+        grown: list[Beam] = []
+        for number, beam in enumerate(live):
+            drawn = await sample_until(
+                ctx.engine,
+                ctx.prompt_ids + beam.token_ids,
+                spec,
+                params.expansions,
+                ctx.budget,
+                first_index=depth * 1000 + number * params.expansions,
+            )
+            grown += [_grow(beam, s) for s in drawn.finished if s.num_tokens > 0]
+            if drawn.stop_reason == "budget":
+                stop_reason = "budget"
+        if not grown:
+            break
+        scored = await score_steps(ctx, params.verifier, [b.steps for b in grown], last_only=True)
+        if scored is None:
+            stop_reason = "budget"
+            break
+        for beam, scores in zip(grown, scored, strict=True):
+            beam.scores.append(scores[-1] if scores else 0.0)
+        grown.sort(key=lambda b: -b.scores[-1])
+        survivors = grown[: params.beam_width]
+        if params.refine:
+            survivors = [await _refine(ctx, params, b) for b in survivors]
+        beams = [b for b in beams if b.finished] + survivors
+        await ctx.report(
+            "depth", depth=depth, best_step_score=survivors[0].scores[-1], beams=len(beams)
+        )
+        if stop_reason == "budget":
+            break
+
+    pool = [b for b in beams if b.finished] or beams
+    best = argmax_first([b.worst for b in pool])
+    candidates = [
+        Candidate(
+            index=i,
+            answer=extract_answer(b.text, numeric_fallback=False),
+            text=b.text,
+            tokens=len(b.token_ids),
+            finish_reason="stop" if b.finished else "length",
+            scores={"min_step": b.worst, "steps": b.scores},
+        )
+        for i, b in enumerate(pool)
+    ]
+    chosen = candidates[best] if best is not None else None
+    return StrategyResult(
+        strategy="step_search",
+        text=chosen.text if chosen else "",
+        answer=chosen.answer if chosen else None,
+        chosen=chosen.index if chosen else None,
+        candidates=candidates,
+        stop_reason=stop_reason,
+        explanation=(
+            f"beam search (width {params.beam_width}, {params.expansions} expansions) over "
+            f"{depth} steps scored by {params.verifier}; highest minimum step score"
+        ),
+        details={"depth": depth, "refinements": sum(b.refinements for b in pool)},
+        usage=ctx.budget.finish(),
+    )
+
+
+STRATEGY = Strategy("step_search", StepSearchParams, run, __doc__)
