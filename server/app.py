@@ -17,25 +17,30 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from strategies.base import Verifiers
+from strategies.registry import Strategy, discover
+from verifiers.judge import LLMJudge
+from verifiers.math_grader import MathGrader
+
+from .api.chat import complete_chat
 from .api.errors import APIError, error_response, install_error_handlers
-from .api.schemas import (
-    AssistantMessage,
-    ChatChoice,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ModelCard,
-    ModelList,
-    PromptTokensDetails,
-    Usage,
-)
+from .api.request_ids import RequestIdMiddleware
+from .api.schemas import ChatCompletionRequest, ChatCompletionResponse, ModelCard, ModelList
 from .config import Settings
 from .engine.factory import open_engine
-from .engine.protocol import Engine, new_request_id
-from .engine.types import SamplingSpec
+from .engine.protocol import Engine
 
 logger = logging.getLogger("ttscale.server")
 
 EngineOpener = Callable[[Settings], Awaitable[Engine]]
+
+
+async def build_verifiers(settings: Settings, engine: Engine) -> Verifiers:
+    """Math grading workers and the judge (the served model asked for P(Yes))."""
+    grader = MathGrader(workers=settings.grader_workers)
+    await grader.warm_up()
+    judge = LLMJudge(engine)
+    return Verifiers(grader, outcome={"judge": judge}, process={"judge": judge})
 
 
 @dataclass
@@ -44,6 +49,8 @@ class Runtime:
 
     settings: Settings
     engine: Engine | None = None
+    verifiers: Verifiers | None = None
+    strategies: dict[str, Strategy] = field(default_factory=discover)
     load_error: str | None = None
     loader: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -65,7 +72,9 @@ def create_app(
     async def load() -> None:
         started = time.perf_counter()
         try:
-            runtime.engine = await open_engine_fn(settings)
+            engine = await open_engine_fn(settings)
+            runtime.verifiers = await build_verifiers(settings, engine)
+            runtime.engine = engine
         except Exception as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             runtime.load_error = f"engine failed to start: {detail}"
@@ -90,6 +99,9 @@ def create_app(
         finally:
             if not runtime.loader.done():
                 runtime.loader.cancel()
+            if runtime.verifiers is not None:
+                runtime.verifiers.grader.close()
+                runtime.verifiers = None
             if runtime.engine is not None:
                 logger.info("stopping engine")
                 await runtime.engine.close()
@@ -104,13 +116,7 @@ def create_app(
     app.state.runtime = runtime
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def request_ids(request: Request, call_next):
-        request_id = request.headers.get("x-request-id") or new_request_id("req")
-        request.state.request_id = request_id
-        response = await call_next(request)
-        response.headers["x-request-id"] = request_id
-        return response
+    app.add_middleware(RequestIdMiddleware)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -128,85 +134,8 @@ def create_app(
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse)
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         engine = runtime.require_engine()
-        info = engine.info
-        if body.model != info.model_name:
-            raise APIError(
-                404,
-                f"model {body.model!r} is not served here; this server serves {info.model_name!r}",
-                param="model",
-                code="model_not_found",
-            )
-        if body.stream:
-            raise APIError(400, "stream=true is not supported yet by this server", param="stream")
-        if body.n > settings.max_n:
-            raise APIError(400, f"n must be at most {settings.max_n}", param="n")
-        prompt_ids = await engine.render_chat(body.message_dicts())
-        max_tokens = _max_tokens(body, len(prompt_ids), info.max_model_len, settings)
-        spec = SamplingSpec(
-            n=body.n,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            max_tokens=max_tokens,
-            stop=tuple(body.stop or ()),
-            seed=body.seed,
-            presence_penalty=body.presence_penalty,
-            frequency_penalty=body.frequency_penalty,
-        )
-        started = time.perf_counter()
-        result = await engine.generate(prompt_ids, spec, request_id=request.state.request_id)
-        completion_tokens = result.generated_tokens
-        cached = min(s.cached_prompt_tokens for s in result.samples)
-        logger.info(
-            "request=%s model=%s n=%d prompt_tokens=%d completion_tokens=%d latency_s=%.2f",
-            request.state.request_id,
-            info.model_name,
-            body.n,
-            len(prompt_ids),
-            completion_tokens,
-            time.perf_counter() - started,
-        )
-        return ChatCompletionResponse(
-            model=info.model_name,
-            choices=[
-                ChatChoice(
-                    index=s.index,
-                    message=AssistantMessage(content=s.text),
-                    finish_reason=s.finish_reason,
-                )
-                for s in result.samples
-            ],
-            usage=Usage(
-                prompt_tokens=len(prompt_ids),
-                completion_tokens=completion_tokens,
-                total_tokens=len(prompt_ids) + completion_tokens,
-                prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
-            ),
+        return await complete_chat(
+            runtime.settings, engine, runtime.verifiers, runtime.strategies, body, request
         )
 
     return app
-
-
-def _max_tokens(
-    body: ChatCompletionRequest, prompt_tokens: int, max_model_len: int, settings: Settings
-) -> int:
-    room = max_model_len - prompt_tokens
-    if room < 1:
-        raise APIError(
-            400,
-            f"the prompt is {prompt_tokens} tokens; this model's context is {max_model_len}",
-            param="messages",
-            code="context_length_exceeded",
-        )
-    requested = body.requested_max_tokens
-    if requested is None:
-        return min(settings.default_max_tokens, room)
-    if requested > room:
-        param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-        raise APIError(
-            400,
-            f"{param}={requested} does not fit: the prompt is {prompt_tokens} tokens "
-            f"and this model's context is {max_model_len}",
-            param=param,
-            code="context_length_exceeded",
-        )
-    return requested

@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     seed: int = 0
     default_max_tokens: int = Field(512, ge=1)
     max_n: int = Field(64, ge=1, description="Largest number of samples one request may ask")
+    max_request_tokens: int = Field(
+        65536, ge=1, description="Generated-token cap of one request (and its default budget)"
+    )
+    min_sample_tokens: int = Field(
+        16, ge=1, description="A token budget below this cannot pay for one sample"
+    )
+    grader_workers: int = Field(2, ge=1, description="Processes grading math answers")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("remote_urls", mode="before")

@@ -48,7 +48,13 @@ async def run(ctx: StrategyContext, params: BestOfNParams) -> StrategyResult:
         logprobs=0,  # the sampled token's logprob: the no-verifier fallback score
     )
     outcome = await sample_until(
-        ctx.engine, ctx.prompt_ids, spec, params.n, ctx.budget, parallel=params.parallel
+        ctx.engine,
+        ctx.prompt_ids,
+        spec,
+        params.n,
+        ctx.budget,
+        parallel=params.parallel,
+        report=ctx.report,
     )
     candidates = [to_candidate(s) for s in outcome.finished]
     texts = [c.text for c in candidates]

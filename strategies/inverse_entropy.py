@@ -58,14 +58,15 @@ async def _sequential(ctx: StrategyContext, spec: SamplingSpec, params: InverseE
                 {"role": "user", "content": refine},
             ]
         prompt = ctx.prompt_ids if previous is None else await ctx.engine.render_chat(messages)
-        step = await sample_until(ctx.engine, prompt, spec, 1, ctx.budget, first_index=index)
+        step = await sample_until(
+            ctx.engine, prompt, spec, 1, ctx.budget, first_index=index, report=ctx.report
+        )
         outcome.finished += step.finished
         outcome.aborted += step.aborted
         if step.stop_reason != "completed" or not step.finished:
             outcome.stop_reason = step.stop_reason
             break
         previous = step.finished[0]
-        await ctx.report("sample", index=index, mean_entropy=previous.mean_entropy)
     return outcome
 
 
@@ -79,7 +80,13 @@ async def run(ctx: StrategyContext, params: InverseEntropyParams) -> StrategyRes
     )
     if params.mode == "parallel":
         outcome = await sample_until(
-            ctx.engine, ctx.prompt_ids, spec, params.n, ctx.budget, parallel=params.parallel
+            ctx.engine,
+            ctx.prompt_ids,
+            spec,
+            params.n,
+            ctx.budget,
+            parallel=params.parallel,
+            report=ctx.report,
         )
     else:
         outcome = await _sequential(ctx, spec, params)

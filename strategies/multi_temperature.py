@@ -66,6 +66,7 @@ async def _draw(
         count,
         ctx.budget,
         first_index=slot * _SEED_STRIDE + start,
+        report=ctx.report,
     )
 
 

@@ -15,12 +15,14 @@ from typing import Literal
 
 from server.engine.protocol import Engine, Generation
 from server.engine.types import Sample, SamplingSpec
+from verifiers.extraction import extract_answer
 
 from .budget import Budget, Reservation
 
 StopReason = Literal["completed", "budget", "early_stop"]
 OnSample = Callable[[Sample], Awaitable[bool]]
 """Called with each finished sample; returning True stops the run (early exit)."""
+Report = Callable[..., Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +49,13 @@ async def sample_until(
     parallel: int | None = None,
     on_sample: OnSample | None = None,
     first_index: int = 0,
+    report: Report | None = None,
 ) -> SamplingOutcome:
     """Draw up to `count` samples of `prompt_ids` under `spec` (its `n` is ignored).
 
     Sample i gets seed `spec.seed + first_index + i`, so results do not depend on
-    finishing order. Samples are numbered from `first_index` in `Sample.index`.
+    finishing order. Samples are numbered from `first_index` in `Sample.index`. Each
+    finished sample is announced through `report` (streamed progress events).
     """
     outcome = SamplingOutcome()
     limit = max(1, parallel or count)
@@ -92,6 +96,15 @@ async def sample_until(
                 sample = task.result()
                 budget.settle(started.reservation, sample)
                 outcome.finished.append(sample)
+                if report is not None:
+                    await report(
+                        "sample",
+                        index=sample.index,
+                        tokens=sample.num_tokens,
+                        finish_reason=sample.finish_reason,
+                        answer=extract_answer(sample.text),
+                        generated_tokens=budget.usage.generated_tokens,
+                    )
                 if on_sample is not None and await on_sample(sample):
                     stop = True
             if stop:
@@ -102,8 +115,8 @@ async def sample_until(
             if budget_refused and next_index < count:
                 outcome.stop_reason = "budget"
     finally:
-        if running:
-            await _abort_all(running, budget, outcome)
+        if running:  # shielded: a second cancellation must not leave samples running
+            await asyncio.shield(_abort_all(running, budget, outcome))
     outcome.finished.sort(key=lambda s: s.index)
     return outcome
 

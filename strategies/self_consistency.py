@@ -55,9 +55,7 @@ async def run(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyRe
         order = sorted(answers)
         labels = await grader.group([answers[i] for i in order])
         _, votes = plurality(labels)
-        await ctx.report(
-            "sample", index=sample.index, answer=answers[sample.index], votes=len(order)
-        )
+        await ctx.report("votes", votes=vote_table_of(answers, order, labels, votes))
         if not params.adaptive:
             return False
         remaining = params.n - len(answers)
@@ -85,6 +83,7 @@ async def run(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyRe
         ctx.budget,
         parallel=params.parallel,
         on_sample=on_sample,
+        report=ctx.report,
     )
     samples = outcome.finished
     candidates = [to_candidate(s) for s in samples]
@@ -128,6 +127,15 @@ async def run(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyRe
         details={"aborted_samples": len(outcome.aborted)},
         usage=ctx.budget.finish(),
     )
+
+
+def vote_table_of(answers, order, labels, votes) -> dict[str, float]:
+    """Votes so far keyed by the first spelling of each answer class."""
+    spelling: dict[int, str] = {}
+    for position, label in zip(order, labels, strict=True):
+        if label is not None:
+            spelling.setdefault(label, answers[position])
+    return {spelling[label]: count for label, count in votes.items()}
 
 
 def _representative(candidates, winner: int | None, verifier: str | None) -> int | None:

@@ -122,6 +122,7 @@ async def _refine(ctx: StrategyContext, params: StepSearchParams, beam: Beam) ->
             1,
             ctx.budget,
             first_index=10_000 + len(beam.steps) * 10 + beam.refinements,
+            report=ctx.report,
         )
         beam.refinements += 1
         if not drawn.finished:
@@ -166,6 +167,7 @@ async def run(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
                 params.expansions,
                 ctx.budget,
                 first_index=depth * 1000 + number * params.expansions,
+                report=ctx.report,
             )
             grown += [_grow(beam, s) for s in drawn.finished if s.num_tokens > 0]
             if drawn.stop_reason == "budget":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -117,7 +118,7 @@ async def test_request_id_header_is_echoed(client):
         ({"stop": ["a", ""]}, "stop"),
         ({"presence_penalty": 3}, "presence_penalty"),
         ({"logit_bias_typo": 1}, "logit_bias_typo"),
-        ({"stream": True}, "stream"),
+        ({"ttscale": {"strategy": "best_of_n", "extra": 1}}, "ttscale.extra"),
     ],
 )
 async def test_bad_parameters_get_an_openai_style_400(client, overrides, param):
@@ -175,3 +176,202 @@ async def test_health_is_503_while_the_engine_loads():
         assert "never loads" in failed.json()["error"]["message"]
     server.should_exit = True
     await task
+
+
+STRATEGY_CASES = {
+    "best_of_n": {"n": 3, "verifier": "judge"},
+    "self_consistency": {"n": 3, "weighting": "pessimistic", "verifier": "judge"},
+    "inverse_entropy": {"n": 3},
+    "multi_temperature": {"temperatures": [0.0, 1.0], "samples_per_temperature": 2},
+    "step_search": {"verifier": "judge", "beam_width": 1, "expansions": 2, "max_steps": 2},
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGY_CASES))
+async def test_strategy_chosen_with_extra_body(base_url, name):
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    response = await client.chat.completions.create(
+        model=TINY_MODEL_NAME,
+        messages=[{"role": "user", "content": "What is 3 + 4?"}],
+        max_tokens=12,
+        seed=5,
+        extra_body={"ttscale": {"strategy": name, "params": STRATEGY_CASES[name]}},
+    )
+    evidence = response.model_extra["ttscale"]
+    assert evidence["strategy"] == name
+    assert evidence["params"]["sampling"]["max_tokens"] == 12  # the request's own value
+    assert evidence["params"]["sampling"]["seed"] == 5
+    assert evidence["stop_reason"] in ("completed", "early_stop")
+    assert evidence["candidates"] and all("text" not in c for c in evidence["candidates"])
+    spent = evidence["budget"]["spent"]
+    assert response.usage.completion_tokens == spent["generated_tokens"] > 0
+    assert evidence["budget"]["granted"]["max_generated_tokens"] == 65536
+    assert len(response.choices) == 1
+    await client.close()
+
+
+async def test_strategy_chosen_with_a_model_suffix_and_candidate_texts(client):
+    model = f"{TINY_MODEL_NAME}:self_consistency?n=3&sampling.max_tokens=6&budget.max_samples=2"
+    response = await client.post(
+        "/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "Hi"}], "ttscale": None},
+    )
+    assert response.status_code == 200, response.text
+    evidence = response.json()["ttscale"]
+    assert evidence["stop_reason"] == "budget"
+    assert evidence["budget"]["spent"]["samples_started"] == 2
+    response = await client.post(
+        "/v1/chat/completions",
+        json=_chat(ttscale={"strategy": "best_of_n", "params": {"n": 2}, "include_text": True}),
+    )
+    evidence = response.json()["ttscale"]
+    assert all("text" in c for c in evidence["candidates"])
+    assert (
+        response.json()["choices"][0]["message"]["content"]
+        == (evidence["candidates"][evidence["chosen"]]["text"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("ttscale", "param"),
+    [
+        ({"strategy": "no_such_strategy"}, "ttscale.strategy"),
+        ({"strategy": "best_of_n", "params": {"bogus": 1}}, "ttscale.params.bogus"),
+        ({"strategy": "best_of_n", "params": {"n": "many"}}, "ttscale.params.n"),
+        ({"strategy": "best_of_n", "params": {"n": -1}}, "ttscale.params.n"),
+        ({"strategy": "best_of_n", "params": {"n": 9}}, "ttscale.params.n"),
+        ({"strategy": "self_consistency", "params": {"weighting": "verifier"}}, "ttscale.params"),
+        (
+            {"strategy": "best_of_n", "budget": {"max_generated_tokens": 5}},
+            "ttscale.budget.max_generated_tokens",
+        ),
+        (
+            {"strategy": "best_of_n", "budget": {"max_generated_tokens": 10**9}},
+            "ttscale.budget.max_generated_tokens",
+        ),
+        ({"strategy": "best_of_n", "budget": {"max_samples": 0}}, "ttscale.budget.max_samples"),
+        ({"strategy": "best_of_n", "budget": {"wall": 1}}, "ttscale.budget.wall"),
+    ],
+)
+async def test_bad_strategy_requests_are_400s_naming_the_field(client, ttscale, param):
+    response = await client.post("/v1/chat/completions", json=_chat(ttscale=ttscale))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+async def test_suffix_and_extra_body_together_are_refused(client):
+    body = _chat(model=f"{TINY_MODEL_NAME}:best_of_n", ttscale={"strategy": "best_of_n"})
+    response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "model"
+
+
+async def test_client_disconnect_aborts_the_strategys_samples(base_url, engine):
+    body = _chat(
+        max_tokens=900,
+        ttscale={"strategy": "self_consistency", "params": {"n": 4}},
+    )
+    async with httpx.AsyncClient(base_url=base_url, timeout=1.0) as short:
+        with pytest.raises(httpx.ReadTimeout):
+            await short.post("/v1/chat/completions", json=body)
+    for _ in range(40):
+        if await engine.num_running() == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await engine.num_running() == 0
+
+
+async def test_plain_stream_with_the_openai_client(base_url):
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    stream = await client.chat.completions.create(
+        model=TINY_MODEL_NAME,
+        messages=[{"role": "user", "content": "Hello"}],
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, finish, usage = "", None, None
+    async for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+        usage = chunk.usage or usage
+    plain = await client.chat.completions.create(
+        model=TINY_MODEL_NAME,
+        messages=[{"role": "user", "content": "Hello"}],
+        max_tokens=8,
+        temperature=0,
+    )
+    assert text == plain.choices[0].message.content
+    assert finish == plain.choices[0].finish_reason
+    assert usage.completion_tokens == plain.usage.completion_tokens
+    await client.close()
+
+
+async def test_strategy_stream_sends_progress_as_samples_finish(base_url):
+    body = _chat(
+        max_tokens=48,
+        temperature=1.0,
+        stream=True,
+        stream_options={"include_usage": True},
+        ttscale={"strategy": "self_consistency", "params": {"n": 3, "parallel": 1}},
+    )
+    events: list[tuple[float, dict]] = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    payload = line[6:]
+                    events.append(
+                        (
+                            asyncio.get_running_loop().time(),
+                            {"done": True} if payload == "[DONE]" else json.loads(payload),
+                        )
+                    )
+    kinds = [e.get("ttscale", {}).get("event") for _, e in events]
+    assert kinds.count("sample") == 3 and kinds.count("votes") == 3
+    final = next(e for _, e in events if e.get("choices") and e["choices"][0]["finish_reason"])
+    assert final["ttscale"]["strategy"] == "self_consistency"
+    usage = next(e["usage"] for _, e in events if e.get("usage"))
+    assert usage["completion_tokens"] == final["ttscale"]["budget"]["spent"]["generated_tokens"]
+    assert events[-1][1] == {"done": True}
+    first_sample = next(t for t, e in events if e.get("ttscale", {}).get("event") == "sample")
+    last_sample = [t for t, e in events if e.get("ttscale", {}).get("event") == "sample"][-1]
+    assert last_sample - first_sample > 0.05  # events arrive as samples finish, not in a burst
+
+
+async def test_openai_client_reads_a_strategy_stream(base_url):
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    stream = await client.chat.completions.create(
+        model=f"{TINY_MODEL_NAME}:best_of_n?n=2",
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=6,
+        stream=True,
+    )
+    progress, text = 0, ""
+    async for chunk in stream:
+        progress += bool((chunk.model_extra or {}).get("ttscale"))
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+    assert progress >= 3  # two samples and the final evidence
+    await client.close()
+
+
+async def test_closing_a_stream_aborts_the_strategy(base_url, engine):
+    body = _chat(
+        max_tokens=900,
+        stream=True,
+        ttscale={"strategy": "self_consistency", "params": {"n": 4, "parallel": 2}},
+    )
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    break  # first chunk read; leave mid-run
+    for _ in range(50):
+        if await engine.num_running() == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await engine.num_running() == 0

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .strategy_selection import TTScaleOptions
 
 
 class TextPart(BaseModel):
@@ -53,6 +55,9 @@ class ChatCompletionRequest(BaseModel):
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     user: str | None = None
+    ttscale: TTScaleOptions | None = Field(
+        None, description="test-time-scaling strategy, parameters and budget"
+    )
 
     @field_validator("stop")
     @classmethod
@@ -106,6 +111,9 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    ttscale: dict[str, Any] | None = Field(
+        None, description="strategy evidence: candidates, votes, stop reason, budget"
+    )
 
 
 class ModelCard(BaseModel):

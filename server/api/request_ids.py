@@ -1,0 +1,33 @@
+"""Request ids as a pure ASGI middleware.
+
+Each request gets the client's `x-request-id` or a new one, available as
+`request.state.request_id` and echoed in the response headers. A pure ASGI middleware
+(not Starlette's BaseHTTPMiddleware) leaves the `receive` channel untouched, so
+handlers can still notice a client that disconnects.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..engine.protocol import new_request_id
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = Headers(scope=scope).get("x-request-id") or new_request_id("req")
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["x-request-id"] = request_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

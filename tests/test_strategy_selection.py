@@ -1,0 +1,48 @@
+"""Choosing a strategy per request: the model-name suffix grammar."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.api.errors import APIError
+from server.api.strategy_selection import split_model_name
+
+
+def test_plain_model_name_has_no_options():
+    assert split_model_name("smollm2-135m-instruct") == ("smollm2-135m-instruct", None)
+
+
+def test_suffix_names_strategy_params_and_budget():
+    base, options = split_model_name(
+        "smollm2:self_consistency?n=16&adaptive=true&sampling.max_tokens=128"
+        "&budget.max_generated_tokens=2000&weighting=none"
+    )
+    assert base == "smollm2"
+    assert options.strategy == "self_consistency"
+    assert options.params == {
+        "n": 16,
+        "adaptive": True,
+        "sampling": {"max_tokens": 128},
+        "weighting": "none",
+    }
+    assert options.budget.max_generated_tokens == 2000
+
+
+def test_suffix_values_may_be_json_lists():
+    _, options = split_model_name("m:multi_temperature?temperatures=[0,0.5,1]")
+    assert options.params == {"temperatures": [0, 0.5, 1]}
+
+
+def test_suffix_without_parameters():
+    _, options = split_model_name("m:best_of_n")
+    assert options.strategy == "best_of_n" and options.params == {}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [":self_consistency", "m:", "m:sc?n", "m:sc?budget.max_samples=0", "m:sc?a=1&a.b=2"],
+)
+def test_malformed_suffixes_are_400s_naming_the_model(model):
+    with pytest.raises(APIError) as caught:
+        split_model_name(model)
+    assert caught.value.status == 400 and caught.value.param == "model"
