@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 
 from strategies.base import Verifiers
 from strategies.registry import Strategy, discover
@@ -25,10 +25,18 @@ from verifiers.math_grader import MathGrader
 from .api.chat import complete_chat
 from .api.errors import APIError, error_response, install_error_handlers
 from .api.request_ids import RequestIdMiddleware
-from .api.schemas import ChatCompletionRequest, ChatCompletionResponse, ModelCard, ModelList
+from .api.schemas import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ModelCard,
+    ModelList,
+    StrategyCard,
+    StrategyList,
+)
 from .config import Settings
 from .engine.factory import open_engine
 from .engine.protocol import Engine
+from .metrics import CONTENT_TYPE_LATEST, Metrics
 
 logger = logging.getLogger("ttscale.server")
 
@@ -51,6 +59,7 @@ class Runtime:
     engine: Engine | None = None
     verifiers: Verifiers | None = None
     strategies: dict[str, Strategy] = field(default_factory=discover)
+    metrics: Metrics = field(default_factory=Metrics)
     load_error: str | None = None
     loader: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -126,16 +135,51 @@ def create_app(
             return error_response(503, runtime.load_error, code="engine_failed")
         return JSONResponse({"status": "loading"}, status_code=503)
 
-    @app.get("/v1/models", response_model=ModelList)
+    def check_api_key(request: Request) -> None:
+        """With keys configured, /v1 routes need `Authorization: Bearer <key>`."""
+        if not settings.api_keys:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or key not in settings.api_keys:
+            raise APIError(401, "invalid or missing API key", code="invalid_api_key")
+
+    guarded = [Depends(check_api_key)]
+
+    @app.get("/v1/models", response_model=ModelList, dependencies=guarded)
     async def list_models() -> ModelList:
         info = runtime.require_engine().info
-        return ModelList(data=[ModelCard(id=info.model_name, max_model_len=info.max_model_len)])
+        card = ModelCard(
+            id=info.model_name,
+            max_model_len=info.max_model_len,
+            strategies={name: s.json_schema() for name, s in runtime.strategies.items()},
+        )
+        return ModelList(data=[card])
 
-    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse)
+    @app.get("/v1/strategies", response_model=StrategyList, dependencies=guarded)
+    async def list_strategies() -> StrategyList:
+        """Every strategy with the JSON Schema of its `ttscale.params`."""
+        return StrategyList(
+            data=[
+                StrategyCard(name=name, description=s.description, parameters=s.json_schema())
+                for name, s in runtime.strategies.items()
+            ]
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, dependencies=guarded)
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         engine = runtime.require_engine()
         return await complete_chat(
-            runtime.settings, engine, runtime.verifiers, runtime.strategies, body, request
+            runtime.settings,
+            engine,
+            runtime.verifiers,
+            runtime.strategies,
+            runtime.metrics,
+            body,
+            request,
         )
 
     return app

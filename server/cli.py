@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="vLLM OpenAI server base URL, repeatable (with --engine remote)",
     )
+    serve.add_argument(
+        "--api-key",
+        dest="api_keys",
+        action="append",
+        help="accepted Bearer key, repeatable (env TTSCALE_API_KEYS, comma-separated)",
+    )
     serve.add_argument("--max-model-len", type=int, help="context length to serve")
     serve.add_argument("--dtype", help="weights dtype passed to vLLM (default auto)")
     serve.add_argument("--cache-dir", help="where converted models are kept")
@@ -67,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = (
-        "model served_model_name host port engine remote_urls max_model_len dtype cache_dir "
-        "max_n log_level"
+        "model served_model_name host port engine remote_urls api_keys max_model_len dtype "
+        "cache_dir max_n log_level"
     ).split()
     overrides: dict[str, Any] = {
         key: getattr(args, key) for key in keys if getattr(args, key, None) is not None

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         default_factory=list, description="vLLM OpenAI servers (engine=remote), comma-separated"
     )
     remote_api_key: str | None = None
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="accepted Bearer keys (comma-separated); none: open"
+    )
     cache_dir: Path | None = Field(None, description="Where converted models are kept")
     max_model_len: int | None = Field(None, ge=16)
     dtype: str = "auto"
@@ -44,7 +47,7 @@ class Settings(BaseSettings):
     grader_workers: int = Field(2, ge=1, description="Processes grading math answers")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("remote_urls", mode="before")
+    @field_validator("remote_urls", "api_keys", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -375,3 +376,67 @@ async def test_closing_a_stream_aborts_the_strategy(base_url, engine):
             break
         await asyncio.sleep(0.1)
     assert await engine.num_running() == 0
+
+
+async def test_strategies_are_listed_with_their_schemas(client):
+    strategies = (await client.get("/v1/strategies")).json()["data"]
+    names = {s["name"] for s in strategies}
+    assert names == {
+        "best_of_n",
+        "self_consistency",
+        "inverse_entropy",
+        "multi_temperature",
+        "step_search",
+    }
+    schema = next(s for s in strategies if s["name"] == "self_consistency")["parameters"]
+    assert schema["properties"]["n"]["default"] == 8
+    assert "adaptive" in schema["properties"]
+    model = (await client.get("/v1/models")).json()["data"][0]
+    assert set(model["strategies"]) == names
+    openapi = (await client.get("/openapi.json")).json()
+    assert "/v1/strategies" in openapi["paths"] and "/v1/chat/completions" in openapi["paths"]
+
+
+async def test_metrics_count_requests_and_tokens(client):
+    await client.post(
+        "/v1/chat/completions",
+        json=_chat(
+            ttscale={"strategy": "best_of_n", "params": {"n": 2}, "budget": {"max_samples": 1}}
+        ),
+    )
+    text = (await client.get("/metrics")).text
+    assert 'ttscale_requests_total{outcome="ok",strategy="best_of_n"}' in text
+    assert 'ttscale_budget_stops_total{strategy="best_of_n"}' in text
+    generated = re.search(r'ttscale_tokens_total\{kind="generated"\} ([0-9.e+]+)', text)
+    assert generated and float(generated.group(1)) > 0
+    assert "ttscale_strategy_latency_seconds_bucket" in text
+
+
+async def test_api_keys_are_enforced_when_configured(engine):
+    async def borrow(_: Settings):
+        return BorrowedEngine(engine)
+
+    port = free_port()
+    app = create_app(Settings(port=port, api_keys=["sekret"]), open_engine_fn=borrow)
+    server, task = await _start(app, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            while (await http.get("/health")).status_code != 200:  # health stays open
+                await asyncio.sleep(0.05)
+            missing = await http.post("/v1/chat/completions", json=_chat())
+            assert missing.status_code == 401
+            assert missing.json()["error"]["type"] == "authentication_error"
+            wrong = await http.get("/v1/models", headers={"authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sekret")
+        reply = await client.chat.completions.create(
+            model=TINY_MODEL_NAME, messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        )
+        assert reply.choices[0].message.role == "assistant"
+        with pytest.raises(openai.AuthenticationError):
+            await openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0).models.list()
+        await client.close()
+    finally:
+        server.should_exit = True
+        await task

@@ -15,11 +15,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from strategies.base import Verifiers
+from strategies.budget import Usage as BudgetUsage
 from strategies.registry import Strategy
 
 from ..config import Settings
 from ..engine.protocol import Engine
 from ..engine.types import SamplingSpec
+from ..metrics import Metrics
 from .errors import APIError
 from .schemas import (
     AssistantMessage,
@@ -75,6 +77,7 @@ async def complete_chat(
     engine: Engine,
     verifiers: Verifiers | None,
     registry: dict[str, Strategy],
+    metrics: Metrics,
     body: ChatCompletionRequest,
     request: Request,
 ):
@@ -110,6 +113,7 @@ async def complete_chat(
 
     if strategy is None:
         response = await _plain(engine, body, prompt_ids, max_tokens, request_id)
+        metrics.record("none", "ok", time.perf_counter() - started, _plain_usage(response))
         if body.stream:
             return sse(_plain_events(response, include_usage=_wants_usage(body)))
     else:
@@ -123,6 +127,7 @@ async def complete_chat(
                 return await strategy.run(context, params)
 
             def finish(result):
+                _record(metrics, strategy.name, result, time.perf_counter() - started)
                 usage = _usage(len(prompt_ids), result.usage) if _wants_usage(body) else None
                 return evidence(result, params, limits, options.include_text), usage
 
@@ -132,7 +137,9 @@ async def complete_chat(
             result = await run_strategy(request, strategy, params, context)
         except ClientDisconnected as gone:
             logger.info("request=%s cancelled by the client; spent %s", request_id, gone.args[0])
+            metrics.record(strategy.name, "cancelled", time.perf_counter() - started, gone.args[0])
             return JSONResponse({"error": "client closed request"}, status_code=_CLIENT_CLOSED)
+        _record(metrics, strategy.name, result, time.perf_counter() - started)
         spent = result.usage
         response = ChatCompletionResponse(
             model=info.model_name,
@@ -223,3 +230,18 @@ async def _plain_events(response: ChatCompletionResponse, *, include_usage: bool
     if include_usage:
         yield writer.usage(response.usage.model_dump())
     yield writer.done()
+
+
+def _record(metrics: Metrics, name: str, result, seconds: float) -> None:
+    metrics.record(name, "ok", seconds, result.usage)
+    if result.stop_reason == "budget":
+        metrics.budget_stop(name)
+
+
+def _plain_usage(response: ChatCompletionResponse) -> BudgetUsage:
+    details = response.usage.prompt_tokens_details
+    return BudgetUsage(
+        prompt_tokens=response.usage.prompt_tokens,
+        cached_prompt_tokens=details.cached_tokens if details else 0,
+        generated_tokens=response.usage.completion_tokens,
+    )

@@ -122,6 +122,20 @@ class ModelCard(BaseModel):
     created: int = Field(default_factory=lambda: int(time.time()))
     owned_by: str = "ttscale"
     max_model_len: int
+    strategies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="strategy name -> JSON Schema of its parameters"
+    )
+
+
+class StrategyCard(BaseModel):
+    name: str
+    description: str | None
+    parameters: dict[str, Any]
+
+
+class StrategyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[StrategyCard]
 
 
 class ModelList(BaseModel):
