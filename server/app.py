@@ -22,12 +22,14 @@ from strategies.registry import Strategy, discover
 from verifiers.judge import LLMJudge
 from verifiers.math_grader import MathGrader
 
-from .api.chat import complete_chat
+from .api.completion_flow import Services, complete
 from .api.errors import APIError, error_response, install_error_handlers
 from .api.request_ids import RequestIdMiddleware
 from .api.schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
     ModelCard,
     ModelList,
     StrategyCard,
@@ -62,6 +64,11 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     load_error: str | None = None
     loader: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def services(self) -> Services:
+        return Services(
+            self.settings, self.require_engine(), self.verifiers, self.strategies, self.metrics
+        )
 
     def require_engine(self) -> Engine:
         if self.engine is None:
@@ -171,15 +178,11 @@ def create_app(
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, dependencies=guarded)
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        engine = runtime.require_engine()
-        return await complete_chat(
-            runtime.settings,
-            engine,
-            runtime.verifiers,
-            runtime.strategies,
-            runtime.metrics,
-            body,
-            request,
-        )
+        return await complete(runtime.services(), body, request, "chat")
+
+    @app.post("/v1/completions", response_model=CompletionResponse, dependencies=guarded)
+    async def completions(body: CompletionRequest, request: Request):
+        """Text completion of a raw prompt (no chat template); same strategies."""
+        return await complete(runtime.services(), body, request, "text")
 
     return app

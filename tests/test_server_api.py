@@ -440,3 +440,71 @@ async def test_api_keys_are_enforced_when_configured(engine):
     finally:
         server.should_exit = True
         await task
+
+
+async def test_text_completions_plain_and_with_a_strategy(base_url, engine):
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    plain = await client.completions.create(
+        model=TINY_MODEL_NAME, prompt="Once upon a time", max_tokens=5, temperature=0
+    )
+    assert plain.object == "text_completion" and plain.choices[0].text
+    assert plain.usage.prompt_tokens == len(await engine.tokenize("Once upon a time"))
+    ids = await engine.tokenize("Once upon a time")
+    by_ids = await client.completions.create(
+        model=TINY_MODEL_NAME, prompt=ids, max_tokens=5, temperature=0
+    )
+    assert by_ids.choices[0].text == plain.choices[0].text
+    voted = await client.completions.create(
+        model=f"{TINY_MODEL_NAME}:self_consistency?n=3",
+        prompt="2+2=",
+        max_tokens=6,
+    )
+    assert voted.model_extra["ttscale"]["strategy"] == "self_consistency"
+    assert len(voted.model_extra["ttscale"]["candidates"]) == 3
+    stream = await client.completions.create(
+        model=TINY_MODEL_NAME,
+        prompt="Once upon a time",
+        max_tokens=5,
+        temperature=0,
+        stream=True,
+    )
+    streamed = "".join([chunk.choices[0].text async for chunk in stream if chunk.choices])
+    assert streamed == plain.choices[0].text
+    await client.close()
+
+
+async def test_text_completion_errors(client):
+    base = {"model": TINY_MODEL_NAME, "prompt": "x"}
+    for extra, param in [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": []}, "prompt"),
+        ({"prompt": [-1]}, "prompt"),
+        ({"echo": True}, "echo"),
+        ({"max_tokens": 5000}, "max_tokens"),
+    ]:
+        response = await client.post("/v1/completions", json={**base, **extra})
+        assert response.status_code == 400, (extra, response.text)
+        assert response.json()["error"]["param"] == param
+
+
+SUFFIXES = {
+    "best_of_n": "n=2&verifier=judge",
+    "self_consistency": "n=2&adaptive=true",
+    "inverse_entropy": "n=2&mode=sequential",
+    "multi_temperature": "temperatures=[0.0,1.0]&samples_per_temperature=2",
+    "step_search": "verifier=judge&beam_width=1&expansions=2&max_steps=1",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUFFIXES))
+async def test_every_strategy_through_the_model_suffix(base_url, name):
+    assert set(SUFFIXES) == set(STRATEGY_CASES)
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    response = await client.chat.completions.create(
+        model=f"{TINY_MODEL_NAME}:{name}?{SUFFIXES[name]}",
+        messages=[{"role": "user", "content": "What is 1 + 1?"}],
+        max_tokens=8,
+    )
+    assert response.model_extra["ttscale"]["strategy"] == name
+    assert response.usage.completion_tokens > 0
+    await client.close()

@@ -38,13 +38,13 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class SamplingRequest(BaseModel):
+    """Fields shared by chat and text completion requests."""
+
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(..., min_length=1)
-    messages: list[ChatMessage] = Field(..., min_length=1)
     max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1)
@@ -71,10 +71,33 @@ class ChatCompletionRequest(BaseModel):
 
     @property
     def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+    @property
+    def max_tokens_param(self) -> str:
+        return "max_tokens"
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+    @property
+    def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def max_tokens_param(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
 
     def message_dicts(self) -> list[dict[str, str]]:
         return [{"role": m.role, "content": m.text()} for m in self.messages]
+
+
+class CompletionRequest(SamplingRequest):
+    """`/v1/completions`: a raw prompt (text or token ids), no chat template."""
+
+    prompt: str | list[int] = Field(..., min_length=1)
 
 
 class PromptTokensDetails(BaseModel):
@@ -114,6 +137,23 @@ class ChatCompletionResponse(BaseModel):
     ttscale: dict[str, Any] | None = Field(
         None, description="strategy evidence: candidates, votes, stop reason, budget"
     )
+
+
+class TextChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length", "abort"]
+    logprobs: None = None
+
+
+class CompletionResponse(BaseModel):
+    id: str = Field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[TextChoice]
+    usage: Usage
+    ttscale: dict[str, Any] | None = None
 
 
 class ModelCard(BaseModel):

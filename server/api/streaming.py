@@ -31,12 +31,15 @@ _FINISHED = object()
 
 
 class ChunkWriter:
-    """Formats chunks of one completion (shared id, creation time and model)."""
+    """Formats chunks of one completion (shared id, creation time and model); `kind`
+    "text" writes `/v1/completions` chunks (`text` instead of a `delta`)."""
 
-    def __init__(self, model: str) -> None:
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+    def __init__(self, model: str, kind: str = "chat") -> None:
+        self.kind = kind
+        self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
+        self.object = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
     def chunk(
         self,
@@ -46,12 +49,21 @@ class ChunkWriter:
         finish_reason: str | None = None,
         ttscale: dict[str, Any] | None = None,
     ) -> str:
+        if self.kind == "chat":
+            choice = {"index": index, "delta": delta, "finish_reason": finish_reason}
+        else:
+            choice = {
+                "index": index,
+                "text": delta.get("content", ""),
+                "finish_reason": finish_reason,
+                "logprobs": None,
+            }
         body: dict[str, Any] = {
             "id": self.id,
-            "object": "chat.completion.chunk",
+            "object": self.object,
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}],
+            "choices": [choice],
         }
         if ttscale is not None:
             body["ttscale"] = ttscale
@@ -61,7 +73,7 @@ class ChunkWriter:
         """The usage chunk `stream_options.include_usage` asks for: no choices."""
         body = {
             "id": self.id,
-            "object": "chat.completion.chunk",
+            "object": self.object,
             "created": self.created,
             "model": self.model,
             "choices": [],
