@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import errno
 import importlib.util
+import json
 import logging
 import socket
 import sys
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="log level"
     )
+    serve.add_argument(
+        "--log-format", choices=["text", "json"], help="json: one JSON object per line"
+    )
 
     prepare = commands.add_parser(
         "prepare-model", help="convert the embedded default model once and print its directory"
@@ -74,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = (
         "model served_model_name host port engine remote_urls api_keys max_model_len dtype "
-        "cache_dir max_n log_level"
+        "cache_dir max_n log_level log_format"
     ).split()
     overrides: dict[str, Any] = {
         key: getattr(args, key) for key in keys if getattr(args, key, None) is not None
@@ -121,12 +125,37 @@ def _check_loadable_config(model_dir) -> None:
         raise StartupError(f"cannot read the model config in {model_dir}: {first_line}") from exc
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line; `key=value` pairs in the message become fields too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": message,
+        }
+        for part in message.split():
+            key, sep, value = part.partition("=")
+            if sep and key.isidentifier() and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _configure_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"
+            )
+        )
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def _graceful_server_class():
@@ -190,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(ensure_default_model(settings.cache_dir))
             return 0
         settings = settings_from_args(args)
-        _configure_logging(settings.log_level)
+        _configure_logging(settings.log_level, settings.log_format)
         return serve(settings)
     except ValidationError as exc:
         problem = exc.errors()[0]

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     )
     grader_workers: int = Field(2, ge=1, description="Processes grading math answers")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description="json: one object a line")
 
     @field_validator("remote_urls", "api_keys", mode="before")
     @classmethod

@@ -83,3 +83,24 @@ def test_cpu_bind_list_is_compressed_into_ranges():
     assert _cpu_list([0, 1]) == "0-1"
     assert _cpu_list([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
     assert _cpu_list([3]) == "3"
+
+
+def test_json_log_lines_carry_key_value_fields():
+    import json
+    import logging
+
+    from server.cli import JsonLogFormatter
+
+    record = logging.LogRecord(
+        "ttscale.server",
+        logging.INFO,
+        __file__,
+        1,
+        "request=%s strategy=%s latency_s=%.2f",
+        ("req-1", "best_of_n", 0.5),
+        None,
+    )
+    entry = json.loads(JsonLogFormatter().format(record))
+    assert entry["level"] == "info" and entry["logger"] == "ttscale.server"
+    assert entry["request"] == "req-1" and entry["strategy"] == "best_of_n"
+    assert entry["latency_s"] == "0.50"
