@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.engine.protocol import Engine
-from server.engine.types import Sample
+from server.engine.types import Sample, SamplingSpec
 from verifiers.extraction import extract_answer
 from verifiers.math_grader import MathGrader
 from verifiers.protocol import OutcomeVerifier, ProcessVerifier
@@ -34,6 +34,16 @@ class SamplingParams(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(512, ge=1)
     seed: int | None = Field(None, ge=0)
+
+    def spec(self, **overrides: Any) -> SamplingSpec:
+        """The engine's `SamplingSpec` for these knobs; `overrides` win."""
+        fields = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+        }
+        return SamplingSpec(**{**fields, **overrides})
 
 
 @dataclass
@@ -101,6 +111,33 @@ def to_candidate(
         temperature=temperature,
         mean_entropy=sample.mean_entropy,
         mean_logprob=sample.mean_logprob,
+    )
+
+
+def finish_result(
+    ctx: StrategyContext,
+    strategy: str,
+    candidates: list[Candidate],
+    chosen: int | None,
+    *,
+    stop_reason: StopReason,
+    explanation: str,
+    votes: dict[str, float] | None = None,
+    details: dict[str, Any] | None = None,
+) -> StrategyResult:
+    """The result with `candidates[chosen]` as the pick (None: no pick), usage closed."""
+    pick = candidates[chosen] if chosen is not None else None
+    return StrategyResult(
+        strategy=strategy,
+        text=pick.text if pick else "",
+        answer=pick.answer if pick else None,
+        chosen=pick.index if pick else None,
+        candidates=candidates,
+        votes=votes or {},
+        stop_reason=stop_reason,
+        explanation=explanation,
+        details=details or {},
+        usage=ctx.budget.finish(),
     )
 
 

@@ -12,10 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from server.engine.types import SamplingSpec
 from verifiers.aggregate import PRMAggregation, aggregate_steps, argmax_first
 
-from .base import SamplingParams, StrategyContext, StrategyResult, to_candidate
+from .base import SamplingParams, StrategyContext, StrategyResult, finish_result, to_candidate
 from .registry import Strategy
 from .sampling import sample_until
 from .scoring import score_outcomes, score_steps
@@ -40,13 +39,8 @@ class BestOfNParams(BaseModel):
 
 
 async def run(ctx: StrategyContext, params: BestOfNParams) -> StrategyResult:
-    spec = SamplingSpec(
-        temperature=params.sampling.temperature,
-        top_p=params.sampling.top_p,
-        max_tokens=params.sampling.max_tokens,
-        seed=params.sampling.seed,
-        logprobs=0,  # the sampled token's logprob: the no-verifier fallback score
-    )
+    # the sampled token's logprob (logprobs=0) is the no-verifier fallback score
+    spec = params.sampling.spec(logprobs=0)
     outcome = await sample_until(
         ctx.engine,
         ctx.prompt_ids,
@@ -85,16 +79,14 @@ async def run(ctx: StrategyContext, params: BestOfNParams) -> StrategyResult:
             candidate.scores["mean_logprob"] = score
 
     best = argmax_first(scores)
-    return StrategyResult(
-        strategy="best_of_n",
-        text=candidates[best].text if best is not None else "",
-        answer=candidates[best].answer if best is not None else None,
-        chosen=candidates[best].index if best is not None else None,
-        candidates=candidates,
+    return finish_result(
+        ctx,
+        "best_of_n",
+        candidates,
+        best,
         stop_reason=outcome.stop_reason,
         explanation=explanation,
         details={"aborted_samples": len(outcome.aborted)},
-        usage=ctx.budget.finish(),
     )
 
 

@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.engine.types import Sample, SamplingSpec
 from verifiers.aggregate import weighted_vote
 
-from .base import SamplingParams, StrategyContext, StrategyResult, to_candidate, vote_table
+from .base import (
+    SamplingParams,
+    StrategyContext,
+    StrategyResult,
+    finish_result,
+    to_candidate,
+    vote_table,
+)
 from .registry import Strategy
 from .sampling import SamplingOutcome, sample_until
 
@@ -71,13 +78,7 @@ async def _sequential(ctx: StrategyContext, spec: SamplingSpec, params: InverseE
 
 
 async def run(ctx: StrategyContext, params: InverseEntropyParams) -> StrategyResult:
-    spec = SamplingSpec(
-        temperature=params.sampling.temperature,
-        top_p=params.sampling.top_p,
-        max_tokens=params.sampling.max_tokens,
-        seed=params.sampling.seed,
-        logprobs=params.top_k,
-    )
+    spec = params.sampling.spec(logprobs=params.top_k)
     if params.mode == "parallel":
         outcome = await sample_until(
             ctx.engine,
@@ -103,12 +104,11 @@ async def run(ctx: StrategyContext, params: InverseEntropyParams) -> StrategyRes
         i for i, c in enumerate(candidates) if c.answer_class == winner and winner is not None
     ]
     chosen = max(members, key=lambda i: (weights[i], -i)) if members else None
-    return StrategyResult(
-        strategy="inverse_entropy",
-        text=candidates[chosen].text if chosen is not None else "",
-        answer=candidates[chosen].answer if chosen is not None else None,
-        chosen=candidates[chosen].index if chosen is not None else None,
-        candidates=candidates,
+    return finish_result(
+        ctx,
+        "inverse_entropy",
+        candidates,
+        chosen,
         votes=vote_table(candidates, totals),
         stop_reason=outcome.stop_reason,
         explanation=(
@@ -116,7 +116,6 @@ async def run(ctx: StrategyContext, params: InverseEntropyParams) -> StrategyRes
             f"{params.mode} chains"
         ),
         details={"mode": params.mode, "aborted_samples": len(outcome.aborted)},
-        usage=ctx.budget.finish(),
     )
 
 

@@ -16,10 +16,17 @@ import asyncio
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from server.engine.types import Sample, SamplingSpec
+from server.engine.types import Sample
 from verifiers.aggregate import plurality
 
-from .base import Candidate, SamplingParams, StrategyContext, StrategyResult, to_candidate
+from .base import (
+    Candidate,
+    SamplingParams,
+    StrategyContext,
+    StrategyResult,
+    finish_result,
+    to_candidate,
+)
 from .registry import Strategy
 from .sampling import SamplingOutcome, sample_until
 
@@ -53,12 +60,7 @@ async def _draw(
     ctx: StrategyContext, params: MultiTemperatureParams, slot: int, start: int, count: int
 ) -> SamplingOutcome:
     temperature = params.temperatures[slot]
-    spec = SamplingSpec(
-        temperature=temperature,
-        top_p=params.sampling.top_p,
-        max_tokens=params.sampling.max_tokens,
-        seed=params.sampling.seed,
-    )
+    spec = params.sampling.spec(temperature=temperature)
     return await sample_until(
         ctx.engine,
         ctx.prompt_ids,
@@ -136,12 +138,11 @@ async def run(ctx: StrategyContext, params: MultiTemperatureParams) -> StrategyR
     )
     if stop_reason == "early_stop":
         explanation += "; early exit after the first round"
-    return StrategyResult(
-        strategy="multi_temperature",
-        text=candidates[chosen].text if chosen is not None else "",
-        answer=candidates[chosen].answer if chosen is not None else None,
-        chosen=candidates[chosen].index if chosen is not None else None,
-        candidates=candidates,
+    return finish_result(
+        ctx,
+        "multi_temperature",
+        candidates,
+        chosen,
         votes=votes,
         stop_reason=stop_reason,
         explanation=explanation,
@@ -153,7 +154,6 @@ async def run(ctx: StrategyContext, params: MultiTemperatureParams) -> StrategyR
             "agreement": agreement,
             "aborted_samples": aborted,
         },
-        usage=ctx.budget.finish(),
     )
 
 

@@ -12,11 +12,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from server.engine.types import Sample, SamplingSpec
+from server.engine.types import Sample
 from verifiers.aggregate import pessimistic_vote, plurality, weighted_vote
 from verifiers.extraction import extract_answer
 
-from .base import SamplingParams, StrategyContext, StrategyResult, to_candidate, vote_table
+from .base import (
+    SamplingParams,
+    StrategyContext,
+    StrategyResult,
+    finish_result,
+    to_candidate,
+    vote_table,
+)
 from .registry import Strategy
 from .sampling import sample_until
 from .scoring import score_outcomes
@@ -69,12 +76,7 @@ async def run(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyRe
             return True
         return False
 
-    spec = SamplingSpec(
-        temperature=params.sampling.temperature,
-        top_p=params.sampling.top_p,
-        max_tokens=params.sampling.max_tokens,
-        seed=params.sampling.seed,
-    )
+    spec = params.sampling.spec()
     outcome = await sample_until(
         ctx.engine,
         ctx.prompt_ids,
@@ -115,17 +117,15 @@ async def run(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyRe
         explanation += f"; stopped early: {stop_rule[0]}"
 
     chosen = _representative(candidates, winner, params.verifier)
-    return StrategyResult(
-        strategy="self_consistency",
-        text=candidates[chosen].text if chosen is not None else "",
-        answer=candidates[chosen].answer if chosen is not None else None,
-        chosen=candidates[chosen].index if chosen is not None else None,
-        candidates=candidates,
+    return finish_result(
+        ctx,
+        "self_consistency",
+        candidates,
+        chosen,
         votes=vote_table(candidates, totals),
         stop_reason=outcome.stop_reason,
         explanation=explanation,
         details={"aborted_samples": len(outcome.aborted)},
-        usage=ctx.budget.finish(),
     )
 
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.engine.types import Sample, SamplingSpec
+from server.engine.types import Sample
 from verifiers.aggregate import argmax_first
 from verifiers.extraction import extract_answer
 
-from .base import Candidate, SamplingParams, StrategyContext, StrategyResult
+from .base import Candidate, SamplingParams, StrategyContext, StrategyResult, finish_result
 from .registry import Strategy
 from .sampling import sample_until
 from .scoring import score_steps
@@ -109,12 +109,7 @@ async def _refine(ctx: StrategyContext, params: StepSearchParams, beam: Beam) ->
             step=beam.steps[-1],
         )
         messages = [*ctx.messages[:-1], {"role": "user", "content": prompt}]
-        spec = SamplingSpec(
-            temperature=params.sampling.temperature,
-            top_p=params.sampling.top_p,
-            max_tokens=2 * params.step_max_tokens,
-            seed=params.sampling.seed,
-        )
+        spec = params.sampling.spec(max_tokens=2 * params.step_max_tokens)
         drawn = await sample_until(
             ctx.engine,
             await ctx.engine.render_chat(messages),
@@ -144,13 +139,8 @@ async def _refine(ctx: StrategyContext, params: StepSearchParams, beam: Beam) ->
 
 
 async def run(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
-    spec = SamplingSpec(
-        temperature=params.sampling.temperature,
-        top_p=params.sampling.top_p,
-        max_tokens=params.step_max_tokens,
-        seed=params.sampling.seed,
-        stop=(STEP_SEPARATOR,),
-        include_stop_str_in_output=True,
+    spec = params.sampling.spec(
+        max_tokens=params.step_max_tokens, stop=(STEP_SEPARATOR,), include_stop_str_in_output=True
     )
     beams = [Beam()]
     stop_reason = "completed"
@@ -204,20 +194,17 @@ async def run(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
         )
         for i, b in enumerate(pool)
     ]
-    chosen = candidates[best] if best is not None else None
-    return StrategyResult(
-        strategy="step_search",
-        text=chosen.text if chosen else "",
-        answer=chosen.answer if chosen else None,
-        chosen=chosen.index if chosen else None,
-        candidates=candidates,
+    return finish_result(
+        ctx,
+        "step_search",
+        candidates,
+        best,
         stop_reason=stop_reason,
         explanation=(
             f"beam search (width {params.beam_width}, {params.expansions} expansions) over "
             f"{depth} steps scored by {params.verifier}; highest minimum step score"
         ),
         details={"depth": depth, "refinements": sum(b.refinements for b in pool)},
-        usage=ctx.budget.finish(),
     )
 
 

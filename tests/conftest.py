@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -45,6 +47,44 @@ def wait_for_http(url: str, process: subprocess.Popen, limit_s: float, log: Path
             pass
         time.sleep(0.5)
     raise AssertionError(f"{url} did not answer 200 within {limit_s} s")
+
+
+@contextlib.contextmanager
+def vllm_api_server(args: list[str], env: dict[str, str], log_dir: Path) -> Iterator[str]:
+    """A real `vllm.entrypoints.openai.api_server` on loopback; yields its base URL."""
+    port = free_port()
+    log_path = log_dir / "server.log"
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        *args,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--enforce-eager",
+    ]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/v1/models", process, 300, log_path)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def wait_until_idle(engine, limit_s: float = 5.0) -> int:
+    """Poll until the engine runs no samples (or the limit passes); the final count."""
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while await engine.num_running() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    return await engine.num_running()
 
 
 @pytest.fixture(scope="session")

@@ -16,18 +16,11 @@ TINY_MODEL_NAME = "tiny-qwen2-test"
 _TINY_VERSION = "1"
 
 
-def tiny_model_dir(cache_dir: Path | None = None) -> Path:
-    """Build (once) and return the tiny random Qwen2 model directory."""
-    cache = cache_dir or default_cache_dir()
-    target = cache / "test-models" / f"{TINY_MODEL_NAME}-v{_TINY_VERSION}"
-    if (target / "model.safetensors").exists():
-        return target
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+def tiny_qwen2_config(tokenizer, **overrides):
+    """2 layers, hidden 128, head_dim 64 (vLLM refuses 16), the tokenizer's vocabulary."""
+    from transformers import Qwen2Config
 
-    source = ensure_default_model(cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    config = Qwen2Config(
+    return Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=128,
         intermediate_size=256,
@@ -36,11 +29,24 @@ def tiny_model_dir(cache_dir: Path | None = None) -> Path:
         num_key_value_heads=1,
         head_dim=64,
         max_position_embeddings=2048,
-        tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.convert_tokens_to_ids(tokenizer.eos_token),
-        dtype=torch.bfloat16,
+        **overrides,
     )
+
+
+def tiny_model_dir(cache_dir: Path | None = None) -> Path:
+    """Build (once) and return the tiny random Qwen2 model directory."""
+    cache = cache_dir or default_cache_dir()
+    target = cache / "test-models" / f"{TINY_MODEL_NAME}-v{_TINY_VERSION}"
+    if (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    source = ensure_default_model(cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    config = tiny_qwen2_config(tokenizer, tie_word_embeddings=True, dtype=torch.bfloat16)
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config).to(torch.bfloat16)
     with staged_directory(target) as staging:
@@ -72,24 +78,11 @@ def tiny_reward_model_dir(kind: str, cache_dir: Path | None = None) -> Path:
         return target
     import torch
     from safetensors.torch import save_file
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
+    from transformers import AutoTokenizer, Qwen2Model
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_default_model(cache_dir))
     tokenizer.add_special_tokens({"additional_special_tokens": [STEP_TOKEN]})
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=64,
-        max_position_embeddings=2048,
-        tie_word_embeddings=False,
-        num_labels=labels,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.convert_tokens_to_ids(tokenizer.eos_token),
-    )
+    config = tiny_qwen2_config(tokenizer, tie_word_embeddings=False, num_labels=labels)
     torch.manual_seed(labels)
     body = Qwen2Model(config).eval().float()
     hidden = config.hidden_size

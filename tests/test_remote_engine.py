@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from server.config import Settings
 from server.engine.remote import RemoteVLLMEngine
 from server.engine.types import SamplingSpec
 
-from .conftest import free_port, wait_for_http
+from .conftest import vllm_api_server
 
 SERVED_NAME = "smollm2-remote"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -27,40 +25,18 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture(scope="module")
 def vllm_server(default_model_path: Path, subprocess_env, tmp_path_factory) -> Iterator[str]:
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
+    args = [
         "--model",
         str(default_model_path),
         "--served-model-name",
         SERVED_NAME,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--enforce-eager",
         "--max-model-len",
         "2048",
         "--enable-prompt-tokens-details",
         "--enable-prefix-caching",
     ]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/v1/models", process, 300, log_path)
+    with vllm_api_server(args, subprocess_env, tmp_path_factory.mktemp("vllm")) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")

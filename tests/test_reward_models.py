@@ -9,15 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 
 from verifiers.protocol import OutcomeVerifier, ProcessVerifier
 from verifiers.reward_model import RemoteRewardModel, RewardModel
 
-from .conftest import free_port, wait_for_http
+from .conftest import vllm_api_server
 from .model_fixtures import reference_reward_logits, tiny_reward_model_dir
 
 QUESTION = "What is 2 + 3 * 4?"
@@ -99,39 +97,18 @@ def prm_server(default_model_path, subprocess_env, tmp_path_factory):
     from transformers import AutoTokenizer
 
     step_id = AutoTokenizer.from_pretrained(path).convert_tokens_to_ids("<extra_0>")
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("prm") / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
+    args = [
         "--model",
         str(path),
         "--runner",
         "pooling",
         "--dtype",
         "float32",
-        "--enforce-eager",
         "--pooler-config",
         json.dumps({"pooling_type": "STEP", "step_tag_id": step_id}),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
     ]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env
-        )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/v1/models", process, 300, log_path)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with vllm_api_server(args, subprocess_env, tmp_path_factory.mktemp("prm")) as url:
+        yield url
 
 
 async def test_remote_prm_matches_the_in_process_prm(prm, prm_server):

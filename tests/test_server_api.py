@@ -15,7 +15,7 @@ import uvicorn
 from server.app import create_app
 from server.config import Settings
 
-from .conftest import BorrowedEngine, free_port
+from .conftest import BorrowedEngine, free_port, wait_until_idle
 from .model_fixtures import TINY_MODEL_NAME
 
 
@@ -274,11 +274,7 @@ async def test_client_disconnect_aborts_the_strategys_samples(base_url, engine):
     async with httpx.AsyncClient(base_url=base_url, timeout=1.0) as short:
         with pytest.raises(httpx.ReadTimeout):
             await short.post("/v1/chat/completions", json=body)
-    for _ in range(40):
-        if await engine.num_running() == 0:
-            break
-        await asyncio.sleep(0.1)
-    assert await engine.num_running() == 0
+    assert await wait_until_idle(engine) == 0
 
 
 async def test_plain_stream_with_the_openai_client(base_url):
@@ -371,11 +367,11 @@ async def test_closing_a_stream_aborts_the_strategy(base_url, engine):
             async for line in response.aiter_lines():
                 if line.startswith("data: "):
                     break  # first chunk read; leave mid-run
-    for _ in range(50):
-        if await engine.num_running() == 0:
-            break
-        await asyncio.sleep(0.1)
-    assert await engine.num_running() == 0
+    assert await wait_until_idle(engine) == 0
+    await asyncio.sleep(0.2)
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{base_url}/metrics")).text
+    assert 'ttscale_requests_total{outcome="cancelled",strategy="self_consistency"}' in metrics
 
 
 async def test_strategies_are_listed_with_their_schemas(client):

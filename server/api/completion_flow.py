@@ -155,19 +155,30 @@ async def complete(services: Services, body: SamplingRequest, request: Request, 
     params = build_params(strategy, options, body, max_tokens)
     limits = check_limits(params, options.budget, settings)
     if body.stream:
+        contexts = []
 
         async def run(progress):
             context = make_context(
                 engine, services.verifiers, limits, messages, prompt_ids, progress
             )
+            contexts.append(context)
             return await strategy.run(context, params)
+
+        def cancelled() -> None:
+            spent = contexts[0].budget.finish() if contexts else None
+            logger.info("request=%s stream closed by the client; spent %s", request_id, spent)
+            services.metrics.record(
+                strategy.name, "cancelled", time.perf_counter() - started, spent
+            )
 
         def finish(result):
             _record(services.metrics, strategy.name, result, time.perf_counter() - started)
             usage = _usage(len(prompt_ids), result.usage) if _wants_usage(body) else None
             return evidence(result, params, limits, options.include_text), usage
 
-        return sse(strategy_events(writer, run, finish, progress=options.progress))
+        return sse(
+            strategy_events(writer, run, finish, progress=options.progress, on_cancel=cancelled)
+        )
 
     context = make_context(engine, services.verifiers, limits, messages, prompt_ids)
     try:

@@ -118,10 +118,12 @@ async def strategy_events(
     finish: Callable[[StrategyResult], tuple[dict[str, Any], dict[str, Any] | None]],
     *,
     progress: bool,
+    on_cancel: Callable[[], None] | None = None,
 ) -> AsyncIterator[str]:
     """Run `run(progress_callback)` and stream its events, answer and evidence.
 
-    `finish(result)` gives the final chunk's `ttscale` evidence and `usage` (or None).
+    `finish(result)` gives the final chunk's `ttscale` evidence and `usage` (or None);
+    `on_cancel()` is called once a run the client abandoned has stopped.
     """
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -162,4 +164,7 @@ async def strategy_events(
             logger.info("streamed request cancelled by the client")
             # The server cancels this generator again at every await (anyio cancel
             # scope); shielded, the run's abort completes even so.
-            await asyncio.shield(asyncio.gather(task, return_exceptions=True))
+            waited = asyncio.gather(task, return_exceptions=True)
+            if on_cancel is not None:
+                waited.add_done_callback(lambda _: on_cancel())
+            await asyncio.shield(waited)
