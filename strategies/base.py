@@ -20,6 +20,7 @@ from verifiers.math_grader import MathGrader
 from verifiers.protocol import OutcomeVerifier, ProcessVerifier
 
 from .budget import Budget, Usage
+from .sampling import OnSample, SamplingOutcome, sample_until
 
 StopReason = Literal["completed", "budget", "early_stop"]
 ProgressCallback = Callable[[dict[str, Any]], Awaitable[None]]
@@ -64,6 +65,30 @@ class StrategyContext:
     prompt_ids: list[int]
     question: str
     progress: ProgressCallback | None = None
+
+    async def sample(
+        self,
+        spec: SamplingSpec,
+        count: int,
+        *,
+        prompt_ids: Sequence[int] | None = None,
+        parallel: int | None = None,
+        on_sample: OnSample | None = None,
+        first_index: int = 0,
+    ) -> SamplingOutcome:
+        """`sample_until` on this request's engine, budget and progress reporting;
+        the prompt is the request's own unless `prompt_ids` says otherwise."""
+        return await sample_until(
+            self.engine,
+            self.prompt_ids if prompt_ids is None else prompt_ids,
+            spec,
+            count,
+            self.budget,
+            parallel=parallel,
+            on_sample=on_sample,
+            first_index=first_index,
+            report=self.report,
+        )
 
     async def report(self, event: str, **data: Any) -> None:
         """Progress events (streamed to clients that asked for them)."""

@@ -16,7 +16,6 @@ from verifiers.aggregate import PRMAggregation, aggregate_steps, argmax_first
 
 from .base import SamplingParams, StrategyContext, StrategyResult, finish_result, to_candidate
 from .registry import Strategy
-from .sampling import sample_until
 from .scoring import score_outcomes, score_steps
 from .steps import split_steps
 
@@ -41,15 +40,7 @@ class BestOfNParams(BaseModel):
 async def run(ctx: StrategyContext, params: BestOfNParams) -> StrategyResult:
     # the sampled token's logprob (logprobs=0) is the no-verifier fallback score
     spec = params.sampling.spec(logprobs=0)
-    outcome = await sample_until(
-        ctx.engine,
-        ctx.prompt_ids,
-        spec,
-        params.n,
-        ctx.budget,
-        parallel=params.parallel,
-        report=ctx.report,
-    )
+    outcome = await ctx.sample(spec, params.n, parallel=params.parallel)
     candidates = [to_candidate(s) for s in outcome.finished]
     texts = [c.text for c in candidates]
 

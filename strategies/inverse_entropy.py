@@ -25,7 +25,7 @@ from .base import (
     vote_table,
 )
 from .registry import Strategy
-from .sampling import SamplingOutcome, sample_until
+from .sampling import SamplingOutcome
 
 EPSILON = 1e-6
 REFINE_PROMPT = (
@@ -65,9 +65,7 @@ async def _sequential(ctx: StrategyContext, spec: SamplingSpec, params: InverseE
                 {"role": "user", "content": refine},
             ]
         prompt = ctx.prompt_ids if previous is None else await ctx.engine.render_chat(messages)
-        step = await sample_until(
-            ctx.engine, prompt, spec, 1, ctx.budget, first_index=index, report=ctx.report
-        )
+        step = await ctx.sample(spec, 1, prompt_ids=prompt, first_index=index)
         outcome.finished += step.finished
         outcome.aborted += step.aborted
         if step.stop_reason != "completed" or not step.finished:
@@ -80,15 +78,7 @@ async def _sequential(ctx: StrategyContext, spec: SamplingSpec, params: InverseE
 async def run(ctx: StrategyContext, params: InverseEntropyParams) -> StrategyResult:
     spec = params.sampling.spec(logprobs=params.top_k)
     if params.mode == "parallel":
-        outcome = await sample_until(
-            ctx.engine,
-            ctx.prompt_ids,
-            spec,
-            params.n,
-            ctx.budget,
-            parallel=params.parallel,
-            report=ctx.report,
-        )
+        outcome = await ctx.sample(spec, params.n, parallel=params.parallel)
     else:
         outcome = await _sequential(ctx, spec, params)
 

@@ -28,7 +28,7 @@ from .base import (
     to_candidate,
 )
 from .registry import Strategy
-from .sampling import SamplingOutcome, sample_until
+from .sampling import SamplingOutcome
 
 _SEED_STRIDE = 100_000  # seeds of different temperatures never collide
 
@@ -61,15 +61,7 @@ async def _draw(
 ) -> SamplingOutcome:
     temperature = params.temperatures[slot]
     spec = params.sampling.spec(temperature=temperature)
-    return await sample_until(
-        ctx.engine,
-        ctx.prompt_ids,
-        spec,
-        count,
-        ctx.budget,
-        first_index=slot * _SEED_STRIDE + start,
-        report=ctx.report,
-    )
+    return await ctx.sample(spec, count, first_index=slot * _SEED_STRIDE + start)
 
 
 def _vote(

@@ -25,7 +25,6 @@ from .base import (
     vote_table,
 )
 from .registry import Strategy
-from .sampling import sample_until
 from .scoring import score_outcomes
 from .stopping import beta_leader_probability, cannot_be_overtaken, leader_margin
 
@@ -77,16 +76,7 @@ async def run(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyRe
         return False
 
     spec = params.sampling.spec()
-    outcome = await sample_until(
-        ctx.engine,
-        ctx.prompt_ids,
-        spec,
-        params.n,
-        ctx.budget,
-        parallel=params.parallel,
-        on_sample=on_sample,
-        report=ctx.report,
-    )
+    outcome = await ctx.sample(spec, params.n, parallel=params.parallel, on_sample=on_sample)
     samples = outcome.finished
     candidates = [to_candidate(s) for s in samples]
     labels = await grader.group([c.answer for c in candidates])

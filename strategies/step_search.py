@@ -25,7 +25,6 @@ from verifiers.extraction import extract_answer
 
 from .base import Candidate, SamplingParams, StrategyContext, StrategyResult, finish_result
 from .registry import Strategy
-from .sampling import sample_until
 from .scoring import score_steps
 from .steps import STEP_SEPARATOR
 
@@ -110,14 +109,11 @@ async def _refine(ctx: StrategyContext, params: StepSearchParams, beam: Beam) ->
         )
         messages = [*ctx.messages[:-1], {"role": "user", "content": prompt}]
         spec = params.sampling.spec(max_tokens=2 * params.step_max_tokens)
-        drawn = await sample_until(
-            ctx.engine,
-            await ctx.engine.render_chat(messages),
+        drawn = await ctx.sample(
             spec,
             1,
-            ctx.budget,
+            prompt_ids=await ctx.engine.render_chat(messages),
             first_index=10_000 + len(beam.steps) * 10 + beam.refinements,
-            report=ctx.report,
         )
         beam.refinements += 1
         if not drawn.finished:
@@ -150,14 +146,11 @@ async def run(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
         live = [b for b in beams if not b.finished]
         grown: list[Beam] = []
         for number, beam in enumerate(live):
-            drawn = await sample_until(
-                ctx.engine,
-                ctx.prompt_ids + beam.token_ids,
+            drawn = await ctx.sample(
                 spec,
                 params.expansions,
-                ctx.budget,
+                prompt_ids=ctx.prompt_ids + beam.token_ids,
                 first_index=depth * 1000 + number * params.expansions,
-                report=ctx.report,
             )
             grown += [_grow(beam, s) for s in drawn.finished if s.num_tokens > 0]
             if drawn.stop_reason == "budget":

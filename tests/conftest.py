@@ -20,6 +20,7 @@ from server.engine.local_vllm import LocalVLLMEngine, apply_cpu_defaults
 from server.engine.protocol import Generation
 from server.engine.types import EngineInfo, SamplingSpec
 from server.model_store import ensure_default_model
+from verifiers.math_grader import MathGrader
 
 from .model_fixtures import TINY_MODEL_NAME, tiny_model_dir
 
@@ -136,6 +137,14 @@ class BorrowedEngine:
 
     async def close(self) -> None:
         return None
+
+
+@pytest.fixture(scope="module")
+def grader() -> Iterator[MathGrader]:
+    """Math grading workers with a short timeout (the default is 5 s)."""
+    grader = MathGrader(workers=2, timeout_s=3.0)
+    yield grader
+    grader.close()
 
 
 @pytest.fixture(scope="session")

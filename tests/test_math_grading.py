@@ -11,7 +11,6 @@ import time
 import pytest
 
 from verifiers.extraction import extract_answer, extract_boxed
-from verifiers.math_grader import MathGrader
 from verifiers.normalize import normalize_answer
 
 COLUMN = "\\begin{pmatrix} -2 \\\\ -14 \\\\ -7 \\end{pmatrix}"
@@ -90,13 +89,6 @@ NOT_EQUIVALENT = [
     ("10,\\!080", "10,800"),
     ("18+2\\pi", "18+\\pi"),
 ]
-
-
-@pytest.fixture(scope="module")
-def grader():
-    grader = MathGrader(workers=2, timeout_s=3.0)
-    yield grader
-    grader.close()
 
 
 def test_table_is_large_enough():

@@ -9,16 +9,8 @@ from strategies.base import StrategyContext, Verifiers
 from strategies.budget import Budget, BudgetLimits
 from strategies.registry import discover
 from verifiers.judge import LLMJudge
-from verifiers.math_grader import MathGrader
 
 QUESTION = "What is 6 times 7?"
-
-
-@pytest.fixture(scope="module")
-def grader():
-    grader = MathGrader(workers=2, timeout_s=3.0)
-    yield grader
-    grader.close()
 
 
 async def make_context(engine, grader, limits: BudgetLimits) -> StrategyContext:

@@ -19,19 +19,11 @@ from strategies.multi_temperature import run as multi_temperature
 from strategies.registry import discover
 from strategies.self_consistency import SelfConsistencyParams
 from strategies.self_consistency import run as self_consistency
-from verifiers.math_grader import MathGrader
 from verifiers.protocol import OutcomeScores, StepScores, VerifierUsage
 
 from .fakes import Scripted, ScriptedEngine
 
 QUESTION = "What is x?"
-
-
-@pytest.fixture(scope="module")
-def grader():
-    grader = MathGrader(workers=2, timeout_s=3.0)
-    yield grader
-    grader.close()
 
 
 class FakeOutcomeVerifier:
