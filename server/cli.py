@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare-model", help="convert the embedded default model once and print its directory"
     )
     prepare.add_argument("--cache-dir", help="where converted models are kept")
+    commands.add_parser(
+        "bench",
+        add_help=False,
+        help="benchmark strategies on AIME/AMC/MATH/GSM8K (`ttscale bench --help`)",
+    )
     return parser
 
 
@@ -211,6 +216,11 @@ def serve(settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from benchmarks.cli import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "prepare-model":

@@ -35,6 +35,13 @@ class SamplingParams(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(512, ge=1)
     seed: int | None = Field(None, ge=0)
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="top-k logprobs per token, so every candidate reports its mean logprob "
+        "and top-k entropy (strategies that need them ask on their own)",
+    )
 
     def spec(self, **overrides: Any) -> SamplingSpec:
         """The engine's `SamplingSpec` for these knobs; `overrides` win."""
@@ -43,6 +50,7 @@ class SamplingParams(BaseModel):
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
+            "logprobs": self.logprobs,
         }
         return SamplingSpec(**{**fields, **overrides})
 

@@ -39,7 +39,7 @@ class BestOfNParams(BaseModel):
 
 async def run(ctx: StrategyContext, params: BestOfNParams) -> StrategyResult:
     # the sampled token's logprob (logprobs=0) is the no-verifier fallback score
-    spec = params.sampling.spec(logprobs=0)
+    spec = params.sampling.spec(logprobs=params.sampling.logprobs or 0)
     outcome = await ctx.sample(spec, params.n, parallel=params.parallel)
     candidates = [to_candidate(s) for s in outcome.finished]
     texts = [c.text for c in candidates]

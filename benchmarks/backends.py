@@ -1,0 +1,146 @@
+"""Where a benchmark's strategy runs happen: in this process, or a ttscale server.
+
+Both return the same thing, the `ttscale` evidence of an API response (candidates,
+votes, stop reason, budget spent), so a record means the same whichever way it was made.
+The HTTP backend measures exactly what an API user gets, latency included.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import httpx
+
+from server.api.strategy_call import evidence, make_context
+from server.config import Settings
+from server.engine.protocol import Engine
+from strategies.base import Verifiers
+from strategies.budget import BudgetLimits
+from strategies.registry import Strategy
+from verifiers.math_grader import MathGrader
+
+from .datasets import BenchError
+from .grid import Setting
+
+
+class Backend(Protocol):
+    model_name: str
+    kind: str
+
+    async def solve(
+        self, messages: list[dict[str, str]], setting: Setting, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Run one setting on one prompt; return the response's `ttscale` evidence."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class RequestRejected(BenchError):
+    """The server refused a request (4xx): the grid is wrong, not the problem."""
+
+
+class InProcessBackend:
+    """The server's own engine, verifiers and strategy code, without HTTP."""
+
+    kind = "in-process"
+
+    def __init__(
+        self,
+        engine: Engine,
+        verifiers: Verifiers,
+        strategies: dict[str, Strategy],
+        *,
+        owns_engine: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.verifiers = verifiers
+        self.strategies = strategies
+        self.model_name = engine.info.model_name
+        self._owns_engine = owns_engine
+
+    @classmethod
+    async def open(cls, settings: Settings, strategies: dict[str, Strategy]) -> InProcessBackend:
+        from server.app import build_verifiers
+        from server.engine.factory import open_engine
+
+        engine = await open_engine(settings)
+        try:
+            verifiers = await build_verifiers(settings, engine)
+        except BaseException:
+            await engine.close()
+            raise
+        return cls(engine, verifiers, strategies, owns_engine=True)
+
+    @property
+    def grader(self) -> MathGrader:
+        return self.verifiers.grader
+
+    async def solve(
+        self, messages: list[dict[str, str]], setting: Setting, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        strategy = self.strategies[setting.strategy]
+        parsed = strategy.parse_params(params)
+        limits = BudgetLimits(**setting.budget)
+        prompt_ids = await self.engine.render_chat(messages)
+        context = make_context(self.engine, self.verifiers, limits, messages, prompt_ids)
+        result = await strategy.run(context, parsed)
+        return evidence(result, parsed, limits, include_text=False)
+
+    async def close(self) -> None:
+        if self._owns_engine:
+            self.verifiers.grader.close()
+            await self.engine.close()
+
+
+class HttpBackend:
+    """A running ttscale server, called as any client would call it."""
+
+    kind = "http"
+
+    def __init__(self, client: httpx.AsyncClient, model_name: str) -> None:
+        self.client = client
+        self.model_name = model_name
+
+    @classmethod
+    async def connect(
+        cls, url: str, api_key: str | None = None, client: httpx.AsyncClient | None = None
+    ) -> HttpBackend:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        http = client or httpx.AsyncClient(
+            base_url=url, headers=headers, timeout=httpx.Timeout(3600, connect=10)
+        )
+        try:
+            response = await http.get("/v1/models")
+        except httpx.HTTPError as exc:
+            await http.aclose()
+            raise BenchError(f"cannot reach the server at {url}: {exc}") from exc
+        if response.status_code != 200:
+            await http.aclose()
+            raise BenchError(f"{url}/v1/models answered {response.status_code}: {_why(response)}")
+        return cls(http, response.json()["data"][0]["id"])
+
+    async def solve(
+        self, messages: list[dict[str, str]], setting: Setting, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        body = {
+            "model": self.model_name,
+            "messages": messages,
+            "ttscale": {"strategy": setting.strategy, "params": params, "budget": setting.budget},
+        }
+        response = await self.client.post("/v1/chat/completions", json=body)
+        if 400 <= response.status_code < 500 and response.status_code != 429:
+            raise RequestRejected(f"the server refused {setting.label}: {_why(response)}")
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {_why(response)}")
+        return response.json()["ttscale"]
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _why(response: httpx.Response) -> str:
+    try:
+        return response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]

@@ -1,0 +1,239 @@
+r"""`ttscale bench`: run strategies x budgets on AIME/AMC/MATH/GSM8K, report, replay.
+
+    ttscale bench run --dataset gsm8k --limit 20 --strategy self_consistency \
+        --strategy inverse_entropy --n 1,4 --max-tokens 256
+    ttscale bench report bench-out/gsm8k-smollm2-135m-instruct
+    ttscale bench replay bench-out/gsm8k-smollm2-135m-instruct --k 1,2,4
+
+A rerun of the same `run` command skips what is recorded; Ctrl-C keeps what is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from server.config import Settings
+from server.model_store import ModelStoreError
+from strategies.registry import discover
+from verifiers.math_grader import MathGrader
+
+from .backends import Backend, HttpBackend, InProcessBackend
+from .datasets import DATASETS, BenchError, Selection, load_problems
+from .grid import SamplingConfig, build_grid
+from .records import RunConfig, open_run, read_records
+from .replay import replay
+from .report import build_report, complete_records
+from .runner import DEFAULT_PROMPT, Runner, RunOutcome
+
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+logger = logging.getLogger("ttscale.bench")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected positive integers")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--baseline", help="family the paired differences compare against")
+    parser.add_argument("--pool", help="setting whose samples replay draws from")
+    parser.add_argument("--k", type=_ints, help="replay subset sizes (default 1,2,4,... pool)")
+    parser.add_argument("--draws", type=int, default=500, help="Monte Carlo draws per k")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ttscale bench",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[1:]),
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the grid (resumes an existing --out)")
+    run.add_argument(
+        "--dataset", type=_names, default=["gsm8k"], help=f"comma-separated: {', '.join(DATASETS)}"
+    )
+    run.add_argument("--limit", type=int, help="first N problems of each dataset")
+    run.add_argument("--ids", type=_names, default=[], help="comma-separated problem ids")
+    run.add_argument("--level", type=_ints, default=[], help="MATH levels, e.g. 1,2")
+    run.add_argument("--subject", action="append", default=[], help="MATH subject, repeatable")
+    run.add_argument(
+        "--strategy", action="append", dest="strategies",
+        help="[LABEL=]NAME?key=value&... (repeatable; default self_consistency)",
+    )  # fmt: skip
+    run.add_argument("--n", type=_ints, default=[1, 4], help="budgets N, e.g. 1,2,4,8")
+    run.add_argument("--max-tokens", type=int, default=512, help="per sample")
+    run.add_argument("--temperature", type=float, default=0.7)
+    run.add_argument("--top-p", type=float, default=1.0)
+    run.add_argument("--seed", type=int, default=0, help="base seed (per problem seeds)")
+    run.add_argument(
+        "--trace-logprobs", type=int, default=20,
+        help="top-k logprobs recorded per sample, for entropy replay (-1: none)",
+    )  # fmt: skip
+    run.add_argument("--prompt-template", type=Path, help="file with a {problem} placeholder")
+    run.add_argument("--url", help="benchmark a running ttscale server instead of in process")
+    run.add_argument("--api-key", default=os.environ.get("TTSCALE_API_KEY"))
+    run.add_argument("--model", help="model directory for in-process runs (default: embedded)")
+    run.add_argument("--max-model-len", type=int, default=4096)
+    run.add_argument("--concurrency", type=int, default=4, help="problems in flight")
+    run.add_argument("--out", type=Path, help="run directory (default bench-out/DATASETS-MODEL)")
+    _report_options(run)
+
+    report = commands.add_parser("report", help="rebuild report, CSVs and plots from records")
+    report.add_argument("out", type=Path)
+    _report_options(report)
+
+    replay_cmd = commands.add_parser("replay", help="print replay curves of recorded samples")
+    replay_cmd.add_argument("out", type=Path)
+    replay_cmd.add_argument("--pool", help="setting whose samples to draw from")
+    replay_cmd.add_argument("--k", type=_ints, help="subset sizes")
+    replay_cmd.add_argument("--draws", type=int, default=500)
+    return parser
+
+
+async def _open_backend(args: argparse.Namespace) -> tuple[Backend, MathGrader, bool]:
+    """The backend, and the grader (the in-process backend lends its own)."""
+    if args.url:
+        backend = await HttpBackend.connect(args.url, args.api_key)
+        grader = MathGrader()
+        await grader.warm_up()
+        return backend, grader, True
+    overrides = {"max_model_len": args.max_model_len}
+    if args.model:
+        overrides["model"] = args.model
+    local = await InProcessBackend.open(Settings(**overrides), discover())
+    return local, local.grader, False
+
+
+def _default_out(datasets: Sequence[str], model: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-").lower()
+    return Path("bench-out") / f"{'+'.join(datasets)}-{slug}"
+
+
+async def _run(args: argparse.Namespace, box: dict[str, Path]) -> RunOutcome:
+    template = args.prompt_template.read_text() if args.prompt_template else DEFAULT_PROMPT
+    selection = Selection(args.limit, tuple(args.ids), tuple(args.level), tuple(args.subject))
+    problems = load_problems(args.dataset, selection)
+    sampling = SamplingConfig(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        logprobs=None if args.trace_logprobs < 0 else args.trace_logprobs,
+    )
+    grid = build_grid(args.strategies or ["self_consistency"], args.n, sampling, discover())
+    print(
+        f"{len(problems)} problems x {len(grid)} settings: {', '.join(s.label for s in grid)}",
+        file=sys.stderr,
+    )
+    backend, grader, owns_grader = await _open_backend(args)
+    try:
+        out = args.out or _default_out(args.dataset, backend.model_name)
+        box["out"] = out
+        config = RunConfig(
+            model=backend.model_name, backend=backend.kind, prompt_template=template,
+            sampling=sampling,
+        )  # fmt: skip
+        open_run(out, config)
+        runner = Runner(
+            backend, grader, out, prompt_template=template, base_seed=args.seed,
+            concurrency=args.concurrency,
+        )  # fmt: skip
+        return await runner.run(problems, grid)
+    finally:
+        if owns_grader:
+            grader.close()
+        await backend.close()
+
+
+def _report(args: argparse.Namespace, out: Path) -> None:
+    files = build_report(
+        out, baseline=args.baseline, pool=args.pool, ks=args.k, draws=args.draws,
+        with_plots=not args.no_plots,
+    )  # fmt: skip
+    print(f"report: {files.report}", file=sys.stderr)
+    print(f"summary: {files.summary}", file=sys.stderr)
+    if files.replay:
+        print(f"replay: {files.replay}", file=sys.stderr)
+    for plot in files.plots:
+        print(f"plot: {plot}", file=sys.stderr)
+    print(files.summary.read_text(), end="")
+
+
+def _replay(args: argparse.Namespace) -> None:
+    records, _ = complete_records(read_records(args.out))
+    points = replay(records, pool=args.pool, ks=args.k, draws=args.draws)
+    print(f"pool: {points[0].pool} ({points[0].problems} problems)")
+    for p in points:
+        print(
+            f"{p.dataset:10} {p.method:24} k={p.k:<3} {p.accuracy.format()}  "
+            f"tokens {p.generated_tokens:.0f}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    box: dict[str, Path] = {}
+    try:
+        if args.command == "report":
+            _report(args, args.out)
+            return 0
+        if args.command == "replay":
+            _replay(args)
+            return 0
+        try:
+            outcome = asyncio.run(_run(args, box))
+        except KeyboardInterrupt:
+            if "out" not in box:
+                return EXIT_INTERRUPTED
+            print(
+                "\ninterrupted: finished problems are kept; rerun the same command to resume",
+                file=sys.stderr,
+            )
+            _report(args, box["out"])
+            return EXIT_INTERRUPTED
+        _report(args, box["out"])
+        if outcome.failures:
+            print(f"{len(outcome.failures)} job(s) failed (rerun to retry):", file=sys.stderr)
+            for failure in outcome.failures[:10]:
+                print(f"  {failure}", file=sys.stderr)
+            return EXIT_FAILURES
+        return 0
+    except (BenchError, ModelStoreError) as exc:
+        print(f"ttscale bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        print(f"ttscale bench: error: {where}: {problem['msg']}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Trace replay: evaluate voting and selection rules offline from recorded samples.
+
+A run records every sample (answer class, correctness, tokens, entropy, logprob,
+verifier scores). Replay takes one setting's samples per problem as a pool and asks
+what each rule would score with k of them, averaged over k-subsets of the pool
+(every subset when there are few, Monte Carlo otherwise), as the discriminative-
+verification paper's estimate does. No generation happens: a GPU run's records can be
+analysed anywhere.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from strategies.inverse_entropy import EPSILON
+from verifiers.aggregate import aggregate_steps, plurality, weighted_vote
+
+from .datasets import BenchError
+from .records import Record, SampleTrace
+from .stats import Interval, bootstrap_ci, expected_credit, pass_at_k, top_credit
+
+IID_STRATEGIES = {"best_of_n", "self_consistency", "inverse_entropy"}
+DERIVED_SCORES = {"inverse_entropy_weight"}
+
+Rule = Callable[[Sequence[SampleTrace], Sequence[int]], float]
+
+
+@dataclass(frozen=True)
+class ReplayPoint:
+    dataset: str
+    pool: str
+    method: str
+    k: int
+    problems: int
+    accuracy: Interval
+    generated_tokens: float
+    tflops: float
+
+
+def _correct_classes(samples: Sequence[SampleTrace]) -> set[int]:
+    return {s.answer_class for s in samples if s.correct and s.answer_class is not None}
+
+
+def _vote_rule(weight: Callable[[SampleTrace], float]) -> Rule:
+    def rule(samples: Sequence[SampleTrace], subset: Sequence[int]) -> float:
+        drawn = [samples[i] for i in subset]
+        labels = [s.answer_class for s in drawn]
+        _, totals = weighted_vote(labels, [weight(s) for s in drawn])
+        return top_credit(totals, _correct_classes(samples))
+
+    return rule
+
+
+def _majority(samples: Sequence[SampleTrace], subset: Sequence[int]) -> float:
+    _, votes = plurality([samples[i].answer_class for i in subset])
+    return top_credit(votes, _correct_classes(samples))
+
+
+def _select_rule(value: Callable[[SampleTrace], float]) -> Rule:
+    def rule(samples: Sequence[SampleTrace], subset: Sequence[int]) -> float:
+        values = {i: value(samples[i]) for i in subset}
+        return top_credit(values, {i for i in subset if samples[i].correct})
+
+    return rule
+
+
+def _score(name: str) -> Callable[[SampleTrace], float]:
+    def value(sample: SampleTrace) -> float:
+        raw = sample.scores[name]
+        return aggregate_steps(raw) if isinstance(raw, list) else float(raw)
+
+    return value
+
+
+def rules_for(pools: Sequence[Sequence[SampleTrace]]) -> dict[str, Rule]:
+    """The rules the recorded data supports (entropy and scores only if every sample has
+    them)."""
+    every = [s for pool in pools for s in pool]
+    rules: dict[str, Rule] = {"majority": _majority}
+    if every and all(s.mean_entropy is not None for s in every):
+        rules["inverse_entropy"] = _vote_rule(lambda s: 1.0 / (s.mean_entropy + EPSILON))
+    if every and all(s.mean_logprob is not None for s in every):
+        rules["best_of_n(logprob)"] = _select_rule(lambda s: s.mean_logprob)
+    names = set.intersection(*(set(s.scores) for s in every)) if every else set()
+    for name in sorted(names - DERIVED_SCORES):
+        rules[f"best_of_n({name})"] = _select_rule(_score(name))
+        rules[f"weighted_sc({name})"] = _vote_rule(_score(name))
+    return rules
+
+
+def default_pool(records: Sequence[Record]) -> str:
+    """The setting with the most samples per problem among those that draw independent
+    samples (no adaptive stopping, no sequential refinement); any setting otherwise."""
+
+    def independent(record: Record) -> bool:
+        return (
+            record.strategy in IID_STRATEGIES
+            and not record.params.get("adaptive", False)
+            and record.params.get("mode", "parallel") == "parallel"
+        )
+
+    sizes: dict[str, list[int]] = defaultdict(list)
+    for record in records:
+        sizes[record.setting].append(len(record.samples))
+    candidates = {r.setting for r in records if independent(r)} or set(sizes)
+    if not candidates:
+        raise BenchError("no records to replay")
+    return max(sorted(candidates), key=lambda s: min(sizes[s]))
+
+
+def powers_of_two(limit: int) -> list[int]:
+    ks, k = [], 1
+    while k <= limit:
+        ks.append(k)
+        k *= 2
+    if ks[-1] != limit:
+        ks.append(limit)
+    return ks
+
+
+def replay(
+    records: Sequence[Record],
+    *,
+    pool: str | None = None,
+    ks: Sequence[int] | None = None,
+    draws: int = 500,
+    seed: int = 0,
+) -> list[ReplayPoint]:
+    """Accuracy of every supported rule at each k, per dataset, from one pool setting."""
+    pool = pool or default_pool(records)
+    chosen = [r for r in records if r.setting == pool]
+    if not chosen:
+        raise BenchError(f"no records of setting {pool!r} to replay")
+    rng = np.random.default_rng(seed)
+    points: list[ReplayPoint] = []
+    by_dataset: dict[str, list[Record]] = defaultdict(list)
+    for record in chosen:
+        if record.samples:
+            by_dataset[record.dataset].append(record)
+    for dataset, rows in sorted(by_dataset.items()):
+        pools = [r.samples for r in rows]
+        smallest = min(len(p) for p in pools)
+        wanted = ks or powers_of_two(smallest)
+        too_big = [k for k in wanted if k > smallest]
+        if too_big:
+            raise BenchError(f"k={too_big[0]} exceeds the smallest pool ({smallest} samples)")
+        rules = rules_for(pools)
+        for k in wanted:
+            tokens = [k * sum(s.tokens for s in p) / len(p) for p in pools]
+            flops = [
+                r.flops * tok / r.generated_tokens if r.generated_tokens else 0.0
+                for r, tok in zip(rows, tokens, strict=True)
+            ]
+            coverage = [pass_at_k(len(p), sum(s.correct for s in p), k) for p in pools]
+            results = {"pass@k": coverage}
+            for name, rule in rules.items():
+                results[name] = [
+                    expected_credit(
+                        len(p),
+                        k,
+                        lambda subset, p=p, rule=rule: rule(p, subset),
+                        draws=draws,
+                        rng=rng,
+                    )
+                    for p in pools
+                ]
+            for method, values in results.items():
+                points.append(
+                    ReplayPoint(
+                        dataset=dataset,
+                        pool=pool,
+                        method=method,
+                        k=k,
+                        problems=len(pools),
+                        accuracy=bootstrap_ci(values, seed=seed),
+                        generated_tokens=float(np.mean(tokens)),
+                        tflops=float(np.mean(flops)) / 1e12,
+                    )
+                )
+    return points

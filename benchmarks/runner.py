@@ -1,0 +1,187 @@
+"""Running the grid: every setting on every problem, graded, recorded, resumable.
+
+Jobs run problem by problem (all settings of a problem before the next), so a run cut
+short still compares every setting on the same problems. `concurrency` jobs are in
+flight at once; the engine batches their samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from verifiers.math_grader import MathGrader
+
+from .backends import Backend, RequestRejected
+from .datasets import BenchError, Problem
+from .grid import Setting, problem_seed, with_seed
+from .progress import Progress
+from .records import Record, RecordWriter, SampleTrace, done_keys, read_records
+
+logger = logging.getLogger("ttscale.bench")
+
+DEFAULT_PROMPT = (
+    "Solve the following math problem step by step. Put the final answer in \\boxed{}.\n\n{problem}"
+)
+
+
+def render_prompt(template: str, problem: Problem) -> list[dict[str, str]]:
+    """One user message; the model's chat template does the rest. `{problem}` is the
+    only placeholder (so LaTeX braces in a template need no escaping)."""
+    return [{"role": "user", "content": template.replace("{problem}", problem.problem)}]
+
+
+def check_template(template: str) -> None:
+    if "{problem}" not in template:
+        raise BenchError("the prompt template must contain {problem}")
+
+
+@dataclass
+class RunOutcome:
+    done: int = 0
+    skipped: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+async def grade(
+    grader: MathGrader, gold: str, answer: str | None, candidates: Sequence[dict[str, Any]]
+) -> tuple[bool, list[SampleTrace]]:
+    """Is the pick right, and each sample's answer class and correctness (one grader
+    call per class, not per sample)."""
+    answers = [c.get("answer") for c in candidates]
+    classes = await grader.group(answers)
+    class_correct: dict[int, bool] = {}
+    for answer_text, label in zip(answers, classes, strict=True):
+        if label is not None and label not in class_correct:
+            class_correct[label] = await grader.is_equivalent(gold, answer_text)
+    traces = [
+        SampleTrace(
+            answer=c.get("answer"),
+            answer_class=label,
+            correct=class_correct.get(label, False) if label is not None else False,
+            tokens=c["tokens"],
+            finish_reason=c["finish_reason"],
+            temperature=c.get("temperature"),
+            mean_entropy=c.get("mean_entropy"),
+            mean_logprob=c.get("mean_logprob"),
+            scores=c.get("scores") or {},
+        )
+        for c, label in zip(candidates, classes, strict=True)
+    ]
+    return await grader.is_equivalent(gold, answer), traces
+
+
+def make_record(
+    problem: Problem,
+    setting: Setting,
+    evidence: dict[str, Any],
+    correct: bool,
+    samples: list[SampleTrace],
+    latency_s: float,
+    params: dict[str, Any],
+) -> Record:
+    spent = evidence["budget"]["spent"]
+    return Record(
+        dataset=problem.dataset,
+        problem_id=problem.id,
+        setting=setting.label,
+        family=setting.family,
+        strategy=setting.strategy,
+        n=setting.n,
+        params=params,
+        gold=problem.answer,
+        answer=evidence.get("answer"),
+        correct=correct,
+        stop_reason=evidence["stop_reason"],
+        prompt_tokens=spent["prompt_tokens"],
+        cached_prompt_tokens=spent["cached_prompt_tokens"],
+        generated_tokens=spent["generated_tokens"],
+        aborted_tokens=spent["aborted_tokens"],
+        verifier_tokens=spent["verifier_tokens"],
+        flops=spent["total_flops"],
+        latency_s=round(latency_s, 4),
+        samples=samples,
+    )
+
+
+class Runner:
+    def __init__(
+        self,
+        backend: Backend,
+        grader: MathGrader,
+        out_dir: Path,
+        *,
+        prompt_template: str = DEFAULT_PROMPT,
+        base_seed: int = 0,
+        concurrency: int = 1,
+        progress_stream: TextIO | None = None,
+    ) -> None:
+        check_template(prompt_template)
+        self.backend = backend
+        self.grader = grader
+        self.out_dir = out_dir
+        self.prompt_template = prompt_template
+        self.base_seed = base_seed
+        self.concurrency = max(1, concurrency)
+        self.progress_stream = progress_stream
+
+    async def run_one(self, problem: Problem, setting: Setting) -> Record:
+        loop = asyncio.get_running_loop()
+        params = with_seed(setting, problem_seed(self.base_seed, problem.id))
+        started = loop.time()
+        evidence = await self.backend.solve(
+            render_prompt(self.prompt_template, problem), setting, params
+        )
+        latency = loop.time() - started
+        correct, samples = await grade(
+            self.grader, problem.answer, evidence.get("answer"), evidence["candidates"]
+        )
+        return make_record(problem, setting, evidence, correct, samples, latency, params)
+
+    async def run(self, problems: Sequence[Problem], settings: Sequence[Setting]) -> RunOutcome:
+        """Run what is not recorded yet. Cancelling this (Ctrl-C) aborts the jobs in
+        flight; everything recorded before stays."""
+        finished = done_keys(read_records(self.out_dir))
+        jobs = [
+            (problem, setting)
+            for problem in problems
+            for setting in settings
+            if (setting.label, problem.dataset, problem.id) not in finished
+        ]
+        total = len(problems) * len(settings)
+        outcome = RunOutcome(skipped=total - len(jobs))
+        progress = Progress(total, already_done=outcome.skipped, stream=self.progress_stream)
+        writer = RecordWriter(self.out_dir)
+        pending = list(reversed(jobs))
+
+        async def work() -> None:
+            while pending:
+                problem, setting = pending.pop()
+                try:
+                    record = await self.run_one(problem, setting)
+                except (RequestRejected, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    message = f"{problem.dataset}/{problem.id} {setting.label}: {exc}"
+                    logger.warning("failed: %s", message)
+                    outcome.failures.append(message)
+                    progress.fail()
+                    continue
+                writer.write(record)
+                outcome.done += 1
+                progress.advance(correct=record.correct, tokens=record.generated_tokens)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.concurrency, len(jobs))):
+                    group.create_task(work())
+        except* RequestRejected as rejected:
+            raise rejected.exceptions[0] from None
+        finally:
+            progress.close()
+            writer.close()
+        return outcome

@@ -1,0 +1,112 @@
+"""Trace replay: re-voting recorded samples offline gives the hand-computed accuracies."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.datasets import BenchError
+from benchmarks.replay import default_pool, powers_of_two, replay
+
+from .bench_fixtures import record, three_right_two_wrong, trace
+
+
+def _by_method(points, k):
+    return {p.method: p.accuracy.mean for p in points if p.k == k}
+
+
+def test_rules_on_one_pool_match_hand_computed_values():
+    """Majority prefers the three right samples; entropy and logprob prefer the two
+    confident wrong ones: replay must tell these rules apart."""
+    points = replay([record("p1", "self_consistency", 5, True, three_right_two_wrong())])
+    assert [p.k for p in points if p.method == "majority"] == [1, 2, 4, 5]
+    at5, at1, at2 = _by_method(points, 5), _by_method(points, 1), _by_method(points, 2)
+    assert at5 == {
+        "pass@k": 1.0,
+        "majority": 1.0,
+        "inverse_entropy": 0.0,  # weights 3 x 0.5 against 2 x 10
+        "best_of_n(logprob)": 0.0,
+    }
+    assert at1["pass@k"] == at1["majority"] == pytest.approx(0.6)
+    assert at2["majority"] == pytest.approx(0.6)  # 3 right pairs, 6 ties worth 1/2
+    assert at2["pass@k"] == pytest.approx(0.9)
+    assert at2["inverse_entropy"] == pytest.approx(0.3)  # only right-right pairs win
+
+
+def test_costs_scale_with_k():
+    samples = [trace("1", 0, True, tokens=t) for t in (10, 20, 30, 40)]
+    points = replay([record("p1", "self_consistency", 4, True, samples)])
+    tokens = {p.k: p.generated_tokens for p in points if p.method == "majority"}
+    assert tokens == {1: 25.0, 2: 50.0, 4: 100.0}
+    flops = {p.k: p.tflops for p in points if p.method == "majority"}
+    assert flops[4] == pytest.approx(100 * 1e9 / 1e12)
+
+
+def test_score_rules_appear_only_when_every_sample_has_the_score():
+    scored = [
+        trace("18", 0, True, scores={"judge": 0.9}),
+        trace("20", 1, False, scores={"judge": 0.2}),
+    ]
+    points = replay([record("p1", "best_of_n", 2, True, scored)])
+    at2 = _by_method(points, 2)
+    assert at2["best_of_n(judge)"] == 1.0
+    assert at2["weighted_sc(judge)"] == 1.0
+    partly = [trace("18", 0, True, scores={"judge": 0.9}), trace("20", 1, False)]
+    methods = {p.method for p in replay([record("p1", "best_of_n", 2, True, partly)])}
+    assert not any("judge" in m for m in methods)
+
+
+def test_step_scores_are_aggregated_by_their_minimum():
+    steps = [
+        trace("18", 0, True, scores={"prm": [0.9, 0.8]}),
+        trace("20", 1, False, scores={"prm": [0.99, 0.1]}),
+    ]
+    at2 = _by_method(replay([record("p1", "best_of_n", 2, True, steps)]), 2)
+    assert at2["best_of_n(prm)"] == 1.0
+
+
+def test_unanswered_samples_abstain():
+    samples = [trace(None, None, False), trace(None, None, False), trace("18", 0, True)]
+    at3 = _by_method(replay([record("p1", "self_consistency", 3, True, samples)]), 3)
+    assert at3["majority"] == 1.0
+    nothing = [trace(None, None, False)] * 2
+    at2 = _by_method(replay([record("p1", "self_consistency", 2, False, nothing)]), 2)
+    assert at2["majority"] == 0.0 and at2["pass@k"] == 0.0
+
+
+def test_accuracy_averages_over_problems_with_an_interval():
+    records = [
+        record("p1", "self_consistency", 2, True, [trace("1", 0, True)] * 2),
+        record("p2", "self_consistency", 2, False, [trace("2", 0, False)] * 2),
+    ]
+    point = next(p for p in replay(records) if p.method == "majority" and p.k == 2)
+    assert point.problems == 2
+    assert point.accuracy.mean == 0.5
+    assert point.accuracy.low == 0.0 and point.accuracy.high == 1.0
+
+
+def test_default_pool_is_the_largest_independent_sampler():
+    records = [
+        record("p1", "self_consistency", 4, True),
+        record("p1", "self_consistency", 8, True),
+        record("p1", "sc-adaptive", 16, True, strategy="self_consistency",
+               params={"adaptive": True}),
+        record("p1", "ie-seq", 16, True, strategy="inverse_entropy",
+               params={"mode": "sequential"}),
+    ]  # fmt: skip
+    assert default_pool(records) == "self_consistency@8"
+    only_search = [record("p1", "step_search", 2, True)]
+    assert default_pool(only_search) == "step_search@2"
+
+
+def test_replay_refuses_what_the_pool_cannot_support():
+    records = [record("p1", "self_consistency", 4, True)]
+    with pytest.raises(BenchError, match="exceeds the smallest pool"):
+        replay(records, ks=[8])
+    with pytest.raises(BenchError, match="no records of setting"):
+        replay(records, pool="best_of_n@4")
+
+
+def test_powers_of_two_end_at_the_pool_size():
+    assert powers_of_two(1) == [1]
+    assert powers_of_two(8) == [1, 2, 4, 8]
+    assert powers_of_two(6) == [1, 2, 4, 6]

@@ -1,0 +1,268 @@
+"""The benchmark runner on a scripted engine: grading, resume, interruption, failures.
+
+The same runner drives the real engine in test_bench_engine; here each sample's text and
+duration are scripted, so resume and Ctrl-C can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.backends import InProcessBackend, RequestRejected
+from benchmarks.datasets import BenchError, Problem, Selection, load_dataset, select
+from benchmarks.grid import SamplingConfig, build_grid, problem_seed
+from benchmarks.progress import Progress
+from benchmarks.records import (
+    RECORDS,
+    RecordWriter,
+    RunConfig,
+    open_run,
+    read_records,
+)
+from benchmarks.runner import Runner, render_prompt
+from strategies.base import Verifiers
+from strategies.registry import discover
+
+from .bench_fixtures import record
+from .fakes import Scripted, ScriptedEngine
+
+PROBLEMS = [
+    Problem(dataset="toy", id="easy", problem="What is 9 + 9?", answer="18"),
+    Problem(dataset="toy", id="hard", problem="What is 2 + 6?", answer="8"),
+]
+SAMPLING = SamplingConfig(temperature=0.7, max_tokens=40)
+
+
+def _script(slow_on: str | None = None, seconds: float = 30.0):
+    """'easy' is answered 18 (right); 'hard' alternates 8 (right) and 7 by seed parity."""
+
+    def script(prompt, spec, index):
+        text = "".join(chr(t) for t in prompt)
+        delay = seconds if slow_on and slow_on in text else 0.0
+        if "9 + 9" in text:
+            return Scripted("So \\boxed{18}.", seconds=delay, entropy=0.5)
+        answer = 8 if spec.seed % 2 == 0 else 7
+        return Scripted(f"It is \\boxed{{{answer}}}.", seconds=delay, entropy=0.5)
+
+    return script
+
+
+def _runner(engine, grader, out: Path, **kwargs) -> Runner:
+    backend = InProcessBackend(engine, Verifiers(grader), discover())
+    return Runner(backend, grader, out, progress_stream=io.StringIO(), **kwargs)
+
+
+def _grid(*specs: str, budgets=(1, 2)):
+    return build_grid(list(specs), list(budgets), SAMPLING, discover())
+
+
+async def test_every_setting_runs_on_every_problem_with_graded_samples(grader, tmp_path):
+    engine = ScriptedEngine(_script())
+    outcome = await _runner(engine, grader, tmp_path).run(PROBLEMS, _grid("self_consistency"))
+    assert (outcome.done, outcome.skipped, outcome.failures) == (4, 0, [])
+    records = {r.key: r for r in read_records(tmp_path)}
+    easy = records[("self_consistency@2", "toy", "easy")]
+    assert easy.correct and easy.answer == "18" and easy.gold == "18"
+    assert [s.correct for s in easy.samples] == [True, True]
+    assert (
+        easy.generated_tokens == sum(s.tokens for s in easy.samples) == 2 * len("So \\boxed{18}.")
+    )
+    hard = records[("self_consistency@2", "toy", "hard")]
+    assert {s.answer for s in hard.samples} == {"7", "8"}
+    assert {s.answer: s.correct for s in hard.samples} == {"7": False, "8": True}
+    assert len({s.answer_class for s in hard.samples}) == 2
+    # every setting draws the same samples for a problem: N=1 is a prefix of N=2
+    seeds = {r.params["sampling"]["seed"] for r in records.values() if r.problem_id == "hard"}
+    assert seeds == {problem_seed(0, "hard")}
+    assert easy.params["sampling"]["logprobs"] == 20
+    assert easy.samples[0].mean_entropy == pytest.approx(0.5)
+
+
+async def test_a_rerun_skips_what_is_recorded(grader, tmp_path):
+    engine = ScriptedEngine(_script())
+    grid = _grid("self_consistency")
+    await _runner(engine, grader, tmp_path).run(PROBLEMS, grid)
+    calls = len(engine.calls)
+    outcome = await _runner(engine, grader, tmp_path).run(PROBLEMS, grid)
+    assert (outcome.done, outcome.skipped) == (0, 4)
+    assert len(engine.calls) == calls
+    more = await _runner(engine, grader, tmp_path).run(PROBLEMS, grid + _grid("best_of_n"))
+    assert (more.done, more.skipped) == (4, 4)
+    assert len(read_records(tmp_path)) == 8
+
+
+async def test_interrupting_keeps_finished_work_and_aborts_the_rest(grader, tmp_path):
+    slow = ScriptedEngine(_script(slow_on="2 + 6"))
+    grid = _grid("self_consistency")
+    task = asyncio.create_task(_runner(slow, grader, tmp_path).run(PROBLEMS, grid))
+    while len(read_records(tmp_path)) < 2 or await slow.num_running() == 0:
+        await asyncio.sleep(0.01)
+    task.cancel()  # what Ctrl-C does to the running benchmark
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await slow.num_running() == 0  # the slow problem's samples were aborted
+    assert {r.problem_id for r in read_records(tmp_path)} == {"easy"}
+
+    fast = ScriptedEngine(_script())
+    outcome = await _runner(fast, grader, tmp_path).run(PROBLEMS, grid)
+    assert (outcome.done, outcome.skipped) == (2, 2)
+    assert all("2 + 6" in "".join(map(chr, prompt)) for prompt, _ in fast.calls)
+    keys = [r.key for r in read_records(tmp_path)]
+    assert len(keys) == len(set(keys)) == 4
+
+
+class _FailingOn:
+    """A backend that fails on one problem, as a flaky server would."""
+
+    def __init__(self, inner, problem_text: str, error: Exception) -> None:
+        self.inner, self.problem_text, self.error = inner, problem_text, error
+        self.model_name, self.kind = inner.model_name, inner.kind
+
+    async def solve(self, messages, setting, params):
+        if self.problem_text in messages[0]["content"]:
+            raise self.error
+        return await self.inner.solve(messages, setting, params)
+
+
+async def test_a_failed_job_is_reported_not_recorded_and_retried(grader, tmp_path):
+    engine = ScriptedEngine(_script())
+    inner = InProcessBackend(engine, Verifiers(grader), discover())
+    flaky = _FailingOn(inner, "2 + 6", RuntimeError("HTTP 502: bad gateway"))
+    runner = Runner(flaky, grader, tmp_path, progress_stream=io.StringIO())
+    outcome = await runner.run(PROBLEMS, _grid("self_consistency"))
+    assert outcome.done == 2
+    assert len(outcome.failures) == 2
+    assert "toy/hard self_consistency@1: HTTP 502: bad gateway" in outcome.failures
+    retry = await _runner(engine, grader, tmp_path).run(PROBLEMS, _grid("self_consistency"))
+    assert (retry.done, retry.skipped, retry.failures) == (2, 2, [])
+
+
+async def test_a_rejected_request_stops_the_whole_run(grader, tmp_path):
+    engine = ScriptedEngine(_script())
+    inner = InProcessBackend(engine, Verifiers(grader), discover())
+    rejecting = _FailingOn(inner, "9 + 9", RequestRejected("n=2 exceeds this server's limit"))
+    runner = Runner(rejecting, grader, tmp_path, progress_stream=io.StringIO())
+    with pytest.raises(RequestRejected, match="limit"):
+        await runner.run(PROBLEMS, _grid("self_consistency"))
+
+
+def test_a_torn_last_line_is_ignored_then_removed(tmp_path):
+    writer = RecordWriter(tmp_path)
+    writer.write(record("p1", "self_consistency", 1, True))
+    writer.close()
+    path = tmp_path / RECORDS
+    path.write_text(path.read_text() + '{"dataset": "gsm8k", "problem_')  # killed mid-write
+    assert [r.problem_id for r in read_records(tmp_path)] == ["p1"]
+    writer = RecordWriter(tmp_path)
+    writer.write(record("p2", "self_consistency", 1, True))
+    writer.close()
+    assert [r.problem_id for r in read_records(tmp_path)] == ["p1", "p2"]
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_a_damaged_line_in_the_middle_is_an_error(tmp_path):
+    good = record("p1", "self_consistency", 1, True).model_dump_json()
+    (tmp_path / RECORDS).write_text(f"{good}\nnot json\n{good}\n")
+    with pytest.raises(BenchError, match=":2: not a benchmark record"):
+        read_records(tmp_path)
+
+
+def test_a_directory_with_another_run_is_not_mixed(tmp_path):
+    config = RunConfig(
+        model="m", backend="in-process", prompt_template="{problem}", sampling=SAMPLING
+    )
+    open_run(tmp_path, config)
+    open_run(tmp_path, config)  # the same run resumes
+    other = config.model_copy(update={"sampling": SAMPLING.model_copy(update={"max_tokens": 99})})
+    with pytest.raises(BenchError, match="different sampling"):
+        open_run(tmp_path, other)
+    with pytest.raises(BenchError, match="different model"):
+        open_run(tmp_path, config.model_copy(update={"model": "other"}))
+
+
+def test_grid_sets_each_strategys_budget_knob_and_token_cap():
+    grid = build_grid(
+        ["self_consistency", "multi_temperature", "adaptive=self_consistency?adaptive=true"],
+        [1, 4],
+        SAMPLING,
+        discover(),
+    )
+    labels = [s.label for s in grid]
+    assert labels == [
+        "self_consistency@1", "self_consistency@4", "multi_temperature@1",
+        "multi_temperature@4", "adaptive@1", "adaptive@4",
+    ]  # fmt: skip
+    by = {s.label: s for s in grid}
+    assert by["self_consistency@4"].params["n"] == 4
+    assert by["multi_temperature@4"].params["samples_per_temperature"] == 4
+    assert by["adaptive@4"].params["adaptive"] is True
+    assert by["adaptive@4"].family == "adaptive"
+    assert all(s.budget == {"max_generated_tokens": s.n * 40} for s in grid)
+    assert by["self_consistency@4"].params["sampling"] == {
+        "temperature": 0.7, "top_p": 1.0, "max_tokens": 40, "logprobs": 20,
+    }  # fmt: skip
+
+
+def test_grid_spec_options_and_errors():
+    spec = "self_consistency?sampling.temperature=1.0&budget.max_generated_tokens=50"
+    (setting,) = build_grid([spec], [2], SAMPLING, discover())
+    assert setting.params["sampling"]["temperature"] == 1.0
+    assert setting.budget == {"max_generated_tokens": 50}
+    assert (
+        setting.label
+        == "self_consistency(sampling.temperature=1.0,budget.max_generated_tokens=50)@2"
+    )
+    with pytest.raises(BenchError, match="unknown strategy 'nope'"):
+        build_grid(["nope"], [1], SAMPLING, discover())
+    with pytest.raises(BenchError, match="at N=1: colour"):
+        build_grid(["self_consistency?colour=red"], [1], SAMPLING, discover())
+    with pytest.raises(BenchError, match="share a label"):
+        build_grid(["self_consistency", "self_consistency"], [1], SAMPLING, discover())
+
+
+def test_problem_seeds_are_stable_and_distinct():
+    assert problem_seed(0, "gsm8k-test-0") == problem_seed(0, "gsm8k-test-0")
+    seeds = {problem_seed(0, f"gsm8k-test-{i}") for i in range(1000)}
+    assert len(seeds) == 1000
+    assert problem_seed(1, "a") != problem_seed(0, "a")
+
+
+def test_dataset_filters():
+    math500 = load_dataset("math500")
+    level1_algebra = select(math500, Selection(levels=(1,), subjects=("algebra",)))
+    assert level1_algebra and all(p.level == 1 and p.subject == "Algebra" for p in level1_algebra)
+    assert len(select(math500, Selection(limit=7))) == 7
+    picked = select(load_dataset("aime24"), Selection(ids=("aime-2024-I-2", "aime-2024-I-1")))
+    assert [p.id for p in picked] == ["aime-2024-I-1", "aime-2024-I-2"]  # dataset order
+    with pytest.raises(BenchError, match="unknown problem ids: aime-2024-X"):
+        select(load_dataset("aime24"), Selection(ids=("aime-2024-X",)))
+    with pytest.raises(BenchError, match="no problems"):
+        select(load_dataset("gsm8k"), Selection(levels=(3,)))
+    assert [len(load_dataset(n)) for n in ("aime24", "aime25", "amc23", "math500", "gsm8k")] == [
+        30, 30, 40, 500, 1319,
+    ]  # fmt: skip
+
+
+def test_prompt_keeps_latex_braces():
+    (message,) = render_prompt("Answer in \\boxed{}: {problem}", PROBLEMS[0])
+    assert message == {"role": "user", "content": "Answer in \\boxed{}: What is 9 + 9?"}
+
+
+def test_progress_line_shows_accuracy_speed_and_eta():
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress(10, already_done=2, stream=stream, every_s=0, clock=lambda: now[0])
+    now[0] = 4.0
+    progress.advance(correct=True, tokens=200)
+    now[0] = 8.0
+    progress.advance(correct=False, tokens=200)
+    line = stream.getvalue().splitlines()[-1]
+    assert line.startswith("[#######")
+    assert "4/10" in line and "acc 0.500" in line and "50 tok/s" in line
+    assert "ETA 0:24" in line  # 4 s per job, 6 to go
+    assert "(resumed 2)" in line

@@ -1,0 +1,110 @@
+"""The benchmark's statistics, checked against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.stats import (
+    bootstrap_ci,
+    expected_credit,
+    paired_difference,
+    pass_at_k,
+    top_credit,
+)
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "k", "expected"),
+    [
+        (5, 2, 2, 1 - math.comb(3, 2) / math.comb(5, 2)),  # 0.7
+        (10, 3, 1, 0.3),
+        (5, 0, 3, 0.0),
+        (5, 5, 1, 1.0),
+        (4, 2, 3, 1.0),  # any 3 of 4 include a correct one
+    ],
+)
+def test_pass_at_k_is_the_unbiased_estimator(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("n", "c", "k"), [(5, 6, 1), (5, 2, 0), (5, 2, 6)])
+def test_pass_at_k_refuses_impossible_counts(n, c, k):
+    with pytest.raises(ValueError):
+        pass_at_k(n, c, k)
+
+
+def test_bootstrap_of_a_constant_has_no_width():
+    interval = bootstrap_ci([1.0] * 20)
+    assert (interval.mean, interval.low, interval.high) == (1.0, 1.0, 1.0)
+
+
+def test_bootstrap_interval_matches_the_binomial_standard_error():
+    values = [1.0] * 50 + [0.0] * 50  # mean 0.5, standard error 0.05
+    interval = bootstrap_ci(values, resamples=4000)
+    assert interval.mean == 0.5
+    assert interval.low == pytest.approx(0.5 - 1.96 * 0.05, abs=0.015)
+    assert interval.high == pytest.approx(0.5 + 1.96 * 0.05, abs=0.015)
+
+
+def test_bootstrap_is_reproducible_and_narrows_with_more_problems():
+    rng = np.random.default_rng(1)
+    few = rng.integers(0, 2, 20).tolist()
+    assert bootstrap_ci(few, seed=3) == bootstrap_ci(few, seed=3)
+    many = few * 10
+    narrow, wide = bootstrap_ci(many), bootstrap_ci(few)
+    assert narrow.high - narrow.low < (wide.high - wide.low) / 2
+
+
+def test_bootstrap_of_nothing_is_nan():
+    assert math.isnan(bootstrap_ci([]).mean)
+
+
+def test_paired_difference_cancels_shared_difficulty():
+    a = [1.0, 1.0, 0.0, 0.0, 1.0, 0.0] * 5
+    assert paired_difference(a, a).format() == "0.000 [0.000, 0.000]"
+    better = [1.0] * 30
+    diff = paired_difference(better, a)
+    assert diff.mean == pytest.approx(0.5)
+    assert diff.low > 0.25
+    with pytest.raises(ValueError):
+        paired_difference([1.0], [1.0, 0.0])
+
+
+def test_top_credit_splits_ties():
+    assert top_credit({0: 3.0, 1: 1.0}, {0}) == 1.0
+    assert top_credit({0: 2.0, 1: 2.0}, {0}) == 0.5
+    assert top_credit({0: 2.0, 1: 2.0, 2: 2.0}, {0, 2}) == pytest.approx(2 / 3)
+    assert top_credit({}, {0}) == 0.0
+
+
+def _majority(labels, right):
+    def credit(subset):
+        votes: dict[int, float] = {}
+        for i in subset:
+            votes[labels[i]] = votes.get(labels[i], 0) + 1
+        return top_credit(votes, right)
+
+    return credit
+
+
+@pytest.mark.parametrize(("k", "expected"), [(1, 0.6), (2, 0.6), (3, 0.7), (5, 1.0)])
+def test_exact_expectation_over_every_subset(k, expected):
+    """Three votes for the right class, two for a wrong one. k=2: 3 of 10 pairs are
+    right-right, 6 are ties worth 1/2, so 0.6; k=3: 7 of 10 triples hold 2+ right."""
+    credit = _majority([0, 0, 0, 1, 1], {0})
+    rng = np.random.default_rng(0)
+    assert expected_credit(5, k, credit, rng=rng) == pytest.approx(expected)
+
+
+def test_monte_carlo_estimate_is_close_to_the_exact_value():
+    labels = [0] * 12 + [1] * 8
+    credit = _majority(labels, {0})
+    exact = expected_credit(20, 5, credit, draws=10**6, rng=np.random.default_rng(0))
+    estimate = expected_credit(20, 5, credit, draws=2000, rng=np.random.default_rng(0))
+    assert math.comb(20, 5) > 2000  # the second call really sampled
+    assert estimate == pytest.approx(exact, abs=0.04)
+    with pytest.raises(ValueError):
+        expected_credit(5, 6, credit, rng=np.random.default_rng(0))
