@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from server.engine.local_vllm import LocalVLLMEngine, apply_cpu_defaults
 from server.engine.protocol import Generation
@@ -78,6 +79,15 @@ def vllm_api_server(args: list[str], env: dict[str, str], log_dir: Path) -> Iter
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+async def start_uvicorn(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task]:
+    """Serve an app on loopback from the test's own event loop."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    return server, task
 
 
 async def wait_until_idle(engine, limit_s: float = 5.0) -> int:

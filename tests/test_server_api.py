@@ -10,21 +10,12 @@ from collections.abc import AsyncIterator
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from server.app import create_app
 from server.config import Settings
 
-from .conftest import BorrowedEngine, free_port, wait_until_idle
+from .conftest import BorrowedEngine, free_port, start_uvicorn, wait_until_idle
 from .model_fixtures import TINY_MODEL_NAME
-
-
-async def _start(app, port: int) -> tuple[uvicorn.Server, asyncio.Task]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    return server, task
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +25,7 @@ async def base_url(engine) -> AsyncIterator[str]:
 
     port = free_port()
     app = create_app(Settings(port=port, max_n=8), open_engine_fn=borrow)
-    server, task = await _start(app, port)
+    server, task = await start_uvicorn(app, port)
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient() as client:
         while (await client.get(f"{url}/health")).status_code != 200:
@@ -163,7 +154,9 @@ async def test_health_is_503_while_the_engine_loads():
         raise RuntimeError("never loads in this test")
 
     port = free_port()
-    server, task = await _start(create_app(Settings(port=port), open_engine_fn=slow_open), port)
+    server, task = await start_uvicorn(
+        create_app(Settings(port=port), open_engine_fn=slow_open), port
+    )
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
         loading = await http.get("/health")
         assert loading.status_code == 503 and loading.json() == {"status": "loading"}
@@ -414,7 +407,7 @@ async def test_api_keys_are_enforced_when_configured(engine):
 
     port = free_port()
     app = create_app(Settings(port=port, api_keys=["sekret"]), open_engine_fn=borrow)
-    server, task = await _start(app, port)
+    server, task = await start_uvicorn(app, port)
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=60) as http:

@@ -1,0 +1,135 @@
+"""`ttscale bench` through the real engine: in process, and as a CLI against a server
+(resume and Ctrl-C included)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from benchmarks.backends import InProcessBackend
+from benchmarks.cli import main as bench_main
+from benchmarks.datasets import Selection, load_dataset, select
+from benchmarks.grid import SamplingConfig, build_grid
+from benchmarks.records import RunConfig, open_run, read_records
+from benchmarks.report import build_report
+from benchmarks.runner import DEFAULT_PROMPT, Runner
+from server.app import create_app
+from server.config import Settings
+from strategies.base import Verifiers
+from strategies.registry import discover
+
+from .conftest import BorrowedEngine, free_port, start_uvicorn, wait_until_idle
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+async def server_url(engine) -> AsyncIterator[str]:
+    async def borrow(_: Settings):
+        return BorrowedEngine(engine)
+
+    port = free_port()
+    server, task = await start_uvicorn(create_app(Settings(port=port), open_engine_fn=borrow), port)
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as client:
+        while (await client.get(f"{url}/health")).status_code != 200:
+            await asyncio.sleep(0.05)
+    yield url
+    server.should_exit = True
+    await task
+
+
+async def test_in_process_run_then_report_and_replay(engine, grader, tmp_path):
+    problems = select(load_dataset("gsm8k"), Selection(limit=2))
+    sampling = SamplingConfig(max_tokens=24)
+    grid = build_grid(["self_consistency", "inverse_entropy"], [1, 2], sampling, discover())
+    backend = InProcessBackend(BorrowedEngine(engine), Verifiers(grader), discover())
+    open_run(tmp_path, RunConfig(model=backend.model_name, backend=backend.kind,
+                                 prompt_template=DEFAULT_PROMPT, sampling=sampling))  # fmt: skip
+    runner = Runner(backend, grader, tmp_path, concurrency=2, progress_stream=io.StringIO())
+    outcome = await runner.run(problems, grid)
+    assert (outcome.done, outcome.failures) == (8, [])
+
+    records = read_records(tmp_path)
+    assert {(r.setting, r.problem_id) for r in records} == {
+        (s.label, p.id) for s in grid for p in problems
+    }
+    for r in records:
+        assert len(r.samples) == r.n
+        assert r.generated_tokens == sum(s.tokens for s in r.samples) > 0
+        assert r.flops > 0 and r.latency_s > 0 and r.prompt_tokens > 0
+        # every sample carries entropy and logprob (traced), whatever the strategy
+        assert all(s.mean_entropy is not None and s.mean_logprob is not None for s in r.samples)
+        assert r.correct is False or r.answer is not None
+
+    files = build_report(tmp_path, draws=50)
+    report = files.report.read_text()
+    for heading in ("## gsm8k (2 problems)", "### Paired differences against `self_consistency`",
+                    "### Replay: rules at k samples", "| inverse_entropy@2 | 2 |"):  # fmt: skip
+        assert heading in report
+    rows = list(csv.DictReader(files.summary.open()))
+    assert [r["setting"] for r in rows] == [
+        "inverse_entropy@1", "inverse_entropy@2", "self_consistency@1", "self_consistency@2",
+    ]  # fmt: skip
+    for row in rows:
+        assert 0.0 <= float(row["ci_low"]) <= float(row["accuracy"]) <= float(row["ci_high"])
+    methods = {r["method"] for r in csv.DictReader(files.replay.open())}
+    assert {"pass@k", "majority", "inverse_entropy", "best_of_n(logprob)"} <= methods
+    assert [p.name for p in files.plots] == ["gsm8k_compute.png", "gsm8k_replay.png"]
+    assert all(p.read_bytes().startswith(PNG) for p in files.plots)
+
+
+async def _bench(out: Path, url: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", "bench", "run", "--url", url,
+        "--dataset", "gsm8k", "--limit", "3", "--n", "1,2", "--max-tokens", "48",
+        "--strategy", "self_consistency", "--strategy", "ie=inverse_entropy",
+        "--concurrency", "1", "--out", str(out), "--draws", "50",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+
+
+async def test_cli_against_a_server_survives_ctrl_c_and_resumes(
+    server_url, engine, subprocess_env, tmp_path
+):
+    out = tmp_path / "run"
+    first = await _bench(out, server_url, subprocess_env)
+    while len(read_records(out)) < 2:
+        assert first.returncode is None, (await first.stderr.read()).decode()
+        await asyncio.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    _, stderr = await asyncio.wait_for(first.communicate(), timeout=120)
+    assert first.returncode == 130, stderr.decode()
+    assert "rerun the same command to resume" in stderr.decode()
+    kept = read_records(out)
+    assert 2 <= len(kept) < 12
+    assert (out / "report.md").exists()  # a report of what was done
+    assert await wait_until_idle(engine) == 0  # the server aborted the interrupted request
+
+    second = await _bench(out, server_url, subprocess_env)
+    stdout, stderr = await asyncio.wait_for(second.communicate(), timeout=300)
+    assert second.returncode == 0, stderr.decode()
+    assert f"(resumed {len(kept)})" in stderr.decode()
+    records = read_records(out)
+    assert len({r.key for r in records}) == len(records) == 12
+    assert {r.setting for r in records} == {
+        "self_consistency@1", "self_consistency@2", "ie@1", "ie@2",
+    }  # fmt: skip
+    summary = list(csv.DictReader(io.StringIO(stdout.decode())))
+    assert {row["problems"] for row in summary} == {"3"}
+    assert (out / "plots" / "gsm8k_compute.png").read_bytes().startswith(PNG)
+
+
+def test_cli_usage_errors_are_one_line(tmp_path, capsys):
+    assert bench_main(["run", "--dataset", "gsm9k"]) == 2
+    assert "unknown dataset 'gsm9k'" in capsys.readouterr().err
+    assert bench_main(["report", str(tmp_path)]) == 2
+    assert "holds no benchmark run" in capsys.readouterr().err
