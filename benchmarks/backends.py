@@ -7,6 +7,7 @@ The HTTP backend measures exactly what an API user gets, latency included.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 import httpx
@@ -21,6 +22,8 @@ from verifiers.math_grader import MathGrader
 
 from .datasets import BenchError
 from .grid import Setting
+
+RETRIED_STATUSES = {429, 502, 503, 504}
 
 
 class Backend(Protocol):
@@ -98,9 +101,18 @@ class HttpBackend:
 
     kind = "http"
 
-    def __init__(self, client: httpx.AsyncClient, model_name: str) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        model_name: str,
+        *,
+        retries: int = 3,
+        backoff_s: float = 1.0,
+    ) -> None:
         self.client = client
         self.model_name = model_name
+        self.retries = retries
+        self.backoff_s = backoff_s
 
     @classmethod
     async def connect(
@@ -128,12 +140,28 @@ class HttpBackend:
             "messages": messages,
             "ttscale": {"strategy": setting.strategy, "params": params, "budget": setting.budget},
         }
-        response = await self.client.post("/v1/chat/completions", json=body)
+        response = await self._post_with_retries("/v1/chat/completions", body)
         if 400 <= response.status_code < 500 and response.status_code != 429:
             raise RequestRejected(f"the server refused {setting.label}: {_why(response)}")
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {_why(response)}")
         return response.json()["ttscale"]
+
+    async def _post_with_retries(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """Transient trouble (a restarting server, a full queue) is retried with backoff;
+        anything else is returned for the caller to judge."""
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = await self.client.post(path, json=body)
+            except httpx.TransportError:
+                if last:
+                    raise
+            else:
+                if response.status_code not in RETRIED_STATUSES or last:
+                    return response
+            await asyncio.sleep(self.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -40,6 +40,11 @@ def check_template(template: str) -> None:
         raise BenchError("the prompt template must contain {problem}")
 
 
+class GivingUp(BenchError):
+    """Failures keep coming (the engine or server is down): stop instead of burning
+    through every remaining job."""
+
+
 @dataclass
 class RunOutcome:
     done: int = 0
@@ -119,6 +124,7 @@ class Runner:
         base_seed: int = 0,
         concurrency: int = 1,
         progress_stream: TextIO | None = None,
+        max_failures_in_a_row: int = 5,
     ) -> None:
         check_template(prompt_template)
         self.backend = backend
@@ -128,6 +134,7 @@ class Runner:
         self.base_seed = base_seed
         self.concurrency = max(1, concurrency)
         self.progress_stream = progress_stream
+        self.max_failures_in_a_row = max_failures_in_a_row
 
     async def run_one(self, problem: Problem, setting: Setting) -> Record:
         loop = asyncio.get_running_loop()
@@ -157,20 +164,28 @@ class Runner:
         progress = Progress(total, already_done=outcome.skipped, stream=self.progress_stream)
         writer = RecordWriter(self.out_dir)
         pending = list(reversed(jobs))
+        in_a_row = 0
 
         async def work() -> None:
+            nonlocal in_a_row
             while pending:
                 problem, setting = pending.pop()
                 try:
                     record = await self.run_one(problem, setting)
-                except (RequestRejected, asyncio.CancelledError):
+                except (RequestRejected, GivingUp, asyncio.CancelledError):
                     raise
                 except Exception as exc:
                     message = f"{problem.dataset}/{problem.id} {setting.label}: {exc}"
                     logger.warning("failed: %s", message)
                     outcome.failures.append(message)
                     progress.fail()
+                    in_a_row += 1
+                    if in_a_row >= self.max_failures_in_a_row:
+                        raise GivingUp(
+                            f"{in_a_row} jobs failed in a row, the last with: {message}"
+                        ) from exc
                     continue
+                in_a_row = 0
                 writer.write(record)
                 outcome.done += 1
                 progress.advance(correct=record.correct, tokens=record.generated_tokens)
@@ -179,8 +194,8 @@ class Runner:
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self.concurrency, len(jobs))):
                     group.create_task(work())
-        except* RequestRejected as rejected:
-            raise rejected.exceptions[0] from None
+        except* (RequestRejected, GivingUp) as stopped:
+            raise stopped.exceptions[0] from None
         finally:
             progress.close()
             writer.close()

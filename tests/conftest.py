@@ -90,6 +90,30 @@ async def start_uvicorn(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Ta
     return server, task
 
 
+@contextlib.asynccontextmanager
+async def serving_engine(engine: Any, **settings: Any) -> AsyncIterator[str]:
+    """The ttscale app on loopback, lending it the session engine; yields its base URL
+    once `/health` says ready."""
+    from server.app import create_app
+    from server.config import Settings
+
+    async def borrow(_: Settings) -> BorrowedEngine:
+        return BorrowedEngine(engine)
+
+    port = free_port()
+    app = create_app(Settings(port=port, **settings), open_engine_fn=borrow)
+    server, task = await start_uvicorn(app, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as client:
+            while (await client.get(f"{url}/health")).status_code != 200:
+                await asyncio.sleep(0.05)
+        yield url
+    finally:
+        server.should_exit = True
+        await task
+
+
 async def wait_until_idle(engine, limit_s: float = 5.0) -> int:
     """Poll until the engine runs no samples (or the limit passes); the final count."""
     deadline = asyncio.get_running_loop().time() + limit_s

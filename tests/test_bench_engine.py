@@ -11,7 +11,6 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from benchmarks.backends import InProcessBackend
@@ -21,30 +20,18 @@ from benchmarks.grid import SamplingConfig, build_grid
 from benchmarks.records import RunConfig, open_run, read_records
 from benchmarks.report import build_report
 from benchmarks.runner import DEFAULT_PROMPT, Runner
-from server.app import create_app
-from server.config import Settings
 from strategies.base import Verifiers
 from strategies.registry import discover
 
-from .conftest import BorrowedEngine, free_port, start_uvicorn, wait_until_idle
+from .conftest import BorrowedEngine, serving_engine, wait_until_idle
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 async def server_url(engine) -> AsyncIterator[str]:
-    async def borrow(_: Settings):
-        return BorrowedEngine(engine)
-
-    port = free_port()
-    server, task = await start_uvicorn(create_app(Settings(port=port), open_engine_fn=borrow), port)
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient() as client:
-        while (await client.get(f"{url}/health")).status_code != 200:
-            await asyncio.sleep(0.05)
-    yield url
-    server.should_exit = True
-    await task
+    async with serving_engine(engine) as url:
+        yield url
 
 
 async def test_in_process_run_then_report_and_replay(engine, grader, tmp_path):

@@ -11,9 +11,10 @@ import io
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
-from benchmarks.backends import InProcessBackend, RequestRejected
+from benchmarks.backends import HttpBackend, InProcessBackend, RequestRejected
 from benchmarks.datasets import BenchError, Problem, Selection, load_dataset, select
 from benchmarks.grid import SamplingConfig, build_grid, problem_seed
 from benchmarks.progress import Progress
@@ -24,7 +25,7 @@ from benchmarks.records import (
     open_run,
     read_records,
 )
-from benchmarks.runner import Runner, render_prompt
+from benchmarks.runner import GivingUp, Runner, render_prompt
 from strategies.base import Verifiers
 from strategies.registry import discover
 
@@ -266,3 +267,63 @@ def test_progress_line_shows_accuracy_speed_and_eta():
     assert "4/10" in line and "acc 0.500" in line and "50 tok/s" in line
     assert "ETA 0:24" in line  # 4 s per job, 6 to go
     assert "(resumed 2)" in line
+
+
+async def test_failures_in_a_row_stop_the_run(grader, tmp_path):
+    engine = ScriptedEngine(_script())
+    inner = InProcessBackend(engine, Verifiers(grader), discover())
+    down = _FailingOn(inner, "What is", RuntimeError("connection refused"))
+    runner = Runner(down, grader, tmp_path, progress_stream=io.StringIO(), max_failures_in_a_row=3)
+    many = [p.model_copy(update={"id": f"{p.id}-{i}"}) for i in range(5) for p in PROBLEMS]
+    with pytest.raises(GivingUp, match=r"3 jobs failed in a row.*connection refused"):
+        await runner.run(many, _grid("self_consistency"))
+
+
+def _server(*statuses: int):
+    """A stand-in server answering the given statuses in turn (then 200s)."""
+    seen: list[int] = []
+    evidence = {"answer": "18", "candidates": [], "stop_reason": "completed"}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        status = statuses[len(seen)] if len(seen) < len(statuses) else 200
+        seen.append(status)
+        if status == 200:
+            return httpx.Response(200, json={"ttscale": evidence})
+        return httpx.Response(status, json={"error": {"message": f"status {status}"}})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handle), base_url="http://x"), seen
+
+
+async def test_http_backend_retries_transient_errors_only():
+    (setting,) = _grid("self_consistency", budgets=(1,))
+    messages = render_prompt("{problem}", PROBLEMS[0])
+    client, seen = _server(503, 429)
+    backend = await HttpBackend.connect("http://x", client=client)
+    backend.backoff_s = 0.0
+    assert backend.model_name == "m"
+    assert (await backend.solve(messages, setting, setting.params))["answer"] == "18"
+    assert seen == [503, 429, 200]
+
+    client, seen = _server(400)
+    backend = await HttpBackend.connect("http://x", client=client)
+    with pytest.raises(RequestRejected, match="status 400"):
+        await backend.solve(messages, setting, setting.params)
+    assert seen == [400]
+
+    client, seen = _server(503, 503, 503, 503)
+    backend = await HttpBackend.connect("http://x", client=client)
+    backend.backoff_s = 0.0
+    with pytest.raises(RuntimeError, match="HTTP 503: status 503"):
+        await backend.solve(messages, setting, setting.params)
+    assert len(seen) == 4  # the first try and three retries
+
+
+async def test_http_backend_reports_an_unusable_server():
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": {"message": "invalid API key"}})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(refuse), base_url="http://x")
+    with pytest.raises(BenchError, match="answered 401: invalid API key"):
+        await HttpBackend.connect("http://x", client=client)

@@ -14,25 +14,14 @@ import pytest
 from server.app import create_app
 from server.config import Settings
 
-from .conftest import BorrowedEngine, free_port, start_uvicorn, wait_until_idle
+from .conftest import free_port, serving_engine, start_uvicorn, wait_until_idle
 from .model_fixtures import TINY_MODEL_NAME
 
 
 @pytest.fixture(scope="module")
 async def base_url(engine) -> AsyncIterator[str]:
-    async def borrow(_: Settings):
-        return BorrowedEngine(engine)
-
-    port = free_port()
-    app = create_app(Settings(port=port, max_n=8), open_engine_fn=borrow)
-    server, task = await start_uvicorn(app, port)
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient() as client:
-        while (await client.get(f"{url}/health")).status_code != 200:
-            await asyncio.sleep(0.05)
-    yield url
-    server.should_exit = True
-    await task
+    async with serving_engine(engine, max_n=8) as url:
+        yield url
 
 
 @pytest.fixture
@@ -402,17 +391,8 @@ async def test_metrics_count_requests_and_tokens(client):
 
 
 async def test_api_keys_are_enforced_when_configured(engine):
-    async def borrow(_: Settings):
-        return BorrowedEngine(engine)
-
-    port = free_port()
-    app = create_app(Settings(port=port, api_keys=["sekret"]), open_engine_fn=borrow)
-    server, task = await start_uvicorn(app, port)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    async with serving_engine(engine, api_keys=["sekret"]) as url:  # health stays open
         async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-            while (await http.get("/health")).status_code != 200:  # health stays open
-                await asyncio.sleep(0.05)
             missing = await http.post("/v1/chat/completions", json=_chat())
             assert missing.status_code == 401
             assert missing.json()["error"]["type"] == "authentication_error"
@@ -426,9 +406,6 @@ async def test_api_keys_are_enforced_when_configured(engine):
         with pytest.raises(openai.AuthenticationError):
             await openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0).models.list()
         await client.close()
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_text_completions_plain_and_with_a_strategy(base_url, engine):
