@@ -39,6 +39,11 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+class ProblemTooLong(Exception):
+    """This problem's prompt does not fit the model's context: a failure of this job
+    only, not a sign that the engine or server is down."""
+
+
 class RequestRejected(BenchError):
     """The server refused a request (4xx): the grid is wrong, not the problem."""
 
@@ -86,6 +91,9 @@ class InProcessBackend:
         parsed = strategy.parse_params(params)
         limits = BudgetLimits(**setting.budget)
         prompt_ids = await self.engine.render_chat(messages)
+        limit = self.engine.info.max_model_len
+        if len(prompt_ids) >= limit:
+            raise ProblemTooLong(f"the prompt is {len(prompt_ids)} tokens; the context is {limit}")
         context = make_context(self.engine, self.verifiers, limits, messages, prompt_ids)
         result = await strategy.run(context, parsed)
         return evidence(result, parsed, limits, include_text=False)
@@ -141,6 +149,8 @@ class HttpBackend:
             "ttscale": {"strategy": setting.strategy, "params": params, "budget": setting.budget},
         }
         response = await self._post_with_retries("/v1/chat/completions", body)
+        if _error_code(response) == "context_length_exceeded":
+            raise ProblemTooLong(_why(response))
         if 400 <= response.status_code < 500 and response.status_code != 429:
             raise RequestRejected(f"the server refused {setting.label}: {_why(response)}")
         if response.status_code != 200:
@@ -172,3 +182,10 @@ def _why(response: httpx.Response) -> str:
         return response.json()["error"]["message"]
     except (ValueError, KeyError, TypeError):
         return response.text[:200]
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -146,6 +146,8 @@ async def _run(args: argparse.Namespace, box: dict[str, Path]) -> RunOutcome:
         logprobs=None if args.trace_logprobs < 0 else args.trace_logprobs,
     )
     grid = build_grid(args.strategies or ["self_consistency"], args.n, sampling, discover())
+    if args.baseline is None:
+        args.baseline = grid[0].family  # the first --strategy
     print(
         f"{len(problems)} problems x {len(grid)} settings: {', '.join(s.label for s in grid)}",
         file=sys.stderr,

@@ -59,8 +59,7 @@ class Progress:
         width = 24
         filled = int(width * (self.already_done + finished) / self.total) if self.total else width
         parts = [
-            f"[{'#' * filled}{'.' * (width - filled)}] "
-            f"{self.already_done + self.done}/{self.total}"
+            f"[{'#' * filled}{'.' * (width - filled)}] {self.already_done + self.done}/{self.total}"
         ]
         if self.done:
             parts.append(f"acc {self.correct / self.done:.3f}")

@@ -13,20 +13,19 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from strategies.inverse_entropy import EPSILON
-from verifiers.aggregate import aggregate_steps, plurality, weighted_vote
+from verifiers.aggregate import aggregate_steps
 
 from .datasets import BenchError
 from .records import Record, SampleTrace
-from .stats import Interval, bootstrap_ci, expected_credit, pass_at_k, top_credit
+from .stats import Interval, bootstrap_ci, pass_at_k, select_credit, subsets, vote_credit
 
 IID_STRATEGIES = {"best_of_n", "self_consistency", "inverse_entropy"}
 DERIVED_SCORES = {"inverse_entropy_weight"}
-
-Rule = Callable[[Sequence[SampleTrace], Sequence[int]], float]
 
 
 @dataclass(frozen=True)
@@ -41,31 +40,23 @@ class ReplayPoint:
     tflops: float
 
 
-def _correct_classes(samples: Sequence[SampleTrace]) -> set[int]:
-    return {s.answer_class for s in samples if s.correct and s.answer_class is not None}
+@dataclass(frozen=True)
+class Rule:
+    """A voting rule (sum of per-sample weights per answer class, the top class wins) or
+    a selection rule (the top-valued sample wins), as the strategies apply them."""
 
+    kind: Literal["vote", "select"]
+    value: Callable[[SampleTrace], float]
 
-def _vote_rule(weight: Callable[[SampleTrace], float]) -> Rule:
-    def rule(samples: Sequence[SampleTrace], subset: Sequence[int]) -> float:
-        drawn = [samples[i] for i in subset]
-        labels = [s.answer_class for s in drawn]
-        _, totals = weighted_vote(labels, [weight(s) for s in drawn])
-        return top_credit(totals, _correct_classes(samples))
-
-    return rule
-
-
-def _majority(samples: Sequence[SampleTrace], subset: Sequence[int]) -> float:
-    _, votes = plurality([samples[i].answer_class for i in subset])
-    return top_credit(votes, _correct_classes(samples))
-
-
-def _select_rule(value: Callable[[SampleTrace], float]) -> Rule:
-    def rule(samples: Sequence[SampleTrace], subset: Sequence[int]) -> float:
-        values = {i: value(samples[i]) for i in subset}
-        return top_credit(values, {i for i in subset if samples[i].correct})
-
-    return rule
+    def credit(self, samples: Sequence[SampleTrace], rows: np.ndarray) -> float:
+        values = np.array([self.value(s) for s in samples], dtype=float)
+        if self.kind == "select":
+            return select_credit(values, np.array([s.correct for s in samples]), rows)
+        labels = np.array(
+            [-1 if s.answer_class is None else s.answer_class for s in samples], dtype=np.int64
+        )
+        right = {s.answer_class for s in samples if s.correct and s.answer_class is not None}
+        return vote_credit(labels, values, right, rows)
 
 
 def _score(name: str) -> Callable[[SampleTrace], float]:
@@ -80,15 +71,15 @@ def rules_for(pools: Sequence[Sequence[SampleTrace]]) -> dict[str, Rule]:
     """The rules the recorded data supports (entropy and scores only if every sample has
     them)."""
     every = [s for pool in pools for s in pool]
-    rules: dict[str, Rule] = {"majority": _majority}
+    rules = {"majority": Rule("vote", lambda s: 1.0)}
     if every and all(s.mean_entropy is not None for s in every):
-        rules["inverse_entropy"] = _vote_rule(lambda s: 1.0 / (s.mean_entropy + EPSILON))
+        rules["inverse_entropy"] = Rule("vote", lambda s: 1.0 / (s.mean_entropy + EPSILON))
     if every and all(s.mean_logprob is not None for s in every):
-        rules["best_of_n(logprob)"] = _select_rule(lambda s: s.mean_logprob)
+        rules["best_of_n(logprob)"] = Rule("select", lambda s: s.mean_logprob)
     names = set.intersection(*(set(s.scores) for s in every)) if every else set()
     for name in sorted(names - DERIVED_SCORES):
-        rules[f"best_of_n({name})"] = _select_rule(_score(name))
-        rules[f"weighted_sc({name})"] = _vote_rule(_score(name))
+        rules[f"best_of_n({name})"] = Rule("select", _score(name))
+        rules[f"weighted_sc({name})"] = Rule("vote", _score(name))
     return rules
 
 
@@ -157,17 +148,9 @@ def replay(
             ]
             coverage = [pass_at_k(len(p), sum(s.correct for s in p), k) for p in pools]
             results = {"pass@k": coverage}
+            drawn = [subsets(len(p), k, draws=draws, rng=rng) for p in pools]
             for name, rule in rules.items():
-                results[name] = [
-                    expected_credit(
-                        len(p),
-                        k,
-                        lambda subset, p=p, rule=rule: rule(p, subset),
-                        draws=draws,
-                        rng=rng,
-                    )
-                    for p in pools
-                ]
+                results[name] = [rule.credit(p, rows) for p, rows in zip(pools, drawn, strict=True)]
             for method, values in results.items():
                 points.append(
                     ReplayPoint(

@@ -92,6 +92,13 @@ def summarize(records: Sequence[Record]) -> list[SummaryRow]:
     return sorted(rows, key=lambda r: (r.dataset, r.family, r.n))
 
 
+def default_baseline(records: Sequence[Record]) -> str | None:
+    """Plain self-consistency when the run has it (the usual baseline), else the family
+    first in name order."""
+    families = sorted({r.family for r in records})
+    return "self_consistency" if "self_consistency" in families else next(iter(families), None)
+
+
 def paired_against(records: Sequence[Record], baseline: str) -> list[PairedRow]:
     """Each family minus the baseline family at the same N, over the same problems."""
     outcome: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
@@ -113,13 +120,16 @@ def paired_against(records: Sequence[Record], baseline: str) -> list[PairedRow]:
 
 
 def frontier(rows: Sequence[SummaryRow], cost: str) -> set[str]:
-    """Settings no other setting beats on accuracy at no more cost (per dataset)."""
+    """Settings no other setting dominates (per dataset): none is at least as accurate
+    for no more cost and strictly better on one of the two."""
     best: set[str] = set()
     for row in rows:
+        mine, accuracy = getattr(row, cost), row.accuracy.mean
         dominated = any(
             other.dataset == row.dataset
-            and getattr(other, cost) <= getattr(row, cost)
-            and other.accuracy.mean > row.accuracy.mean
+            and getattr(other, cost) <= mine
+            and other.accuracy.mean >= accuracy
+            and (getattr(other, cost) < mine or other.accuracy.mean > accuracy)
             for other in rows
         )
         if not dominated:
@@ -230,8 +240,9 @@ def markdown(
         )  # fmt: skip
         lines += [
             "",
-            "Rows are sorted by generated tokens. frontier: no other setting is more accurate "
-            "at no more generated tokens (T), FLOPs (F) or wall time (W).",
+            "Rows are sorted by generated tokens. frontier: no other setting is at least as "
+            "accurate for no more generated tokens (T), FLOPs (F) or wall time (W) while "
+            "better on one of the two.",
         ]
         mine_paired = [p for p in paired if p.dataset == dataset]
         if mine_paired and baseline:
@@ -283,8 +294,7 @@ def build_report(
     config = read_run_config(out_dir)
     records, left_out = complete_records(read_records(out_dir))
     rows = summarize(records)
-    families = list(dict.fromkeys(r.family for r in records))
-    baseline = baseline or (families[0] if families else None)
+    baseline = baseline or default_baseline(records)
     paired = paired_against(records, baseline) if baseline else []
     points = replay(records, pool=pool, ks=ks, draws=draws) if records else []
     summary_path = out_dir / SUMMARY_CSV

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from verifiers.math_grader import MathGrader
 
-from .backends import Backend, RequestRejected
+from .backends import Backend, ProblemTooLong, RequestRejected
 from .datasets import BenchError, Problem
 from .grid import Setting, problem_seed, with_seed
 from .progress import Progress
@@ -179,7 +179,7 @@ class Runner:
                     logger.warning("failed: %s", message)
                     outcome.failures.append(message)
                     progress.fail()
-                    in_a_row += 1
+                    in_a_row += 0 if isinstance(exc, ProblemTooLong) else 1
                     if in_a_row >= self.max_failures_in_a_row:
                         raise GivingUp(
                             f"{in_a_row} jobs failed in a row, the last with: {message}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,31 +60,47 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-Credit = Callable[[Sequence[int]], float]
-"""Credit of one draw (indices into a pool): 1 right, 0 wrong, a fraction on ties."""
-
-
-def expected_credit(
-    pool_size: int, k: int, credit: Credit, *, draws: int = 500, rng: np.random.Generator
-) -> float:
-    """Expected credit of a rule over k-subsets of a pool drawn without replacement:
-    exact (every subset) when there are at most `draws` subsets, Monte Carlo otherwise."""
+def subsets(pool_size: int, k: int, *, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """k-subsets of a pool as rows of indices: every subset when there are at most
+    `draws` of them (exact expectation), else `draws` uniform draws without replacement."""
     if not 1 <= k <= pool_size:
         raise ValueError(f"k={k} must be between 1 and the pool size {pool_size}")
     if math.comb(pool_size, k) <= draws:
-        subsets = list(itertools.combinations(range(pool_size), k))
-        return sum(credit(s) for s in subsets) / len(subsets)
-    total = 0.0
-    for _ in range(draws):
-        total += credit(rng.choice(pool_size, size=k, replace=False).tolist())
-    return total / draws
+        return np.array(list(itertools.combinations(range(pool_size), k)), dtype=np.int64)
+    return rng.random((draws, pool_size)).argsort(axis=1)[:, :k]
 
 
-def top_credit(values: dict[int, float], correct: set[int]) -> float:
-    """Credit when the highest value wins and ties split at random: the share of the
-    tied leaders that are correct."""
-    if not values:
+def _share_of_correct_leaders(values: np.ndarray, correct: np.ndarray) -> float:
+    """Mean over rows of the share of each row's top entries that are correct: the
+    expected credit when ties are broken at random. -inf marks entries out of the race;
+    a row with none in it scores 0."""
+    best = values.max(axis=1, keepdims=True)
+    leaders = (values == best) & np.isfinite(best)
+    count = leaders.sum(axis=1)
+    hits = (leaders & correct).sum(axis=1)
+    return float(np.where(count > 0, hits / np.maximum(count, 1), 0.0).mean())
+
+
+def vote_credit(
+    labels: np.ndarray, weights: np.ndarray, correct_labels: set[int], rows: np.ndarray
+) -> float:
+    """Expected credit of a weighted vote over answer classes (label -1: no answer, no
+    vote) for the subsets in `rows`."""
+    classes = int(labels.max()) + 1 if labels.size else 0
+    if classes == 0:
         return 0.0
-    best = max(values.values())
-    leaders = [key for key, value in values.items() if value == best]
-    return sum(key in correct for key in leaders) / len(leaders)
+    drawn = labels[rows]
+    voting = drawn >= 0
+    totals = np.zeros((rows.shape[0], classes))
+    present = np.zeros((rows.shape[0], classes), dtype=bool)
+    row_index = np.broadcast_to(np.arange(rows.shape[0])[:, None], drawn.shape)
+    np.add.at(totals, (row_index[voting], drawn[voting]), weights[rows][voting])
+    present[row_index[voting], drawn[voting]] = True
+    right = np.zeros(classes, dtype=bool)
+    right[[c for c in correct_labels if c < classes]] = True
+    return _share_of_correct_leaders(np.where(present, totals, -np.inf), right[None, :])
+
+
+def select_credit(values: np.ndarray, correct: np.ndarray, rows: np.ndarray) -> float:
+    """Expected credit of picking the highest-valued sample of each subset in `rows`."""
+    return _share_of_correct_leaders(values[rows], correct[rows])

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.backends import HttpBackend, InProcessBackend, RequestRejected
+from benchmarks.backends import HttpBackend, InProcessBackend, ProblemTooLong, RequestRejected
 from benchmarks.datasets import BenchError, Problem, Selection, load_dataset, select
 from benchmarks.grid import SamplingConfig, build_grid, problem_seed
 from benchmarks.progress import Progress
@@ -327,3 +327,27 @@ async def test_http_backend_reports_an_unusable_server():
     client = httpx.AsyncClient(transport=httpx.MockTransport(refuse), base_url="http://x")
     with pytest.raises(BenchError, match="answered 401: invalid API key"):
         await HttpBackend.connect("http://x", client=client)
+
+
+async def test_a_problem_too_long_for_the_context_fails_alone(grader, tmp_path):
+    engine = ScriptedEngine(_script(), max_model_len=20)  # "What is 9 + 9?" fits, padded won't
+    long = Problem(dataset="toy", id="long", problem="What is 9 + 9? " * 3, answer="18")
+    short = Problem(dataset="toy", id="short", problem="9 + 9?", answer="18")
+    runner = _runner(engine, grader, tmp_path, prompt_template="{problem}", max_failures_in_a_row=2)
+    outcome = await runner.run([long, short], _grid("self_consistency"))
+    assert outcome.done == 2  # two failures in a row, but not a broken engine
+    assert outcome.failures[0].startswith("toy/long self_consistency@1: the prompt is 45 tokens")
+
+
+async def test_http_context_overflow_is_a_problem_failure_not_a_rejection():
+    def too_long(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        error = {"message": "the prompt is 5000 tokens", "code": "context_length_exceeded"}
+        return httpx.Response(400, json={"error": error})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(too_long), base_url="http://x")
+    backend = await HttpBackend.connect("http://x", client=client)
+    (setting,) = _grid("self_consistency", budgets=(1,))
+    with pytest.raises(ProblemTooLong, match="5000 tokens"):
+        await backend.solve(render_prompt("{problem}", PROBLEMS[0]), setting, setting.params)

@@ -9,11 +9,13 @@ import pytest
 
 from benchmarks.stats import (
     bootstrap_ci,
-    expected_credit,
     paired_difference,
     pass_at_k,
-    top_credit,
+    select_credit,
+    subsets,
+    vote_credit,
 )
+from verifiers.aggregate import weighted_vote
 
 
 @pytest.mark.parametrize(
@@ -73,38 +75,52 @@ def test_paired_difference_cancels_shared_difficulty():
         paired_difference([1.0], [1.0, 0.0])
 
 
-def test_top_credit_splits_ties():
-    assert top_credit({0: 3.0, 1: 1.0}, {0}) == 1.0
-    assert top_credit({0: 2.0, 1: 2.0}, {0}) == 0.5
-    assert top_credit({0: 2.0, 1: 2.0, 2: 2.0}, {0, 2}) == pytest.approx(2 / 3)
-    assert top_credit({}, {0}) == 0.0
-
-
-def _majority(labels, right):
-    def credit(subset):
-        votes: dict[int, float] = {}
-        for i in subset:
-            votes[labels[i]] = votes.get(labels[i], 0) + 1
-        return top_credit(votes, right)
-
-    return credit
+def _majority(labels: list[int], right: set[int], k: int, draws: int = 500) -> float:
+    label_array = np.array(labels)
+    rows = subsets(len(labels), k, draws=draws, rng=np.random.default_rng(0))
+    return vote_credit(label_array, np.ones(len(labels)), right, rows)
 
 
 @pytest.mark.parametrize(("k", "expected"), [(1, 0.6), (2, 0.6), (3, 0.7), (5, 1.0)])
 def test_exact_expectation_over_every_subset(k, expected):
     """Three votes for the right class, two for a wrong one. k=2: 3 of 10 pairs are
     right-right, 6 are ties worth 1/2, so 0.6; k=3: 7 of 10 triples hold 2+ right."""
-    credit = _majority([0, 0, 0, 1, 1], {0})
-    rng = np.random.default_rng(0)
-    assert expected_credit(5, k, credit, rng=rng) == pytest.approx(expected)
+    assert _majority([0, 0, 0, 1, 1], {0}, k) == pytest.approx(expected)
 
 
 def test_monte_carlo_estimate_is_close_to_the_exact_value():
     labels = [0] * 12 + [1] * 8
-    credit = _majority(labels, {0})
-    exact = expected_credit(20, 5, credit, draws=10**6, rng=np.random.default_rng(0))
-    estimate = expected_credit(20, 5, credit, draws=2000, rng=np.random.default_rng(0))
-    assert math.comb(20, 5) > 2000  # the second call really sampled
-    assert estimate == pytest.approx(exact, abs=0.04)
+    exact = _majority(labels, {0}, 5, draws=10**6)
+    assert math.comb(20, 5) > 2000  # the next call really samples
+    assert _majority(labels, {0}, 5, draws=2000) == pytest.approx(exact, abs=0.04)
     with pytest.raises(ValueError):
-        expected_credit(5, 6, credit, rng=np.random.default_rng(0))
+        subsets(5, 6, draws=10, rng=np.random.default_rng(0))
+
+
+def test_monte_carlo_subsets_are_without_replacement():
+    rows = subsets(10, 4, draws=50, rng=np.random.default_rng(0))
+    assert rows.shape == (50, 4)
+    assert all(len(set(row)) == 4 for row in rows.tolist())
+
+
+def test_unanswered_samples_do_not_vote_and_ties_split():
+    rows = np.array([[0, 1, 2]])
+    # one abstention, one vote each for classes 0 (right) and 1: a tie worth 1/2
+    assert vote_credit(np.array([-1, 0, 1]), np.ones(3), {0}, rows) == 0.5
+    assert vote_credit(np.array([-1, -1, -1]), np.ones(3), set(), rows) == 0.0
+    assert select_credit(np.array([0.2, 0.9, 0.9]), np.array([True, True, False]), rows) == 0.5
+
+
+def test_vectorised_votes_agree_with_the_strategies_vote_rule():
+    """Replay must score a subset exactly as weighted_vote (used by the strategies) picks
+    its winner; random subsets, weights without ties."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        size = int(rng.integers(1, 9))
+        labels = rng.integers(-1, 4, size)
+        weights = rng.random(size)
+        right = {int(c) for c in rng.integers(0, 4, 2)}
+        winner, _ = weighted_vote([None if c < 0 else int(c) for c in labels], weights.tolist())
+        expected = float(winner in right) if winner is not None else 0.0
+        rows = np.arange(size)[None, :]
+        assert vote_credit(labels, weights, right, rows) == expected

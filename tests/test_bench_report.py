@@ -1,0 +1,92 @@
+"""The report's comparisons on hand-made records: which problems count, the frontier,
+paired differences and the default baseline."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.grid import SamplingConfig
+from benchmarks.records import RecordWriter, RunConfig, open_run
+from benchmarks.report import (
+    build_report,
+    complete_records,
+    default_baseline,
+    frontier,
+    paired_against,
+    summarize,
+)
+
+from .bench_fixtures import record, trace
+
+
+def test_only_problems_every_setting_finished_are_compared():
+    records = [
+        record("p1", "self_consistency", 1, True),
+        record("p1", "best_of_n", 1, False),
+        record("p2", "self_consistency", 1, True),  # best_of_n never finished p2
+    ]
+    kept, left_out = complete_records(records)
+    assert {r.problem_id for r in kept} == {"p1"}
+    assert left_out == {"gsm8k": 1}
+
+
+def test_summary_means_and_intervals():
+    records = [record(f"p{i}", "self_consistency", 2, i < 3, tokens=100 * i) for i in range(4)]
+    (row,) = summarize(records)
+    assert (row.problems, row.n, row.samples) == (4, 2, 2.0)
+    assert row.accuracy.mean == 0.75
+    assert row.accuracy.low <= 0.75 <= row.accuracy.high
+    assert row.generated_tokens == pytest.approx(150.0)
+    assert row.tflops == pytest.approx(150 * 1e9 / 1e12)
+    assert row.stop_reasons == {"completed": 4}
+
+
+def test_frontier_needs_strict_improvement_on_accuracy_or_cost():
+    records = [
+        record("p1", "cheap", 1, False, tokens=10),
+        record("p1", "costly-same", 1, False, tokens=50),  # no better, costs more
+        record("p1", "costly-better", 1, True, tokens=50),
+    ]
+    rows = summarize(records)
+    assert frontier(rows, "generated_tokens") == {"gsm8k/cheap@1", "gsm8k/costly-better@1"}
+
+
+def test_paired_differences_match_settings_at_the_same_n():
+    records = []
+    for i in range(30):
+        records.append(record(f"p{i}", "self_consistency", 4, i < 15))
+        records.append(record(f"p{i}", "inverse_entropy", 4, i < 24))
+        records.append(record(f"p{i}", "inverse_entropy", 1, True))  # no baseline at N=1
+    (row,) = paired_against(records, "self_consistency")
+    assert (row.setting, row.baseline) == ("inverse_entropy@4", "self_consistency@4")
+    assert row.difference.mean == pytest.approx(0.3)
+    assert row.difference.low > 0  # nine extra wins and no loss: clearly better
+
+
+def test_default_baseline_prefers_plain_self_consistency():
+    assert default_baseline([record("p", "best_of_n", 1, True)]) == "best_of_n"
+    both = [record("p", "best_of_n", 1, True), record("p", "self_consistency", 1, True)]
+    assert default_baseline(both) == "self_consistency"
+    assert default_baseline([]) is None
+
+
+def test_report_of_a_partial_run_says_what_was_left_out(tmp_path):
+    config = RunConfig(
+        model="m", backend="in-process", prompt_template="{problem}", sampling=SamplingConfig()
+    )
+    open_run(tmp_path, config)
+    writer = RecordWriter(tmp_path)
+    samples = [trace("18", 0, True), trace("20", 1, False)]
+    for r in (
+        record("p1", "self_consistency", 2, True, samples),
+        record("p1", "inverse_entropy", 2, True, samples),
+        record("p2", "self_consistency", 2, True, samples),
+    ):
+        writer.write(r)
+    writer.close()
+    files = build_report(tmp_path, with_plots=False)
+    text = files.report.read_text()
+    assert "## gsm8k (1 problems)" in text
+    assert "1 problem(s) not finished by every setting are left out." in text
+    assert "| pass@k | 0.500 [0.500, 0.500] | 1.000 [1.000, 1.000] |" in text
+    assert files.plots == []
