@@ -1,18 +1,22 @@
 """Where a benchmark's strategy runs happen: in this process, or a ttscale server.
 
 Both return the same thing, the `ttscale` evidence of an API response (candidates,
-votes, stop reason, budget spent), so a record means the same whichever way it was made.
+votes, stop reason, budget spent), and both apply the server's limits, so a record means
+the same whichever way it was made.
 The HTTP backend measures exactly what an API user gets, latency included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
-from server.api.strategy_call import evidence, make_context
+from server.api.errors import APIError
+from server.api.strategy_call import check_limits, evidence, make_context
 from server.config import Settings
 from server.engine.protocol import Engine
 from strategies.base import Verifiers
@@ -26,14 +30,23 @@ from .grid import Setting
 RETRIED_STATUSES = {429, 502, 503, 504}
 
 
+@dataclass(frozen=True)
+class Solved:
+    """The `ttscale` evidence of one strategy run and how long that run took (the
+    attempt that answered, not retries before it)."""
+
+    evidence: dict[str, Any]
+    latency_s: float
+
+
 class Backend(Protocol):
     model_name: str
     kind: str
 
     async def solve(
         self, messages: list[dict[str, str]], setting: Setting, params: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Run one setting on one prompt; return the response's `ttscale` evidence."""
+    ) -> Solved:
+        """Run one setting on one prompt."""
         ...
 
     async def close(self) -> None: ...
@@ -49,7 +62,7 @@ class RequestRejected(BenchError):
 
 
 class InProcessBackend:
-    """The server's own engine, verifiers and strategy code, without HTTP."""
+    """The server's own engine, verifiers, strategy code and limits, without HTTP."""
 
     kind = "in-process"
 
@@ -59,11 +72,13 @@ class InProcessBackend:
         verifiers: Verifiers,
         strategies: dict[str, Strategy],
         *,
+        settings: Settings | None = None,
         owns_engine: bool = False,
     ) -> None:
         self.engine = engine
         self.verifiers = verifiers
         self.strategies = strategies
+        self.settings = settings or Settings()
         self.model_name = engine.info.model_name
         self._owns_engine = owns_engine
 
@@ -78,7 +93,7 @@ class InProcessBackend:
         except BaseException:
             await engine.close()
             raise
-        return cls(engine, verifiers, strategies, owns_engine=True)
+        return cls(engine, verifiers, strategies, settings=settings, owns_engine=True)
 
     @property
     def grader(self) -> MathGrader:
@@ -86,17 +101,23 @@ class InProcessBackend:
 
     async def solve(
         self, messages: list[dict[str, str]], setting: Setting, params: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> Solved:
+        started = time.perf_counter()
         strategy = self.strategies[setting.strategy]
         parsed = strategy.parse_params(params)
-        limits = BudgetLimits(**setting.budget)
+        try:  # the limits the server would apply
+            limits = check_limits(parsed, BudgetLimits(**setting.budget), self.settings)
+        except APIError as exc:
+            raise RequestRejected(f"{setting.label}: {exc.message}") from exc
         prompt_ids = await self.engine.render_chat(messages)
         limit = self.engine.info.max_model_len
         if len(prompt_ids) >= limit:
             raise ProblemTooLong(f"the prompt is {len(prompt_ids)} tokens; the context is {limit}")
         context = make_context(self.engine, self.verifiers, limits, messages, prompt_ids)
         result = await strategy.run(context, parsed)
-        return evidence(result, parsed, limits, include_text=False)
+        return Solved(
+            evidence(result, parsed, limits, include_text=False), time.perf_counter() - started
+        )
 
     async def close(self) -> None:
         if self._owns_engine:
@@ -142,34 +163,41 @@ class HttpBackend:
 
     async def solve(
         self, messages: list[dict[str, str]], setting: Setting, params: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> Solved:
         body = {
             "model": self.model_name,
             "messages": messages,
             "ttscale": {"strategy": setting.strategy, "params": params, "budget": setting.budget},
         }
-        response = await self._post_with_retries("/v1/chat/completions", body)
+        response, latency_s = await self._post_with_retries("/v1/chat/completions", body)
         if _error_code(response) == "context_length_exceeded":
             raise ProblemTooLong(_why(response))
         if 400 <= response.status_code < 500 and response.status_code != 429:
             raise RequestRejected(f"the server refused {setting.label}: {_why(response)}")
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {_why(response)}")
-        return response.json()["ttscale"]
+        return Solved(response.json()["ttscale"], latency_s)
 
-    async def _post_with_retries(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        """Transient trouble (a restarting server, a full queue) is retried with backoff;
-        anything else is returned for the caller to judge."""
+    async def _post_with_retries(
+        self, path: str, body: dict[str, Any]
+    ) -> tuple[httpx.Response, float]:
+        """Transient trouble (a restarting server, a full queue, a dropped connection) is
+        retried with backoff; a timeout is not (the request may still be running), and
+        anything else is returned for the caller to judge, with the answering attempt's
+        duration."""
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
+            started = time.perf_counter()
             try:
                 response = await self.client.post(path, json=body)
+            except httpx.TimeoutException:
+                raise
             except httpx.TransportError:
                 if last:
                     raise
             else:
                 if response.status_code not in RETRIED_STATUSES or last:
-                    return response
+                    return response, time.perf_counter() - started
             await asyncio.sleep(self.backoff_s * 2**attempt)
         raise AssertionError("unreachable")
 

@@ -26,13 +26,13 @@ from server.model_store import ModelStoreError
 from strategies.registry import discover
 from verifiers.math_grader import MathGrader
 
-from .backends import Backend, HttpBackend, InProcessBackend
+from .backends import Backend, HttpBackend, InProcessBackend, RequestRejected
 from .datasets import DATASETS, BenchError, Selection, load_problems
-from .grid import SamplingConfig, build_grid
+from .grid import SamplingConfig, Setting, build_grid
 from .records import RunConfig, open_run, read_records
 from .replay import replay
 from .report import build_report, complete_records
-from .runner import DEFAULT_PROMPT, Runner, RunOutcome
+from .runner import DEFAULT_PROMPT, GivingUp, Runner, RunOutcome
 
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
@@ -52,6 +52,23 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _trace_k(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or not (value == -1 or 2 <= value <= 20):
+        raise argparse.ArgumentTypeError("expected -1 (off) or a top-k from 2 to 20")
+    return value
+
+
 def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -60,7 +77,7 @@ def _report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", help="family the paired differences compare against")
     parser.add_argument("--pool", help="setting whose samples replay draws from")
     parser.add_argument("--k", type=_ints, help="replay subset sizes (default 1,2,4,... pool)")
-    parser.add_argument("--draws", type=int, default=500, help="Monte Carlo draws per k")
+    parser.add_argument("--draws", type=_positive, default=500, help="Monte Carlo draws per k")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
@@ -77,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dataset", type=_names, default=["gsm8k"], help=f"comma-separated: {', '.join(DATASETS)}"
     )
-    run.add_argument("--limit", type=int, help="first N problems of each dataset")
+    run.add_argument("--limit", type=_positive, help="first N problems of each dataset")
     run.add_argument("--ids", type=_names, default=[], help="comma-separated problem ids")
     run.add_argument("--level", type=_ints, default=[], help="MATH levels, e.g. 1,2")
     run.add_argument("--subject", action="append", default=[], help="MATH subject, repeatable")
@@ -86,12 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="[LABEL=]NAME?key=value&... (repeatable; default self_consistency)",
     )  # fmt: skip
     run.add_argument("--n", type=_ints, default=[1, 4], help="budgets N, e.g. 1,2,4,8")
-    run.add_argument("--max-tokens", type=int, default=512, help="per sample")
+    run.add_argument("--max-tokens", type=_positive, default=512, help="per sample")
     run.add_argument("--temperature", type=float, default=0.7)
     run.add_argument("--top-p", type=float, default=1.0)
     run.add_argument("--seed", type=int, default=0, help="base seed (per problem seeds)")
     run.add_argument(
-        "--trace-logprobs", type=int, default=20,
+        "--trace-logprobs", type=_trace_k, default=20,
         help="top-k logprobs recorded per sample, for entropy replay (-1: none)",
     )  # fmt: skip
     run.add_argument("--prompt-template", type=Path, help="file with a {problem} placeholder")
@@ -99,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--api-key", default=os.environ.get("TTSCALE_API_KEY"))
     run.add_argument("--model", help="model directory for in-process runs (default: embedded)")
     run.add_argument("--max-model-len", type=int, default=4096)
-    run.add_argument("--concurrency", type=int, default=4, help="problems in flight")
+    run.add_argument("--concurrency", type=_positive, default=4, help="problems in flight")
     run.add_argument("--out", type=Path, help="run directory (default bench-out/DATASETS-MODEL)")
     _report_options(run)
 
@@ -111,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd.add_argument("out", type=Path)
     replay_cmd.add_argument("--pool", help="setting whose samples to draw from")
     replay_cmd.add_argument("--k", type=_ints, help="subset sizes")
-    replay_cmd.add_argument("--draws", type=int, default=500)
+    replay_cmd.add_argument("--draws", type=_positive, default=500)
     return parser
 
 
@@ -127,6 +144,21 @@ async def _open_backend(args: argparse.Namespace) -> tuple[Backend, MathGrader, 
         overrides["model"] = args.model
     local = await InProcessBackend.open(Settings(**overrides), discover())
     return local, local.grader, False
+
+
+def check_report_options(args: argparse.Namespace, grid: Sequence[Setting]) -> None:
+    """Catch report options that cannot work before hours of generation, not after."""
+    labels = [s.label for s in grid]
+    if args.pool is not None and args.pool not in labels:
+        raise BenchError(f"--pool {args.pool!r} is not a setting of this run: {', '.join(labels)}")
+    pool_n = next((s.n for s in grid if s.label == args.pool), max(s.n for s in grid))
+    if args.k and max(args.k) > pool_n:
+        raise BenchError(f"--k {max(args.k)} exceeds the replay pool's {pool_n} samples")
+    families = {s.family for s in grid}
+    if args.baseline is not None and args.baseline not in families:
+        raise BenchError(
+            f"--baseline {args.baseline!r} is not one of {', '.join(sorted(families))}"
+        )
 
 
 def _default_out(datasets: Sequence[str], model: str) -> Path:
@@ -146,8 +178,7 @@ async def _run(args: argparse.Namespace, box: dict[str, Path]) -> RunOutcome:
         logprobs=None if args.trace_logprobs < 0 else args.trace_logprobs,
     )
     grid = build_grid(args.strategies or ["self_consistency"], args.n, sampling, discover())
-    if args.baseline is None:
-        args.baseline = grid[0].family  # the first --strategy
+    check_report_options(args, grid)
     print(
         f"{len(problems)} problems x {len(grid)} settings: {', '.join(s.label for s in grid)}",
         file=sys.stderr,
@@ -211,6 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         try:
             outcome = asyncio.run(_run(args, box))
+        except (RequestRejected, GivingUp) as stopped:
+            print(f"ttscale bench: error: {stopped}", file=sys.stderr)
+            if "out" in box and read_records(box["out"]):
+                _report(args, box["out"])  # what was done before the stop
+            return EXIT_USAGE if isinstance(stopped, RequestRejected) else EXIT_FAILURES
         except KeyboardInterrupt:
             if "out" not in box:
                 return EXIT_INTERRUPTED

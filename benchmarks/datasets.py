@@ -57,31 +57,38 @@ def load_dataset(name: str, data_dir: Path = DATA_DIR) -> list[Problem]:
 
 
 def select(problems: Sequence[Problem], selection: Selection) -> list[Problem]:
-    """Filter by ids, MATH level and subject (case-insensitive), then take the first
-    `limit`. Ids that match nothing are an error: a typo should not shrink a run."""
+    """Filter one dataset by ids, MATH level and subject (case-insensitive), then take
+    the first `limit`. Level and subject filters pass a dataset without levels through
+    untouched (`load_problems` checks that some dataset has them)."""
     chosen = list(problems)
     if selection.ids:
-        known = {p.id for p in chosen}
-        missing = [i for i in selection.ids if i not in known]
-        if missing:
-            raise BenchError(f"unknown problem ids: {', '.join(missing[:5])}")
         wanted = set(selection.ids)
         chosen = [p for p in chosen if p.id in wanted]
-    if selection.levels:
+    has_levels = any(p.level is not None for p in chosen)
+    if selection.levels and has_levels:
         chosen = [p for p in chosen if p.level in selection.levels]
-    if selection.subjects:
+    if selection.subjects and has_levels:
         wanted_subjects = {s.casefold() for s in selection.subjects}
         chosen = [p for p in chosen if (p.subject or "").casefold() in wanted_subjects]
     if selection.limit is not None:
         chosen = chosen[: selection.limit]
-    if not chosen:
-        raise BenchError("the filters select no problems")
     return chosen
 
 
 def load_problems(names: Sequence[str], selection: Selection) -> list[Problem]:
-    """Problems of every named dataset, each filtered by the same selection."""
-    problems: list[Problem] = []
-    for name in names:
-        problems.extend(select(load_dataset(name), selection))
-    return problems
+    """Problems of every named dataset, each filtered by the same selection. Ids that
+    match no dataset and filters that select nothing are errors: a typo should not
+    quietly shrink a run."""
+    datasets = {name: load_dataset(name) for name in dict.fromkeys(names)}
+    every = [p for problems in datasets.values() for p in problems]
+    if selection.ids:
+        known = {p.id for p in every}
+        missing = [i for i in selection.ids if i not in known]
+        if missing:
+            raise BenchError(f"unknown problem ids: {', '.join(missing[:5])}")
+    if (selection.levels or selection.subjects) and all(p.level is None for p in every):
+        raise BenchError("--level and --subject apply to MATH-500 only")
+    chosen = [p for problems in datasets.values() for p in select(problems, selection)]
+    if not chosen:
+        raise BenchError("the filters select no problems")
+    return chosen

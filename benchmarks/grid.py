@@ -3,8 +3,9 @@
 A strategy is written as the model-name suffix of the API (`NAME?key=value&...`), with an
 optional label in front (`sc-adaptive=self_consistency?adaptive=true`). The budget `N`
 sets the strategy's scale knob (`n`, or samples per temperature, or expansions per
-beam), and every setting gets the same generated-token cap per problem, N x max_tokens,
-so the comparison is compute-matched.
+beam). A setting may generate at most (samples it draws) x max_tokens per problem: N x
+max_tokens for the n-based strategies, so those are compute-matched at equal N; the
+report's cost axes compare the rest by what they actually spent.
 """
 
 from __future__ import annotations
@@ -63,6 +64,17 @@ def scale_knob(strategy: Strategy) -> str:
     return knob
 
 
+def samples_drawn(strategy: str, params: BaseModel) -> int | None:
+    """How many full samples a setting may draw, for its token cap; None where the count
+    is not fixed in advance (step-level search: the server's own cap applies)."""
+    if strategy == "multi_temperature":
+        per = params.samples_per_temperature  # type: ignore[attr-defined]
+        return sum(1 if t == 0 else per for t in params.temperatures)  # type: ignore[attr-defined]
+    if strategy == "step_search":
+        return None
+    return params.n  # type: ignore[attr-defined]
+
+
 def parse_spec(spec: str) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
     """`[label=]NAME?k=v` -> (family label, strategy name, params, budget)."""
     head, _, _ = spec.partition("?")
@@ -103,12 +115,16 @@ def build_grid(
             }
             full = {**params, knob: n, "sampling": sampled}
             try:
-                strategy.parse_params(full)
+                parsed = strategy.parse_params(full)
             except ValidationError as exc:
                 problem = exc.errors()[0]
                 where = ".".join(str(p) for p in problem["loc"])
                 raise BenchError(f"strategy {spec!r} at N={n}: {where}: {problem['msg']}") from exc
-            cap = {"max_generated_tokens": n * sampled["max_tokens"], **budget}
+            samples = samples_drawn(name, parsed)
+            cap = (
+                {} if samples is None else {"max_generated_tokens": samples * sampled["max_tokens"]}
+            )
+            cap.update(budget)
             settings.append(
                 Setting(label=f"{family}@{n}", strategy=name, n=n, params=full, budget=cap)
             )

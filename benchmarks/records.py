@@ -8,18 +8,20 @@ with a different identity is refused rather than silently mixed.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .datasets import BenchError
-from .grid import SamplingConfig
+from .grid import SamplingConfig, Setting
 
 RECORDS = "records.jsonl"
 RUN_CONFIG = "run.json"
+GRID = "grid.json"
 
 
 class SampleTrace(BaseModel):
@@ -58,6 +60,7 @@ class Record(BaseModel):
     aborted_tokens: int
     verifier_tokens: int
     flops: float
+    verifier_flops: float = 0.0
     latency_s: float
     samples: list[SampleTrace]
 
@@ -114,13 +117,33 @@ def read_run_config(directory: Path) -> RunConfig:
     return RunConfig.model_validate_json(path.read_text())
 
 
+class GridEntry(BaseModel):
+    label: str
+    family: str
+    n: int
+
+
+def write_grid(directory: Path, settings: Sequence[Setting]) -> None:
+    """The settings of the latest run, in command-line order: the report's default
+    baseline is the first, and settings with nothing recorded are named."""
+    entries = [GridEntry(label=s.label, family=s.family, n=s.n).model_dump() for s in settings]
+    (directory / GRID).write_text(json.dumps(entries, indent=2) + "\n")
+
+
+def read_grid(directory: Path) -> list[GridEntry]:
+    path = directory / GRID
+    if not path.exists():
+        return []
+    return [GridEntry.model_validate(entry) for entry in json.loads(path.read_text())]
+
+
 def read_records(directory: Path) -> list[Record]:
     """Every complete record. A last line cut short by a crash is ignored (and removed
     by the next `RecordWriter`); a damaged line elsewhere is an error."""
     path = directory / RECORDS
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = path.read_bytes().split(b"\n")  # bytes: a cut may split a UTF-8 character
     records: list[Record] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

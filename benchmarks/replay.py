@@ -25,7 +25,8 @@ from .records import Record, SampleTrace
 from .stats import Interval, bootstrap_ci, pass_at_k, select_credit, subsets, vote_credit
 
 IID_STRATEGIES = {"best_of_n", "self_consistency", "inverse_entropy"}
-DERIVED_SCORES = {"inverse_entropy_weight"}
+DERIVED_SCORES = {"inverse_entropy_weight", "mean_logprob"}
+"""Scores that restate what the entropy and logprob rules already use."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def rules_for(pools: Sequence[Sequence[SampleTrace]]) -> dict[str, Rule]:
     if every and all(s.mean_logprob is not None for s in every):
         rules["best_of_n(logprob)"] = Rule("select", lambda s: s.mean_logprob)
     names = set.intersection(*(set(s.scores) for s in every)) if every else set()
-    for name in sorted(names - DERIVED_SCORES):
+    for name in sorted(n for n in names - DERIVED_SCORES if not n.endswith("_steps")):
         rules[f"best_of_n({name})"] = Rule("select", _score(name))
         rules[f"weighted_sc({name})"] = Rule("vote", _score(name))
     return rules
@@ -100,7 +101,8 @@ def default_pool(records: Sequence[Record]) -> str:
     candidates = {r.setting for r in records if independent(r)} or set(sizes)
     if not candidates:
         raise BenchError("no records to replay")
-    return max(sorted(candidates), key=lambda s: min(sizes[s]))
+    # on equal size plain self-consistency wins: its samples are the plainest draw
+    return max(sorted(candidates), key=lambda s: (min(sizes[s]), s.startswith("self_consistency@")))
 
 
 def powers_of_two(limit: int) -> list[int]:
@@ -130,9 +132,12 @@ def replay(
     points: list[ReplayPoint] = []
     by_dataset: dict[str, list[Record]] = defaultdict(list)
     for record in chosen:
-        if record.samples:
-            by_dataset[record.dataset].append(record)
-    for dataset, rows in sorted(by_dataset.items()):
+        by_dataset[record.dataset].append(record)
+    for dataset, everything in sorted(by_dataset.items()):
+        rows = [r for r in everything if r.samples]
+        unanswered = len(everything) - len(rows)  # no sample at all: every rule scores 0
+        if not rows:
+            continue
         pools = [r.samples for r in rows]
         smallest = min(len(p) for p in pools)
         wanted = ks or powers_of_two(smallest)
@@ -142,12 +147,14 @@ def replay(
         rules = rules_for(pools)
         for k in wanted:
             tokens = [k * sum(s.tokens for s in p) / len(p) for p in pools]
+            # generation FLOPs only: a rule that uses no verifier should not pay for one
             flops = [
-                r.flops * tok / r.generated_tokens if r.generated_tokens else 0.0
+                (r.flops - r.verifier_flops) * tok / r.generated_tokens
+                if r.generated_tokens
+                else 0.0
                 for r, tok in zip(rows, tokens, strict=True)
             ]
-            coverage = [pass_at_k(len(p), sum(s.correct for s in p), k) for p in pools]
-            results = {"pass@k": coverage}
+            results = {"pass@k": [pass_at_k(len(p), sum(s.correct for s in p), k) for p in pools]}
             drawn = [subsets(len(p), k, draws=draws, rng=rng) for p in pools]
             for name, rule in rules.items():
                 results[name] = [rule.credit(p, rows) for p, rows in zip(pools, drawn, strict=True)]
@@ -158,10 +165,10 @@ def replay(
                         pool=pool,
                         method=method,
                         k=k,
-                        problems=len(pools),
-                        accuracy=bootstrap_ci(values, seed=seed),
-                        generated_tokens=float(np.mean(tokens)),
-                        tflops=float(np.mean(flops)) / 1e12,
+                        problems=len(everything),
+                        accuracy=bootstrap_ci(values + [0.0] * unanswered, seed=seed),
+                        generated_tokens=float(np.mean(tokens + [0.0] * unanswered)),
+                        tflops=float(np.mean(flops + [0.0] * unanswered)) / 1e12,
                     )
                 )
     return points

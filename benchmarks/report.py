@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import Record, RunConfig, read_records, read_run_config
+from .records import Record, RunConfig, read_grid, read_records, read_run_config
 from .replay import ReplayPoint, replay
 from .stats import Interval, bootstrap_ci, paired_difference
 
@@ -93,8 +93,8 @@ def summarize(records: Sequence[Record]) -> list[SummaryRow]:
 
 
 def default_baseline(records: Sequence[Record]) -> str | None:
-    """Plain self-consistency when the run has it (the usual baseline), else the family
-    first in name order."""
+    """For runs without a saved grid: plain self-consistency when the run has it (the
+    usual baseline), else the family first in name order."""
     families = sorted({r.family for r in records})
     return "self_consistency" if "self_consistency" in families else next(iter(families), None)
 
@@ -186,6 +186,7 @@ def markdown(
     left_out: dict[str, int],
     plots: dict[str, list[str]],
     baseline: str | None,
+    never_finished: Sequence[str] = (),
 ) -> str:
     sampling = config.sampling
     lines = [
@@ -206,6 +207,8 @@ def markdown(
         config.prompt_template,
         "```",
     ]
+    if never_finished:
+        lines += ["", f"Settings with no finished problem: {', '.join(never_finished)}."]
     tokens_best, flops_best, time_best = (
         frontier(rows, c) for c in ("generated_tokens", "tflops", "latency_s")
     )
@@ -292,9 +295,13 @@ def build_report(
     with_plots: bool = True,
 ) -> ReportFiles:
     config = read_run_config(out_dir)
-    records, left_out = complete_records(read_records(out_dir))
+    everything = read_records(out_dir)
+    records, left_out = complete_records(everything)
     rows = summarize(records)
-    baseline = baseline or default_baseline(records)
+    grid = read_grid(out_dir)
+    baseline = baseline or (grid[0].family if grid else default_baseline(records))
+    recorded = {r.setting for r in everything}
+    never = [entry.label for entry in grid if entry.label not in recorded]
     paired = paired_against(records, baseline) if baseline else []
     points = replay(records, pool=pool, ks=ks, draws=draws) if records else []
     summary_path = out_dir / SUMMARY_CSV
@@ -320,5 +327,7 @@ def build_report(
             written += made
             plot_paths[dataset] = [str(p.relative_to(out_dir)) for p in made]
     report_path = out_dir / REPORT_MD
-    report_path.write_text(markdown(config, rows, paired, points, left_out, plot_paths, baseline))
+    report_path.write_text(
+        markdown(config, rows, paired, points, left_out, plot_paths, baseline, never)
+    )
     return ReportFiles(report_path, summary_path, replay_path, written)

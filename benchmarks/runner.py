@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from .backends import Backend, ProblemTooLong, RequestRejected
 from .datasets import BenchError, Problem
 from .grid import Setting, problem_seed, with_seed
 from .progress import Progress
-from .records import Record, RecordWriter, SampleTrace, done_keys, read_records
+from .records import Record, RecordWriter, SampleTrace, done_keys, read_records, write_grid
 
 logger = logging.getLogger("ttscale.bench")
 
@@ -73,11 +75,21 @@ async def grade(
             temperature=c.get("temperature"),
             mean_entropy=c.get("mean_entropy"),
             mean_logprob=c.get("mean_logprob"),
-            scores=c.get("scores") or {},
+            scores=_finite(c.get("scores") or {}),
         )
         for c, label in zip(candidates, classes, strict=True)
     ]
     return await grader.is_equivalent(gold, answer), traces
+
+
+def _finite(scores: dict[str, Any]) -> dict[str, Any]:
+    """Scores without infinities or NaN (JSON cannot carry them; a rule cannot use them)."""
+
+    def ok(value: Any) -> bool:
+        values = value if isinstance(value, list) else [value]
+        return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+
+    return {name: value for name, value in scores.items() if ok(value)}
 
 
 def make_record(
@@ -108,9 +120,26 @@ def make_record(
         aborted_tokens=spent["aborted_tokens"],
         verifier_tokens=spent["verifier_tokens"],
         flops=spent["total_flops"],
+        verifier_flops=spent["verifier_flops"],
         latency_s=round(latency_s, 4),
         samples=samples,
     )
+
+
+def _without_seed(params: dict[str, Any]) -> dict[str, Any]:
+    return {**params, "sampling": {**params.get("sampling", {}), "seed": None}}
+
+
+def check_same_params(recorded: Sequence[Record], settings: Sequence[Setting]) -> None:
+    """A label recorded with other parameters is another setting: resuming would mix them."""
+    by_label = {s.label: _without_seed(s.params) for s in settings}
+    for record in recorded:
+        wanted = by_label.get(record.setting)
+        if wanted is not None and _without_seed(record.params) != wanted:
+            raise BenchError(
+                f"setting {record.setting!r} was recorded here with other parameters; "
+                "give it another label (LABEL=STRATEGY?...) or use another --out"
+            )
 
 
 class Runner:
@@ -137,13 +166,11 @@ class Runner:
         self.max_failures_in_a_row = max_failures_in_a_row
 
     async def run_one(self, problem: Problem, setting: Setting) -> Record:
-        loop = asyncio.get_running_loop()
         params = with_seed(setting, problem_seed(self.base_seed, problem.id))
-        started = loop.time()
-        evidence = await self.backend.solve(
+        solved = await self.backend.solve(
             render_prompt(self.prompt_template, problem), setting, params
         )
-        latency = loop.time() - started
+        evidence, latency = solved.evidence, solved.latency_s
         correct, samples = await grade(
             self.grader, problem.answer, evidence.get("answer"), evidence["candidates"]
         )
@@ -152,7 +179,10 @@ class Runner:
     async def run(self, problems: Sequence[Problem], settings: Sequence[Setting]) -> RunOutcome:
         """Run what is not recorded yet. Cancelling this (Ctrl-C) aborts the jobs in
         flight; everything recorded before stays."""
-        finished = done_keys(read_records(self.out_dir))
+        recorded = read_records(self.out_dir)
+        check_same_params(recorded, settings)
+        write_grid(self.out_dir, settings)
+        finished = done_keys(recorded)
         jobs = [
             (problem, setting)
             for problem in problems
@@ -164,10 +194,11 @@ class Runner:
         progress = Progress(total, already_done=outcome.skipped, stream=self.progress_stream)
         writer = RecordWriter(self.out_dir)
         pending = list(reversed(jobs))
-        in_a_row = 0
+        # failures in a row, over all jobs (engine or server down) and per setting (one
+        # setting that always fails, between settings that work)
+        in_a_row: Counter[str] = Counter()
 
         async def work() -> None:
-            nonlocal in_a_row
             while pending:
                 problem, setting = pending.pop()
                 try:
@@ -179,13 +210,16 @@ class Runner:
                     logger.warning("failed: %s", message)
                     outcome.failures.append(message)
                     progress.fail()
-                    in_a_row += 0 if isinstance(exc, ProblemTooLong) else 1
-                    if in_a_row >= self.max_failures_in_a_row:
+                    if isinstance(exc, ProblemTooLong):
+                        continue
+                    in_a_row.update(["", setting.label])
+                    if max(in_a_row.values()) >= self.max_failures_in_a_row:
                         raise GivingUp(
-                            f"{in_a_row} jobs failed in a row, the last with: {message}"
+                            f"{max(in_a_row.values())} jobs failed in a row, "
+                            f"the last with: {message}"
                         ) from exc
                     continue
-                in_a_row = 0
+                in_a_row[""] = in_a_row[setting.label] = 0
                 writer.write(record)
                 outcome.done += 1
                 progress.advance(correct=record.correct, tokens=record.generated_tokens)

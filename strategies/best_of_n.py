@@ -66,8 +66,9 @@ async def run(ctx: StrategyContext, params: BestOfNParams) -> StrategyResult:
         scores = [_or_minus_inf(c.mean_logprob) for c in candidates]
         reason = "no verifier configured" if name is None else "verifier budget exhausted"
         explanation = f"highest mean token log-probability of {len(candidates)} samples ({reason})"
-        for candidate, score in zip(candidates, scores, strict=True):
-            candidate.scores["mean_logprob"] = score
+        for candidate in candidates:
+            if candidate.mean_logprob is not None:  # JSON has no -inf
+                candidate.scores["mean_logprob"] = candidate.mean_logprob
 
     best = argmax_first(scores)
     return finish_result(

@@ -120,3 +120,14 @@ def test_cli_usage_errors_are_one_line(tmp_path, capsys):
     assert "unknown dataset 'gsm9k'" in capsys.readouterr().err
     assert bench_main(["report", str(tmp_path)]) == 2
     assert "holds no benchmark run" in capsys.readouterr().err
+
+
+def test_report_options_that_cannot_work_are_refused_before_the_run(capsys):
+    assert bench_main(["run", "--n", "1,4", "--k", "8"]) == 2
+    assert "--k 8 exceeds the replay pool's 4 samples" in capsys.readouterr().err
+    assert bench_main(["run", "--pool", "nope@4"]) == 2
+    assert "--pool 'nope@4' is not a setting of this run" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main(["run", "--draws", "0"])
+    assert exit_info.value.code == 2
+    assert "expected a positive integer, got 0" in capsys.readouterr().err

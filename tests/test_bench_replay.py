@@ -110,3 +110,44 @@ def test_powers_of_two_end_at_the_pool_size():
     assert powers_of_two(1) == [1]
     assert powers_of_two(8) == [1, 2, 4, 8]
     assert powers_of_two(6) == [1, 2, 4, 6]
+
+
+def test_scores_that_restate_logprob_or_steps_are_not_extra_rules():
+    """best_of_n without a verifier records its fallback score as mean_logprob, and a
+    process verifier records NAME_steps next to NAME: neither is a rule of its own."""
+    samples = [
+        trace("18", 0, True, logprob=-0.5, scores={"mean_logprob": -0.5, "prm": 0.9,
+                                                   "prm_steps": [0.9, 0.95]}),
+        trace("20", 1, False, logprob=-0.1, scores={"mean_logprob": -0.1, "prm": 0.2,
+                                                    "prm_steps": [0.2, 0.99]}),
+    ]  # fmt: skip
+    methods = {p.method for p in replay([record("p1", "best_of_n", 2, True, samples)])}
+    assert methods == {
+        "pass@k", "majority", "inverse_entropy", "best_of_n(logprob)",
+        "best_of_n(prm)", "weighted_sc(prm)",
+    }  # fmt: skip
+
+
+def test_equal_pools_prefer_plain_self_consistency():
+    records = [
+        record("p1", "best_of_n", 4, True),
+        record("p1", "inverse_entropy", 4, True),
+        record("p1", "self_consistency", 4, True),
+    ]
+    assert default_pool(records) == "self_consistency@4"
+
+
+def test_a_problem_without_samples_counts_as_wrong():
+    records = [
+        record("p1", "self_consistency", 2, True, [trace("1", 0, True)] * 2),
+        record("p2", "self_consistency", 2, False, []),
+    ]
+    point = next(p for p in replay(records) if p.method == "majority" and p.k == 2)
+    assert point.problems == 2 and point.accuracy.mean == 0.5
+
+
+def test_replayed_flops_leave_out_the_verifier():
+    with_judge = record("p1", "best_of_n", 2, True, [trace("1", 0, True, tokens=10)] * 2)
+    with_judge = with_judge.model_copy(update={"flops": 5e12, "verifier_flops": 3e12})
+    (point,) = [p for p in replay([with_judge], ks=[1]) if p.method == "majority"]
+    assert point.tflops == pytest.approx(1.0)  # half the 2 TFLOPs of generating both

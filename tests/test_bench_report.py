@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.grid import SamplingConfig
-from benchmarks.records import RecordWriter, RunConfig, open_run
+from benchmarks.grid import SamplingConfig, build_grid
+from benchmarks.records import RecordWriter, RunConfig, open_run, write_grid
 from benchmarks.report import (
     build_report,
     complete_records,
@@ -15,6 +15,7 @@ from benchmarks.report import (
     paired_against,
     summarize,
 )
+from strategies.registry import discover
 
 from .bench_fixtures import record, trace
 
@@ -90,3 +91,22 @@ def test_report_of_a_partial_run_says_what_was_left_out(tmp_path):
     assert "1 problem(s) not finished by every setting are left out." in text
     assert "| pass@k | 0.500 [0.500, 0.500] | 1.000 [1.000, 1.000] |" in text
     assert files.plots == []
+
+
+def test_the_baseline_is_the_first_strategy_of_the_run_and_missing_settings_are_named(tmp_path):
+    config = RunConfig(
+        model="m", backend="in-process", prompt_template="{problem}", sampling=SamplingConfig()
+    )
+    open_run(tmp_path, config)
+    grid = build_grid(
+        ["inverse_entropy", "self_consistency", "best_of_n"], [1], SamplingConfig(), discover()
+    )
+    write_grid(tmp_path, grid)
+    writer = RecordWriter(tmp_path)
+    writer.write(record("p1", "inverse_entropy", 1, True))
+    writer.write(record("p1", "self_consistency", 1, False))
+    writer.close()
+    text = build_report(tmp_path, with_plots=False).report.read_text()
+    assert "### Paired differences against `inverse_entropy` at the same N" in text
+    assert "| self_consistency@1 | inverse_entropy@1 | -1.000 [-1.000, -1.000] |" in text
+    assert "Settings with no finished problem: best_of_n@1." in text

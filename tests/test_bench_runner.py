@@ -9,13 +9,21 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 from pathlib import Path
 
 import httpx
 import pytest
 
 from benchmarks.backends import HttpBackend, InProcessBackend, ProblemTooLong, RequestRejected
-from benchmarks.datasets import BenchError, Problem, Selection, load_dataset, select
+from benchmarks.datasets import (
+    BenchError,
+    Problem,
+    Selection,
+    load_dataset,
+    load_problems,
+    select,
+)
 from benchmarks.grid import SamplingConfig, build_grid, problem_seed
 from benchmarks.progress import Progress
 from benchmarks.records import (
@@ -25,11 +33,12 @@ from benchmarks.records import (
     open_run,
     read_records,
 )
-from benchmarks.runner import GivingUp, Runner, render_prompt
+from benchmarks.runner import GivingUp, Runner, grade, render_prompt
+from server.config import Settings
 from strategies.base import Verifiers
 from strategies.registry import discover
 
-from .bench_fixtures import record
+from .bench_fixtures import record, trace
 from .fakes import Scripted, ScriptedEngine
 
 PROBLEMS = [
@@ -203,7 +212,12 @@ def test_grid_sets_each_strategys_budget_knob_and_token_cap():
     assert by["multi_temperature@4"].params["samples_per_temperature"] == 4
     assert by["adaptive@4"].params["adaptive"] is True
     assert by["adaptive@4"].family == "adaptive"
-    assert all(s.budget == {"max_generated_tokens": s.n * 40} for s in grid)
+    # the cap is (samples the setting draws) x max_tokens; temperature 0 draws once
+    assert by["self_consistency@4"].budget == {"max_generated_tokens": 4 * 40}
+    assert by["adaptive@1"].budget == {"max_generated_tokens": 40}
+    assert by["multi_temperature@4"].budget == {"max_generated_tokens": (1 + 3 * 4) * 40}
+    (search,) = build_grid(["step_search?verifier=judge"], [2], SAMPLING, discover())
+    assert search.params["expansions"] == 2 and search.budget == {}  # no fixed sample count
     assert by["self_consistency@4"].params["sampling"] == {
         "temperature": 0.7, "top_p": 1.0, "max_tokens": 40, "logprobs": 20,
     }  # fmt: skip
@@ -240,13 +254,24 @@ def test_dataset_filters():
     assert len(select(math500, Selection(limit=7))) == 7
     picked = select(load_dataset("aime24"), Selection(ids=("aime-2024-I-2", "aime-2024-I-1")))
     assert [p.id for p in picked] == ["aime-2024-I-1", "aime-2024-I-2"]  # dataset order
-    with pytest.raises(BenchError, match="unknown problem ids: aime-2024-X"):
-        select(load_dataset("aime24"), Selection(ids=("aime-2024-X",)))
-    with pytest.raises(BenchError, match="no problems"):
-        select(load_dataset("gsm8k"), Selection(levels=(3,)))
     assert [len(load_dataset(n)) for n in ("aime24", "aime25", "amc23", "math500", "gsm8k")] == [
         30, 30, 40, 500, 1319,
     ]  # fmt: skip
+
+
+def test_filters_over_several_datasets():
+    ids = load_problems(["aime24", "aime25"], Selection(ids=("aime-2025-I-3", "aime-2024-I-1")))
+    assert [p.id for p in ids] == ["aime-2024-I-1", "aime-2025-I-3"]
+    # levels filter MATH-500; GSM8K has no levels and passes through (then --limit)
+    mixed = load_problems(["gsm8k", "math500"], Selection(levels=(1,), limit=3))
+    assert [p.dataset for p in mixed] == ["gsm8k"] * 3 + ["math500"] * 3
+    assert all(p.level == 1 for p in mixed if p.dataset == "math500")
+    with pytest.raises(BenchError, match="unknown problem ids: aime-2024-X"):
+        load_problems(["aime24", "aime25"], Selection(ids=("aime-2024-X",)))
+    with pytest.raises(BenchError, match="MATH-500 only"):
+        load_problems(["gsm8k"], Selection(levels=(3,)))
+    with pytest.raises(BenchError, match="no problems"):
+        load_problems(["math500"], Selection(subjects=("Astrology",)))
 
 
 def test_prompt_keeps_latex_braces():
@@ -303,7 +328,7 @@ async def test_http_backend_retries_transient_errors_only():
     backend = await HttpBackend.connect("http://x", client=client)
     backend.backoff_s = 0.0
     assert backend.model_name == "m"
-    assert (await backend.solve(messages, setting, setting.params))["answer"] == "18"
+    assert (await backend.solve(messages, setting, setting.params)).evidence["answer"] == "18"
     assert seen == [503, 429, 200]
 
     client, seen = _server(400)
@@ -318,6 +343,40 @@ async def test_http_backend_retries_transient_errors_only():
     with pytest.raises(RuntimeError, match="HTTP 503: status 503"):
         await backend.solve(messages, setting, setting.params)
     assert len(seen) == 4  # the first try and three retries
+
+
+def _flaky_transport(*failures: Exception, slow_first_s: float = 0.0):
+    """Raises the given errors in turn (the first after a delay), then answers."""
+    calls: list[str] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        calls.append(request.url.path)
+        if len(calls) <= len(failures):
+            if len(calls) == 1:
+                await asyncio.sleep(slow_first_s)
+            raise failures[len(calls) - 1]
+        return httpx.Response(200, json={"ttscale": {"answer": "18"}})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handle), base_url="http://x"), calls
+
+
+async def test_dropped_connections_are_retried_and_not_timed_but_timeouts_are_not_retried():
+    (setting,) = _grid("self_consistency", budgets=(1,))
+    messages = render_prompt("{problem}", PROBLEMS[0])
+    client, calls = _flaky_transport(httpx.ConnectError("refused"), slow_first_s=0.5)
+    backend = await HttpBackend.connect("http://x", client=client)
+    backend.backoff_s = 0.0
+    solved = await backend.solve(messages, setting, setting.params)
+    assert len(calls) == 2
+    assert solved.latency_s < 0.4  # the answering attempt only, not the failed one
+
+    client, calls = _flaky_transport(httpx.ReadTimeout("no answer"))
+    backend = await HttpBackend.connect("http://x", client=client)
+    with pytest.raises(httpx.ReadTimeout):
+        await backend.solve(messages, setting, setting.params)
+    assert len(calls) == 1
 
 
 async def test_http_backend_reports_an_unusable_server():
@@ -351,3 +410,66 @@ async def test_http_context_overflow_is_a_problem_failure_not_a_rejection():
     (setting,) = _grid("self_consistency", budgets=(1,))
     with pytest.raises(ProblemTooLong, match="5000 tokens"):
         await backend.solve(render_prompt("{problem}", PROBLEMS[0]), setting, setting.params)
+
+
+async def test_scores_json_cannot_carry_are_dropped(grader):
+    candidate = {
+        "answer": "18",
+        "tokens": 0,
+        "finish_reason": "abort",
+        "scores": {"mean_logprob": float("-inf"), "judge": 0.5, "judge_steps": [0.5, math.nan]},
+    }
+    correct, (sample,) = await grade(grader, "18", "18", [candidate])
+    assert correct and sample.correct
+    assert sample.scores == {"judge": 0.5}
+
+
+def test_a_line_cut_inside_a_character_is_a_torn_line(tmp_path):
+    writer = RecordWriter(tmp_path)
+    writer.write(record("p1", "self_consistency", 1, True))
+    writer.close()
+    whole = record("p2", "self_consistency", 1, True, [trace("π", 0, True)])
+    data = whole.model_dump_json().encode()
+    cut = data[: data.index("π".encode()) + 1]  # half of the two-byte character
+    with (tmp_path / RECORDS).open("ab") as out:
+        out.write(cut)
+    assert [r.problem_id for r in read_records(tmp_path)] == ["p1"]
+
+
+async def test_resuming_a_label_with_other_parameters_is_refused(grader, tmp_path):
+    engine = ScriptedEngine(_script())
+    await _runner(engine, grader, tmp_path).run(PROBLEMS, _grid("sc=self_consistency"))
+    changed = _grid("sc=self_consistency?adaptive=true")
+    with pytest.raises(BenchError, match="'sc@1' was recorded here with other parameters"):
+        await _runner(engine, grader, tmp_path).run(PROBLEMS, changed)
+
+
+async def test_one_setting_that_always_fails_stops_the_run(grader, tmp_path):
+    engine = ScriptedEngine(_script())
+    inner = InProcessBackend(engine, Verifiers(grader), discover())
+
+    class BrokenJudge:
+        model_name, kind = inner.model_name, inner.kind
+
+        async def solve(self, messages, setting, params):
+            if setting.strategy == "best_of_n":
+                raise RuntimeError("judge crashed")
+            return await inner.solve(messages, setting, params)
+
+    runner = Runner(
+        BrokenJudge(), grader, tmp_path, progress_stream=io.StringIO(), max_failures_in_a_row=3
+    )
+    many = [p.model_copy(update={"id": f"{p.id}-{i}"}) for i in range(5) for p in PROBLEMS]
+    grid = _grid("self_consistency", "best_of_n", budgets=(1,))
+    with pytest.raises(GivingUp, match="judge crashed"):
+        await runner.run(many, grid)
+    assert {r.setting for r in read_records(tmp_path)} == {"self_consistency@1"}
+
+
+async def test_in_process_runs_obey_the_server_limits(grader, tmp_path):
+    engine = ScriptedEngine(_script())
+    backend = InProcessBackend(engine, Verifiers(grader), discover(), settings=Settings(max_n=2))
+    runner = Runner(backend, grader, tmp_path, progress_stream=io.StringIO())
+    with pytest.raises(RequestRejected, match="n=4 exceeds this server's limit of 2"):
+        await runner.run(PROBLEMS, _grid("self_consistency", budgets=(4,)))
+    assert engine.calls == []
