@@ -161,6 +161,13 @@ def check_report_options(args: argparse.Namespace, grid: Sequence[Setting]) -> N
         )
 
 
+def _model_source(args: argparse.Namespace) -> str:
+    """Where the model came from: two directories of one name are different models."""
+    if args.url:
+        return args.url.rstrip("/")
+    return str(Path(args.model).resolve()) if args.model else "embedded default"
+
+
 def _default_out(datasets: Sequence[str], model: str) -> Path:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-").lower()
     return Path("bench-out") / f"{'+'.join(datasets)}-{slug}"
@@ -188,7 +195,8 @@ async def _run(args: argparse.Namespace, box: dict[str, Path]) -> RunOutcome:
         out = args.out or _default_out(args.dataset, backend.model_name)
         box["out"] = out
         config = RunConfig(
-            model=backend.model_name, backend=backend.kind, prompt_template=template,
+            model=backend.model_name,
+            model_source=_model_source(args), backend=backend.kind, prompt_template=template,
             sampling=sampling,
         )  # fmt: skip
         open_run(out, config)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .datasets import BenchError
 from .grid import SamplingConfig, Setting
@@ -75,6 +75,9 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str
+    model_source: str | None = Field(
+        None, description="the model directory (in process) or server URL it came from"
+    )
     backend: str
     prompt_template: str
     sampling: SamplingConfig

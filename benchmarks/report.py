@@ -192,10 +192,12 @@ def markdown(
     lines = [
         "# Benchmark report",
         "",
-        f"- model: `{config.model}` ({config.backend})",
+        f"- model: `{config.model}` ({config.backend}"
+        + (f", {config.model_source})" if config.model_source else ")"),
         f"- sampling: temperature {sampling.temperature}, top_p {sampling.top_p}, "
         f"max_tokens {sampling.max_tokens} per sample, base seed {sampling.seed}",
-        "- budget: every setting may generate at most N x max_tokens tokens per problem",
+        "- budget: a setting may generate at most (samples it draws) x max_tokens tokens per "
+        "problem (N x max_tokens for best_of_n, self_consistency, inverse_entropy)",
         "- accuracy: share of problems whose final answer is mathematically equivalent to "
         "the reference (math-verify); 95% percentile-bootstrap intervals over problems",
         "- costs are means per problem; TFLOPs are estimates (2 x params x tokens plus "
