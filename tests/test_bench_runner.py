@@ -193,6 +193,9 @@ def test_a_directory_with_another_run_is_not_mixed(tmp_path):
         open_run(tmp_path, other)
     with pytest.raises(BenchError, match="different model"):
         open_run(tmp_path, config.model_copy(update={"model": "other"}))
+    elsewhere = config.model_copy(update={"model_source": "/elsewhere/m"})  # same name
+    with pytest.raises(BenchError, match="different model_source"):
+        open_run(tmp_path, elsewhere)
 
 
 def test_grid_sets_each_strategys_budget_knob_and_token_cap():
