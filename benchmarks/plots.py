@@ -32,7 +32,7 @@ def plot_compute(rows: Sequence[SummaryRow], path: Path, title: str) -> None:
         families[row.family].append(row)
     figure, axes = plt.subplots(1, len(COSTS), figsize=(5 * len(COSTS), 4), sharey=True)
     for axis, (cost, label) in zip(axes, COSTS, strict=True):
-        for family, members in families.items():
+        for place, (family, members) in enumerate(families.items()):
             members = sorted(members, key=lambda r: r.n)
             xs = [getattr(r, cost) for r in members]
             intervals = [(r.accuracy.mean, r.accuracy.low, r.accuracy.high) for r in members]
@@ -41,8 +41,13 @@ def plot_compute(rows: Sequence[SummaryRow], path: Path, title: str) -> None:
                 marker="o", capsize=3, label=family,
             )  # fmt: skip
             for row, x in zip(members, xs, strict=True):
-                axis.annotate(f"N={row.n}", (x, row.accuracy.mean), fontsize=7,
-                              textcoords="offset points", xytext=(3, 3))  # fmt: skip
+                axis.annotate(
+                    f"N={row.n}",
+                    (x, row.accuracy.mean),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, 3 + 9 * place),
+                )  # labels of each family on their own row
         if min((getattr(r, cost) for r in rows), default=0) > 0:
             axis.set_xscale("log")
         axis.set_xlabel(label)
