@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 
 from .replay import ReplayPoint
 from .report import SummaryRow
@@ -19,6 +20,15 @@ COSTS = (
     ("tflops", "TFLOPs per problem (estimate)"),
     ("latency_s", "wall time per problem (s)"),
 )
+
+
+PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
+"""Log axes labelled 300, 1000 rather than 3x10^2, 10^3."""
+
+
+def _plain_ticks(axis) -> None:
+    axis.xaxis.set_major_formatter(PLAIN)
+    axis.xaxis.set_minor_formatter(PLAIN)
 
 
 def _error_bars(points: Sequence[tuple[float, float, float]]) -> list[list[float]]:
@@ -50,6 +60,7 @@ def plot_compute(rows: Sequence[SummaryRow], path: Path, title: str) -> None:
                 )  # labels of each family on their own row
         if min((getattr(r, cost) for r in rows), default=0) > 0:
             axis.set_xscale("log")
+            _plain_ticks(axis)
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (95% bootstrap CI)")
@@ -74,6 +85,7 @@ def plot_replay(points: Sequence[ReplayPoint], path: Path, title: str) -> None:
             marker="o", capsize=3, label=method, linestyle="--" if method == "pass@k" else "-",
         )  # fmt: skip
     axis.set_xscale("log", base=2)
+    axis.xaxis.set_major_formatter(PLAIN)
     axis.set_xlabel("k (samples)")
     axis.set_ylabel("accuracy (95% bootstrap CI)")
     axis.set_title(f"{title}: replay of {points[0].pool} ({points[0].problems} problems)")
