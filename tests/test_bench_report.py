@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.cli import main as bench_main
 from benchmarks.grid import SamplingConfig, build_grid
 from benchmarks.records import RecordWriter, RunConfig, open_run, write_grid
 from benchmarks.report import (
@@ -17,7 +18,7 @@ from benchmarks.report import (
 )
 from strategies.registry import discover
 
-from .bench_fixtures import record, trace
+from .bench_fixtures import record, three_right_two_wrong, trace
 
 
 def test_only_problems_every_setting_finished_are_compared():
@@ -110,3 +111,20 @@ def test_the_baseline_is_the_first_strategy_of_the_run_and_missing_settings_are_
     assert "### Paired differences against `inverse_entropy` at the same N" in text
     assert "| self_consistency@1 | inverse_entropy@1 | -1.000 [-1.000, -1.000] |" in text
     assert "Settings with no finished problem: best_of_n@1." in text
+
+
+def test_replay_command_prints_the_curves_of_a_run_directory(tmp_path, capsys):
+    config = RunConfig(
+        model="m", backend="in-process", prompt_template="{problem}", sampling=SamplingConfig()
+    )
+    open_run(tmp_path, config)
+    writer = RecordWriter(tmp_path)
+    writer.write(record("p1", "self_consistency", 5, True, three_right_two_wrong()))
+    writer.close()
+    assert bench_main(["replay", str(tmp_path), "--k", "1,5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "pool: self_consistency@5 (1 problems)"
+    assert any(line.split()[1:4] == ["majority", "k=5", "1.000"] for line in lines)
+    assert any(line.split()[1:4] == ["inverse_entropy", "k=5", "0.000"] for line in lines)
+    assert bench_main(["replay", str(tmp_path), "--k", "6"]) == 2
+    assert "k=6 exceeds the smallest pool (5 samples)" in capsys.readouterr().err
