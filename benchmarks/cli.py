@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from server.config import Settings
 from server.model_store import ModelStoreError
+from server.validation import first_problem
 from strategies.registry import discover
 from verifiers.math_grader import MathGrader
 
@@ -40,18 +41,6 @@ EXIT_INTERRUPTED = 130
 logger = logging.getLogger("ttscale.bench")
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from exc
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("expected positive integers")
-    return values
-
-
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -60,6 +49,15 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _ints(text: str) -> list[int]:
+    values = [_positive(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, got {text!r}"
+        )
+    return values
 
 
 def _trace_k(text: str) -> int:
@@ -196,9 +194,11 @@ async def _run(args: argparse.Namespace, box: dict[str, Path]) -> RunOutcome:
         box["out"] = out
         config = RunConfig(
             model=backend.model_name,
-            model_source=_model_source(args), backend=backend.kind, prompt_template=template,
+            model_source=_model_source(args),
+            backend=backend.kind,
+            prompt_template=template,
             sampling=sampling,
-        )  # fmt: skip
+        )
         open_run(out, config)
         runner = Runner(
             backend, grader, out, prompt_template=template, base_seed=args.seed,
@@ -275,9 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ttscale bench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"])
-        print(f"ttscale bench: error: {where}: {problem['msg']}", file=sys.stderr)
+        problem = first_problem(exc)
+        print(f"ttscale bench: error: {problem.where}: {problem.message}", file=sys.stderr)
         return EXIT_USAGE
 
 

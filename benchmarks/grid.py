@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from server.api.errors import APIError
 from server.api.strategy_selection import split_model_name
+from server.validation import first_problem
 from strategies.registry import Strategy
 
 from .datasets import BenchError
@@ -117,9 +118,8 @@ def build_grid(
             try:
                 parsed = strategy.parse_params(full)
             except ValidationError as exc:
-                problem = exc.errors()[0]
-                where = ".".join(str(p) for p in problem["loc"])
-                raise BenchError(f"strategy {spec!r} at N={n}: {where}: {problem['msg']}") from exc
+                where, message, _ = first_problem(exc)
+                raise BenchError(f"strategy {spec!r} at N={n}: {where}: {message}") from exc
             samples = samples_drawn(name, parsed)
             cap = (
                 {} if samples is None else {"max_generated_tokens": samples * sampled["max_tokens"]}

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from .config import Settings
 from .model_store import ModelStoreError, ensure_default_model, validate_model_dir
+from .validation import first_problem
 
 EXIT_USAGE = 2
 EXIT_ENGINE_FAILED = 1
@@ -232,9 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure_logging(settings.log_level, settings.log_format)
         return serve(settings)
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"])
-        return _fail(f"invalid setting {where}: {problem['msg']}")
+        problem = first_problem(exc)
+        return _fail(f"invalid setting {problem.where}: {problem.message}")
     except (StartupError, ModelStoreError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

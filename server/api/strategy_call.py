@@ -16,6 +16,7 @@ from strategies.registry import Strategy
 
 from ..config import Settings
 from ..engine.protocol import Engine
+from ..validation import first_problem
 from .errors import APIError
 from .schemas import ChatCompletionRequest
 from .strategy_selection import TTScaleOptions, split_model_name
@@ -60,10 +61,9 @@ def build_params(
     try:
         return strategy.parse_params(raw)
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"])
+        where, message, kind = first_problem(exc)
         param = f"ttscale.params.{where}" if where else "ttscale.params"
-        message = "unknown parameter" if problem["type"] == "extra_forbidden" else problem["msg"]
+        message = "unknown parameter" if kind == "extra_forbidden" else message
         raise APIError(400, f"{param}: {message}", param=param) from exc
 
 
