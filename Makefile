@@ -10,10 +10,12 @@ serve: setup
 
 test: setup
 	.venv/bin/python -m ruff check .
+	.venv/bin/lint-imports
 	.venv/bin/python -m pytest
 
 lint: setup
 	.venv/bin/python -m ruff check .
+	.venv/bin/lint-imports
 	.venv/bin/python -m ruff format --check .
 
 # The CPU smoke benchmark: SmolLM2 on the first 20 GSM8K problems, two strategies, N in

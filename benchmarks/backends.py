@@ -1,8 +1,8 @@
 """Where a benchmark's strategy runs happen: in this process, or a ttscale server.
 
-Both return the same thing, the `ttscale` evidence of an API response (candidates,
-votes, stop reason, budget spent), and both apply the server's limits, so a record means
-the same whichever way it was made.
+Both return the same thing, the `ttscale` evidence of an API response (candidates, votes,
+stop reason, budget spent), and both go through the service entry (`Service`) with the
+server's limits, so a record means the same whichever way it was made.
 The HTTP backend measures exactly what an API user gets, latency included.
 """
 
@@ -15,14 +15,12 @@ from typing import Any, Protocol
 
 import httpx
 
-from server.api.errors import APIError
-from server.api.strategy_call import check_limits, evidence, make_context
-from server.config import Settings
-from server.engine.protocol import Engine
-from strategies.base import Verifiers
-from strategies.budget import BudgetLimits
-from strategies.registry import Strategy
-from verifiers.math_grader import MathGrader
+from ttscale.engine.protocol import new_request_id
+from ttscale.server.config import Settings
+from ttscale.strategies.errors import RequestError
+from ttscale.strategies.run import Service, ServiceRequest
+from ttscale.strategies.selection import StrategyChoice
+from ttscale.verifiers.math_grader import MathGrader
 
 from .datasets import BenchError
 from .grid import Setting
@@ -62,67 +60,56 @@ class RequestRejected(BenchError):
 
 
 class InProcessBackend:
-    """The server's own engine, verifiers, strategy code and limits, without HTTP."""
+    """The server's own service entry (engine, verifiers, strategies, limits), no HTTP."""
 
     kind = "in-process"
 
-    def __init__(
-        self,
-        engine: Engine,
-        verifiers: Verifiers,
-        strategies: dict[str, Strategy],
-        *,
-        settings: Settings | None = None,
-        owns_engine: bool = False,
-    ) -> None:
-        self.engine = engine
-        self.verifiers = verifiers
-        self.strategies = strategies
-        self.settings = settings or Settings()
-        self.model_name = engine.info.model_name
+    def __init__(self, service: Service, *, owns_engine: bool = False) -> None:
+        self.service = service
+        self.model_name = service.engine.info.model_name
         self._owns_engine = owns_engine
 
     @classmethod
-    async def open(cls, settings: Settings, strategies: dict[str, Strategy]) -> InProcessBackend:
-        from server.app import build_verifiers
-        from server.engine.factory import open_engine
+    async def open(cls, settings: Settings) -> InProcessBackend:
+        from ttscale.engine.factory import open_engine
+        from ttscale.server.wiring import build_service, engine_config
 
-        engine = await open_engine(settings)
+        engine = await open_engine(engine_config(settings))
         try:
-            verifiers = await build_verifiers(settings, engine)
+            service = await build_service(settings, engine)
         except BaseException:
             await engine.close()
             raise
-        return cls(engine, verifiers, strategies, settings=settings, owns_engine=True)
+        return cls(service, owns_engine=True)
 
     @property
     def grader(self) -> MathGrader:
-        return self.verifiers.grader
+        return self.service.verifiers.grader
 
     async def solve(
         self, messages: list[dict[str, str]], setting: Setting, params: dict[str, Any]
     ) -> Solved:
         started = time.perf_counter()
-        strategy = self.strategies[setting.strategy]
-        parsed = strategy.parse_params(params)
-        try:  # the limits the server would apply
-            limits = check_limits(parsed, BudgetLimits(**setting.budget), self.settings)
-        except APIError as exc:
-            raise RequestRejected(f"{setting.label}: {exc.message}") from exc
-        prompt_ids = await self.engine.render_chat(messages)
-        limit = self.engine.info.max_model_len
-        if len(prompt_ids) >= limit:
-            raise ProblemTooLong(f"the prompt is {len(prompt_ids)} tokens; the context is {limit}")
-        context = make_context(self.engine, self.verifiers, limits, messages, prompt_ids)
-        result = await strategy.run(context, parsed)
-        return Solved(
-            evidence(result, parsed, limits, include_text=False), time.perf_counter() - started
+        choice = StrategyChoice(strategy=setting.strategy, params=params, budget=setting.budget)
+        request = ServiceRequest(
+            request_id=new_request_id("bench"),
+            model=self.model_name,
+            messages=messages,
+            choice=choice,
         )
+        try:
+            prepared = await self.service.prepare(request)
+        except RequestError as exc:
+            if exc.code == "context_length_exceeded":
+                raise ProblemTooLong(exc.message) from exc
+            raise RequestRejected(f"{setting.label}: {exc.message}") from exc
+        result = await self.service.run(prepared)
+        return Solved(result.evidence or {}, time.perf_counter() - started)
 
     async def close(self) -> None:
         if self._owns_engine:
-            self.verifiers.grader.close()
-            await self.engine.close()
+            self.service.verifiers.grader.close()
+            await self.service.engine.close()
 
 
 class HttpBackend:

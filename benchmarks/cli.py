@@ -21,19 +21,20 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from server.config import Settings
-from server.model_store import ModelStoreError
-from server.validation import first_problem
-from strategies.registry import discover
-from verifiers.math_grader import MathGrader
+from ttscale.engine.model_store import ModelStoreError
+from ttscale.server.config import Settings
+from ttscale.strategies.errors import first_problem
+from ttscale.strategies.registry import discover
+from ttscale.verifiers.math_grader import MathGrader
 
 from .backends import Backend, HttpBackend, InProcessBackend, RequestRejected
-from .datasets import DATASETS, BenchError, Selection, load_problems
+from .datasets import DATASETS, BenchError, Problem, Selection, load_problems
 from .grid import SamplingConfig, Setting, build_grid
 from .records import RunConfig, open_run, read_records
 from .replay import replay
-from .report import build_report, complete_records
+from .report import build_report
 from .runner import DEFAULT_PROMPT, GivingUp, Runner, RunOutcome
+from .summary import complete_records
 
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-model-len", type=int, default=4096)
     run.add_argument("--concurrency", type=_positive, default=4, help="problems in flight")
     run.add_argument("--out", type=Path, help="run directory (default bench-out/DATASETS-MODEL)")
+    run.add_argument(
+        "--dry-run", action="store_true", help="list the problems and settings, run nothing"
+    )
     _report_options(run)
 
     report = commands.add_parser("report", help="rebuild report, CSVs and plots from records")
@@ -140,7 +144,7 @@ async def _open_backend(args: argparse.Namespace) -> tuple[Backend, MathGrader, 
     overrides = {"max_model_len": args.max_model_len}
     if args.model:
         overrides["model"] = args.model
-    local = await InProcessBackend.open(Settings(**overrides), discover())
+    local = await InProcessBackend.open(Settings(**overrides))
     return local, local.grader, False
 
 
@@ -171,8 +175,8 @@ def _default_out(datasets: Sequence[str], model: str) -> Path:
     return Path("bench-out") / f"{'+'.join(datasets)}-{slug}"
 
 
-async def _run(args: argparse.Namespace, box: dict[str, Path]) -> RunOutcome:
-    template = args.prompt_template.read_text() if args.prompt_template else DEFAULT_PROMPT
+def _plan(args: argparse.Namespace) -> tuple[list[Problem], SamplingConfig, list[Setting]]:
+    """The problems, sampling and grid a run would use; errors before any model loads."""
     selection = Selection(args.limit, tuple(args.ids), tuple(args.level), tuple(args.subject))
     problems = load_problems(args.dataset, selection)
     sampling = SamplingConfig(
@@ -188,6 +192,19 @@ async def _run(args: argparse.Namespace, box: dict[str, Path]) -> RunOutcome:
         f"{len(problems)} problems x {len(grid)} settings: {', '.join(s.label for s in grid)}",
         file=sys.stderr,
     )
+    return problems, sampling, grid
+
+
+def _dry_run(args: argparse.Namespace) -> None:
+    """Print the problems a run would solve (one `dataset/id` a line), load no model."""
+    problems, _, _ = _plan(args)
+    for problem in problems:
+        print(f"{problem.dataset}/{problem.id}")
+
+
+async def _run(args: argparse.Namespace, box: dict[str, Path]) -> RunOutcome:
+    template = args.prompt_template.read_text() if args.prompt_template else DEFAULT_PROMPT
+    problems, sampling, grid = _plan(args)
     backend, grader, owns_grader = await _open_backend(args)
     try:
         out = args.out or _default_out(args.dataset, backend.model_name)
@@ -247,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "replay":
             _replay(args)
+            return 0
+        if args.dry_run:
+            _dry_run(args)
             return 0
         try:
             outcome = asyncio.run(_run(args, box))

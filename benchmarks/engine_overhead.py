@@ -17,9 +17,9 @@ import statistics
 import time
 from pathlib import Path
 
-from server.engine.local_vllm import LocalVLLMEngine, apply_cpu_defaults
-from server.engine.types import SamplingSpec
-from server.model_store import DEFAULT_MODEL_NAME, ensure_default_model
+from ttscale.engine.local_vllm import LocalVLLMEngine, apply_cpu_defaults
+from ttscale.engine.model_store import DEFAULT_MODEL_NAME, ensure_default_model
+from ttscale.engine.types import SamplingSpec
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 
@@ -45,8 +45,8 @@ async def _raw(engine: LocalVLLMEngine, prompt: list[int], n: int, tokens: int, 
 
 
 async def _layer(engine: LocalVLLMEngine, prompt: list[int], n: int, tokens: int) -> int:
-    spec = SamplingSpec(n=n, temperature=1.0, max_tokens=tokens, ignore_eos=True, seed=0)
-    return (await engine.generate(prompt, spec)).generated_tokens
+    spec = SamplingSpec(temperature=1.0, max_tokens=tokens, ignore_eos=True, seed=0)
+    return (await engine.generate(prompt, spec, n=n)).generated_tokens
 
 
 async def _timed(coro) -> tuple[int, float]:

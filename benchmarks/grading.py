@@ -18,9 +18,9 @@ import statistics
 import time
 from pathlib import Path
 
-from verifiers import math_worker
-from verifiers.extraction import extract_boxed
-from verifiers.math_grader import MathGrader
+from ttscale.verifiers import math_worker
+from ttscale.verifiers.extraction import extract_boxed
+from ttscale.verifiers.math_grader import MathGrader
 
 DATA = Path(__file__).parent / "data"
 

@@ -16,10 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from server.api.errors import APIError
-from server.api.strategy_selection import split_model_name
-from server.validation import first_problem
-from strategies.registry import Strategy
+from ttscale.strategies.errors import InvalidRequest, first_problem
+from ttscale.strategies.registry import Strategy
+from ttscale.strategies.selection import split_model_name
 
 from .datasets import BenchError
 
@@ -84,7 +83,7 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
         label, _, spec = spec.partition("=")
     try:
         _, options = split_model_name(f"bench:{spec}")
-    except APIError as exc:
+    except InvalidRequest as exc:
         raise BenchError(f"strategy {spec!r}: {exc.message}") from exc
     assert options is not None and options.strategy is not None
     budget = options.budget.model_dump(exclude_none=True)

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter
 
 from .replay import ReplayPoint
-from .report import SummaryRow
+from .summary import SummaryRow
 
 COSTS = (
     ("generated_tokens", "generated tokens per problem"),

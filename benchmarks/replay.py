@@ -17,8 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from strategies.inverse_entropy import EPSILON
-from verifiers.aggregate import aggregate_steps
+from ttscale.strategies.inverse_entropy import EPSILON
+from ttscale.verifiers.aggregate import aggregate_steps
 
 from .datasets import BenchError
 from .records import Record, SampleTrace

@@ -6,135 +6,30 @@ can rebuild everything from `records.jsonl` at any time (an interrupted run incl
 from __future__ import annotations
 
 import csv
-from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from .records import Record, RunConfig, read_grid, read_records, read_run_config
+from .plots import plot_compute, plot_replay
+from .records import RunConfig, read_grid, read_records, read_run_config
 from .replay import ReplayPoint, replay
-from .stats import Interval, bootstrap_ci, paired_difference
+from .summary import (
+    PairedRow,
+    SummaryRow,
+    complete_records,
+    default_baseline,
+    frontier,
+    paired_against,
+    summarize,
+)
 
 SUMMARY_CSV = "summary.csv"
 REPLAY_CSV = "replay.csv"
 REPORT_MD = "report.md"
 PLOTS = "plots"
 
-
-@dataclass(frozen=True)
-class SummaryRow:
-    dataset: str
-    setting: str
-    family: str
-    strategy: str
-    n: int
-    problems: int
-    accuracy: Interval
-    generated_tokens: float
-    verifier_tokens: float
-    tflops: float
-    latency_s: float
-    samples: float
-    stop_reasons: dict[str, int]
-
-
-@dataclass(frozen=True)
-class PairedRow:
-    dataset: str
-    n: int
-    setting: str
-    baseline: str
-    difference: Interval
-
-
-def complete_records(records: Sequence[Record]) -> tuple[list[Record], dict[str, int]]:
-    """Records of the problems every setting of their dataset finished (so every
-    comparison is on the same problems), and how many problems were left out."""
-    settings: dict[str, set[str]] = defaultdict(set)
-    done: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for record in records:
-        settings[record.dataset].add(record.setting)
-        done[(record.dataset, record.problem_id)].add(record.setting)
-    complete = {key for key, seen in done.items() if seen == settings[key[0]]}
-    left_out = Counter(dataset for (dataset, _), _ in done.items()) - Counter(
-        dataset for dataset, _ in complete
-    )
-    kept = [r for r in records if (r.dataset, r.problem_id) in complete]
-    return kept, {dataset: left_out.get(dataset, 0) for dataset in settings}
-
-
-def summarize(records: Sequence[Record]) -> list[SummaryRow]:
-    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
-    for record in records:
-        groups[(record.dataset, record.setting)].append(record)
-    rows = []
-    for (dataset, setting), group in groups.items():
-        first = group[0]
-        rows.append(
-            SummaryRow(
-                dataset=dataset,
-                setting=setting,
-                family=first.family,
-                strategy=first.strategy,
-                n=first.n,
-                problems=len(group),
-                accuracy=bootstrap_ci([float(r.correct) for r in group]),
-                generated_tokens=float(np.mean([r.generated_tokens for r in group])),
-                verifier_tokens=float(np.mean([r.verifier_tokens for r in group])),
-                tflops=float(np.mean([r.flops for r in group])) / 1e12,
-                latency_s=float(np.mean([r.latency_s for r in group])),
-                samples=float(np.mean([len(r.samples) for r in group])),
-                stop_reasons=dict(Counter(r.stop_reason for r in group)),
-            )
-        )
-    return sorted(rows, key=lambda r: (r.dataset, r.family, r.n))
-
-
-def default_baseline(records: Sequence[Record]) -> str | None:
-    """For runs without a saved grid: plain self-consistency when the run has it (the
-    usual baseline), else the family first in name order."""
-    families = sorted({r.family for r in records})
-    return "self_consistency" if "self_consistency" in families else next(iter(families), None)
-
-
-def paired_against(records: Sequence[Record], baseline: str) -> list[PairedRow]:
-    """Each family minus the baseline family at the same N, over the same problems."""
-    outcome: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
-    meta: dict[str, tuple[str, int]] = {}
-    for record in records:
-        outcome[(record.dataset, record.setting)][record.problem_id] = float(record.correct)
-        meta[record.setting] = (record.family, record.n)
-    rows = []
-    for (dataset, setting), mine in sorted(outcome.items()):
-        family, n = meta[setting]
-        base_label = f"{baseline}@{n}"
-        theirs = outcome.get((dataset, base_label))
-        if family == baseline or theirs is None:
-            continue
-        ids = sorted(mine.keys() & theirs.keys())
-        difference = paired_difference([mine[i] for i in ids], [theirs[i] for i in ids])
-        rows.append(PairedRow(dataset, n, setting, base_label, difference))
-    return rows
-
-
-def frontier(rows: Sequence[SummaryRow], cost: str) -> set[str]:
-    """Settings no other setting dominates (per dataset): none is at least as accurate
-    for no more cost and strictly better on one of the two."""
-    best: set[str] = set()
-    for row in rows:
-        mine, accuracy = getattr(row, cost), row.accuracy.mean
-        dominated = any(
-            other.dataset == row.dataset
-            and getattr(other, cost) <= mine
-            and other.accuracy.mean >= accuracy
-            and (getattr(other, cost) < mine or other.accuracy.mean > accuracy)
-            for other in rows
-        )
-        if not dominated:
-            best.add(f"{row.dataset}/{row.setting}")
-    return best
+FRONTIER_MARKS = (("T", "generated_tokens"), ("F", "tflops"), ("W", "latency_s"))
+"""The letter the settings table shows for a setting on the frontier of each cost."""
 
 
 def write_summary_csv(rows: Sequence[SummaryRow], path: Path) -> None:
@@ -188,8 +83,23 @@ def markdown(
     baseline: str | None,
     never_finished: Sequence[str] = (),
 ) -> str:
+    """The whole report: the run's setup, then one section per dataset."""
+    marks = _frontier_marks(rows)
+    lines = _run_header(config) + _never_finished_note(never_finished)
+    for dataset in sorted({r.dataset for r in rows}):
+        mine = [r for r in rows if r.dataset == dataset]
+        lines += _dataset_heading(dataset, mine[0].problems, left_out.get(dataset, 0))
+        lines += _settings_table(mine, marks)
+        lines += _paired_section([p for p in paired if p.dataset == dataset], baseline)
+        lines += _replay_section([p for p in points if p.dataset == dataset])
+        lines += _plot_links(plots.get(dataset, []))
+    return "\n".join(lines) + "\n"
+
+
+def _run_header(config: RunConfig) -> list[str]:
+    """What was run and how to read the numbers: model, sampling, budget, prompt."""
     sampling = config.sampling
-    lines = [
+    return [
         "# Benchmark report",
         "",
         f"- model: `{config.model}` ({config.backend}"
@@ -209,74 +119,99 @@ def markdown(
         config.prompt_template,
         "```",
     ]
-    if never_finished:
-        lines += ["", f"Settings with no finished problem: {', '.join(never_finished)}."]
-    tokens_best, flops_best, time_best = (
-        frontier(rows, c) for c in ("generated_tokens", "tflops", "latency_s")
-    )
-    for dataset in sorted({r.dataset for r in rows}):
-        mine = [r for r in rows if r.dataset == dataset]
-        lines += ["", f"## {dataset} ({mine[0].problems} problems)"]
-        if left_out.get(dataset):
-            lines.append(
-                f"\n{left_out[dataset]} problem(s) not finished by every setting are left out."
-            )
-        lines += ["", "### Accuracy and cost per setting", ""]
-        body = []
-        for r in sorted(mine, key=lambda r: r.generated_tokens):
-            key = f"{dataset}/{r.setting}"
-            marks = "".join(
-                mark
-                for mark, best in (("T", tokens_best), ("F", flops_best), ("W", time_best))
-                if key in best
-            )
-            body.append(
-                [
-                    r.setting, str(r.n), r.accuracy.format(), f"{r.generated_tokens:.0f}",
-                    f"{r.verifier_tokens:.0f}", f"{r.tflops:.3f}", f"{r.latency_s:.1f}",
-                    f"{r.samples:.1f}",
-                    ", ".join(f"{k} {v}" for k, v in sorted(r.stop_reasons.items())), marks,
-                ]
-            )  # fmt: skip
-        lines += _table(
-            ["setting", "N", "accuracy [95% CI]", "generated tok", "verifier tok", "TFLOPs",
-             "seconds", "samples", "stop reasons", "frontier"],
-            body,
-        )  # fmt: skip
-        lines += [
-            "",
-            "Rows are sorted by generated tokens. frontier: no other setting is at least as "
-            "accurate for no more generated tokens (T), FLOPs (F) or wall time (W) while "
-            "better on one of the two.",
+
+
+def _never_finished_note(never_finished: Sequence[str]) -> list[str]:
+    """Grid settings absent from every table, named so they are not silently missing."""
+    if not never_finished:
+        return []
+    return ["", f"Settings with no finished problem: {', '.join(never_finished)}."]
+
+
+def _frontier_marks(rows: Sequence[SummaryRow]) -> dict[str, str]:
+    """For each `dataset/setting`, the letters of the costs whose frontier it is on."""
+    best = [(mark, frontier(rows, cost)) for mark, cost in FRONTIER_MARKS]
+    keys = (f"{r.dataset}/{r.setting}" for r in rows)
+    return {key: "".join(mark for mark, on in best if key in on) for key in keys}
+
+
+def _dataset_heading(dataset: str, problems: int, left_out: int) -> list[str]:
+    """The dataset's title, and how many unfinished problems its comparisons leave out."""
+    lines = ["", f"## {dataset} ({problems} problems)"]
+    if left_out:
+        lines.append(f"\n{left_out} problem(s) not finished by every setting are left out.")
+    return lines
+
+
+def _settings_table(rows: Sequence[SummaryRow], marks: dict[str, str]) -> list[str]:
+    """Accuracy and cost of each setting of one dataset, cheapest first."""
+    body = [
+        [
+            r.setting, str(r.n), r.accuracy.format(), f"{r.generated_tokens:.0f}",
+            f"{r.verifier_tokens:.0f}", f"{r.tflops:.3f}", f"{r.latency_s:.1f}",
+            f"{r.samples:.1f}", ", ".join(f"{k} {v}" for k, v in sorted(r.stop_reasons.items())),
+            marks[f"{r.dataset}/{r.setting}"],
         ]
-        mine_paired = [p for p in paired if p.dataset == dataset]
-        if mine_paired and baseline:
-            lines += ["", f"### Paired differences against `{baseline}` at the same N", ""]
-            lines += _table(
-                ["setting", "baseline", "accuracy difference [95% CI]"],
-                [[p.setting, p.baseline, p.difference.format()] for p in mine_paired],
-            )
-        mine_points = [p for p in points if p.dataset == dataset]
-        if mine_points:
-            ks = sorted({p.k for p in mine_points})
-            methods = list(dict.fromkeys(p.method for p in mine_points))
-            by = {(p.method, p.k): p for p in mine_points}
-            lines += [
-                "",
-                f"### Replay: rules at k samples, from the samples of `{mine_points[0].pool}`",
-                "",
-                "pass@k is coverage (unbiased estimator); the other rows average each rule "
-                "over k-subsets of the recorded samples, ties split evenly.",
-                "",
-            ]
-            rows_md = [[m] + [by[(m, k)].accuracy.format() for k in ks] for m in methods]
-            rows_md.append(
-                ["generated tok"] + [f"{by[(methods[0], k)].generated_tokens:.0f}" for k in ks]
-            )
-            lines += _table(["rule"] + [f"k={k}" for k in ks], rows_md)
-        for image in plots.get(dataset, []):
-            lines += ["", f"![{Path(image).stem}]({image})"]
-    return "\n".join(lines) + "\n"
+        for r in sorted(rows, key=lambda r: r.generated_tokens)
+    ]  # fmt: skip
+    table = _table(
+        ["setting", "N", "accuracy [95% CI]", "generated tok", "verifier tok", "TFLOPs",
+         "seconds", "samples", "stop reasons", "frontier"],
+        body,
+    )  # fmt: skip
+    return [
+        "",
+        "### Accuracy and cost per setting",
+        "",
+        *table,
+        "",
+        "Rows are sorted by generated tokens. frontier: no other setting is at least as "
+        "accurate for no more generated tokens (T), FLOPs (F) or wall time (W) while "
+        "better on one of the two.",
+    ]
+
+
+def _paired_section(paired: Sequence[PairedRow], baseline: str | None) -> list[str]:
+    """Each setting of one dataset against the baseline at the same N, if there is one."""
+    if not (paired and baseline):
+        return []
+    return [
+        "",
+        f"### Paired differences against `{baseline}` at the same N",
+        "",
+        *_table(
+            ["setting", "baseline", "accuracy difference [95% CI]"],
+            [[p.setting, p.baseline, p.difference.format()] for p in paired],
+        ),
+    ]
+
+
+def _replay_section(points: Sequence[ReplayPoint]) -> list[str]:
+    """Each selection rule's accuracy at k samples of one dataset's pool, if replayed."""
+    if not points:
+        return []
+    ks = sorted({p.k for p in points})
+    methods = list(dict.fromkeys(p.method for p in points))
+    by = {(p.method, p.k): p for p in points}
+    rows = [[m] + [by[(m, k)].accuracy.format() for k in ks] for m in methods]
+    rows.append(["generated tok"] + [f"{by[(methods[0], k)].generated_tokens:.0f}" for k in ks])
+    return [
+        "",
+        f"### Replay: rules at k samples, from the samples of `{points[0].pool}`",
+        "",
+        "pass@k is coverage (unbiased estimator); the other rows average each rule "
+        "over k-subsets of the recorded samples, ties split evenly.",
+        "",
+        *_table(["rule"] + [f"k={k}" for k in ks], rows),
+    ]
+
+
+def _plot_links(images: Sequence[str]) -> list[str]:
+    """The dataset's plots, embedded by their path relative to the report."""
+    lines: list[str] = []
+    for image in images:
+        lines += ["", f"![{Path(image).stem}]({image})"]
+    return lines
 
 
 @dataclass(frozen=True)
@@ -311,25 +246,31 @@ def build_report(
     replay_path = out_dir / REPLAY_CSV if points else None
     if replay_path:
         write_replay_csv(points, replay_path)
-    plot_paths: dict[str, list[str]] = {}
-    written: list[Path] = []
-    if with_plots and rows:
-        from .plots import plot_compute, plot_replay
-
-        (out_dir / PLOTS).mkdir(exist_ok=True)
-        for dataset in sorted({r.dataset for r in rows}):
-            compute = out_dir / PLOTS / f"{dataset}_compute.png"
-            plot_compute([r for r in rows if r.dataset == dataset], compute, dataset)
-            made = [compute]
-            mine = [p for p in points if p.dataset == dataset]
-            if mine:
-                curve = out_dir / PLOTS / f"{dataset}_replay.png"
-                plot_replay(mine, curve, dataset)
-                made.append(curve)
-            written += made
-            plot_paths[dataset] = [str(p.relative_to(out_dir)) for p in made]
+    plot_paths, written = _write_plots(out_dir, rows, points) if with_plots and rows else ({}, [])
     report_path = out_dir / REPORT_MD
     report_path.write_text(
         markdown(config, rows, paired, points, left_out, plot_paths, baseline, never)
     )
     return ReportFiles(report_path, summary_path, replay_path, written)
+
+
+def _write_plots(
+    out_dir: Path, rows: Sequence[SummaryRow], points: Sequence[ReplayPoint]
+) -> tuple[dict[str, list[str]], list[Path]]:
+    """Each dataset's compute plot (and replay plot, if replayed) under `plots/`; returns
+    the report-relative paths per dataset and every file written."""
+    (out_dir / PLOTS).mkdir(exist_ok=True)
+    plot_paths: dict[str, list[str]] = {}
+    written: list[Path] = []
+    for dataset in sorted({r.dataset for r in rows}):
+        compute = out_dir / PLOTS / f"{dataset}_compute.png"
+        plot_compute([r for r in rows if r.dataset == dataset], compute, dataset)
+        made = [compute]
+        mine = [p for p in points if p.dataset == dataset]
+        if mine:
+            curve = out_dir / PLOTS / f"{dataset}_replay.png"
+            plot_replay(mine, curve, dataset)
+            made.append(curve)
+        written += made
+        plot_paths[dataset] = [str(p.relative_to(out_dir)) for p in made]
+    return plot_paths, written

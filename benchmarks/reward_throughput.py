@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from verifiers.reward_model import RewardModel
+from ttscale.verifiers.reward_model import RewardModel
 
 QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
@@ -68,7 +68,7 @@ def main() -> None:
     if args.model:
         model_dir = Path(args.model)
     else:
-        from tests.model_fixtures import tiny_reward_model_dir
+        from ttscale.engine.tiny_models import tiny_reward_model_dir
 
         model_dir = tiny_reward_model_dir("prm")
     print(

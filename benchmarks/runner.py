@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from verifiers.math_grader import MathGrader
+from ttscale.verifiers.math_grader import MathGrader
 
 from .backends import Backend, ProblemTooLong, RequestRejected
 from .datasets import BenchError, Problem

@@ -14,14 +14,14 @@ import json
 import logging
 import socket
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
+from ttscale.engine.model_store import ModelStoreError, ensure_default_model, validate_model_dir
+from ttscale.strategies.errors import first_problem
+
 from .config import Settings
-from .model_store import ModelStoreError, ensure_default_model, validate_model_dir
-from .validation import first_problem
 
 EXIT_USAGE = 2
 EXIT_ENGINE_FAILED = 1
@@ -36,10 +36,8 @@ def _fail(message: str, status: int = EXIT_USAGE) -> int:
     return status
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ttscale", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """The server's subcommands of `ttscale`: `serve` and `prepare-model`."""
     serve = commands.add_parser("serve", help="start the OpenAI-compatible server")
     serve.add_argument("--model", help="local Hugging Face model directory (env TTSCALE_MODEL)")
     serve.add_argument("--served-model-name", help="model id clients send")
@@ -73,12 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare-model", help="convert the embedded default model once and print its directory"
     )
     prepare.add_argument("--cache-dir", help="where converted models are kept")
-    commands.add_parser(
-        "bench",
-        add_help=False,
-        help="benchmark strategies on AIME/AMC/MATH/GSM8K (`ttscale bench --help`)",
-    )
-    return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -216,13 +208,8 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        from benchmarks.cli import main as bench_main
-
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed server subcommand; problems a user can fix end in one line, exit 2."""
     try:
         if args.command == "prepare-model":
             settings = Settings(**({"cache_dir": args.cache_dir} if args.cache_dir else {}))
@@ -239,7 +226,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

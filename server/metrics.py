@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from strategies.budget import Usage
+from ttscale.strategies.budget import Usage
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 

@@ -11,13 +11,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from server.engine.protocol import Engine
-from server.engine.types import Sample, SamplingSpec
-from verifiers.extraction import extract_answer
-from verifiers.math_grader import MathGrader
-from verifiers.protocol import OutcomeVerifier, ProcessVerifier
+from ttscale.engine.protocol import Engine
+from ttscale.engine.types import Sample, SamplingSpec
+from ttscale.verifiers.extraction import extract_answer
+from ttscale.verifiers.math_grader import MathGrader
+from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
 
 from .budget import Budget, Usage
 from .sampling import OnSample, SamplingOutcome, sample_until
@@ -25,34 +25,9 @@ from .sampling import OnSample, SamplingOutcome, sample_until
 StopReason = Literal["completed", "budget", "early_stop"]
 ProgressCallback = Callable[[dict[str, Any]], Awaitable[None]]
 
-
-class SamplingParams(BaseModel):
-    """Sampling knobs common to the strategies (the request's own values by default)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    temperature: float = Field(0.8, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(512, ge=1)
-    seed: int | None = Field(None, ge=0)
-    logprobs: int | None = Field(
-        None,
-        ge=0,
-        le=20,
-        description="top-k logprobs per token, so every candidate reports its mean logprob "
-        "and top-k entropy (strategies that need them ask on their own)",
-    )
-
-    def spec(self, **overrides: Any) -> SamplingSpec:
-        """The engine's `SamplingSpec` for these knobs; `overrides` win."""
-        fields = {
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_tokens": self.max_tokens,
-            "seed": self.seed,
-            "logprobs": self.logprobs,
-        }
-        return SamplingSpec(**{**fields, **overrides})
+DEFAULT_SAMPLING = SamplingSpec(temperature=0.8, max_tokens=512)
+"""A strategy's `sampling` block when neither the request nor `ttscale.params` set it:
+diverse samples (T=0.8) are what voting and search need."""
 
 
 @dataclass
@@ -66,12 +41,15 @@ class Verifiers:
 
 @dataclass
 class StrategyContext:
+    """One request's view of the world: its engine, verifiers, budget, prompt and id."""
+
     engine: Engine
     verifiers: Verifiers
     budget: Budget
     messages: list[dict[str, str]]
     prompt_ids: list[int]
     question: str
+    request_id: str = "req"
     progress: ProgressCallback | None = None
 
     async def sample(
@@ -84,7 +62,7 @@ class StrategyContext:
         on_sample: OnSample | None = None,
         first_index: int = 0,
     ) -> SamplingOutcome:
-        """`sample_until` on this request's engine, budget and progress reporting;
+        """`sample_until` on this request's engine, budget, id and progress reporting;
         the prompt is the request's own unless `prompt_ids` says otherwise."""
         return await sample_until(
             self.engine,
@@ -96,6 +74,7 @@ class StrategyContext:
             on_sample=on_sample,
             first_index=first_index,
             report=self.report,
+            request_id=self.request_id,
         )
 
     async def report(self, event: str, **data: Any) -> None:
@@ -172,12 +151,3 @@ def finish_result(
         details=details or {},
         usage=ctx.budget.finish(),
     )
-
-
-def vote_table(candidates: Sequence[Candidate], totals: dict[int, float]) -> dict[str, float]:
-    """Class totals keyed by the class's first-seen answer spelling."""
-    spelling: dict[int, str] = {}
-    for candidate in candidates:
-        if candidate.answer_class is not None and candidate.answer is not None:
-            spelling.setdefault(candidate.answer_class, candidate.answer)
-    return {spelling[label]: round(value, 6) for label, value in totals.items()}

@@ -12,9 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from verifiers.aggregate import PRMAggregation, aggregate_steps, argmax_first
+from ttscale.engine.types import SamplingSpec
+from ttscale.verifiers.aggregate import PRMAggregation, aggregate_steps, argmax_first
 
-from .base import SamplingParams, StrategyContext, StrategyResult, finish_result, to_candidate
+from .base import DEFAULT_SAMPLING, StrategyContext, StrategyResult, finish_result, to_candidate
 from .registry import Strategy
 from .scoring import score_outcomes, score_steps
 from .steps import split_steps
@@ -24,7 +25,7 @@ class BestOfNParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     n: int = Field(8, ge=1, le=1024)
-    sampling: SamplingParams = SamplingParams()
+    sampling: SamplingSpec = DEFAULT_SAMPLING
     verifier: str | None = Field(None, description="verifier name; none: mean logprob")
     verifier_kind: Literal["outcome", "process"] = "outcome"
     aggregation: PRMAggregation = "min"
@@ -39,7 +40,7 @@ class BestOfNParams(BaseModel):
 
 async def run(ctx: StrategyContext, params: BestOfNParams) -> StrategyResult:
     # the sampled token's logprob (logprobs=0) is the no-verifier fallback score
-    spec = params.sampling.spec(logprobs=params.sampling.logprobs or 0)
+    spec = params.sampling.replace(logprobs=params.sampling.logprobs or 0)
     outcome = await ctx.sample(spec, params.n, parallel=params.parallel)
     candidates = [to_candidate(s) for s in outcome.finished]
     texts = [c.text for c in candidates]

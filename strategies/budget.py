@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.engine.types import ModelShape, Sample
-from verifiers.protocol import VerifierUsage
+from ttscale.engine.types import ModelShape, Sample
+from ttscale.verifiers.protocol import VerifierUsage
 
 from .flops import forward_flops, sample_flops
 

@@ -10,7 +10,7 @@ g tokens after a prompt of length s is the sum over t = s .. s+g-1.
 
 from __future__ import annotations
 
-from server.engine.types import ModelShape
+from ttscale.engine.types import ModelShape
 
 
 def _attention_positions(start: int, count: int) -> int:

@@ -13,19 +13,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.engine.types import Sample, SamplingSpec
-from verifiers.aggregate import weighted_vote
+from ttscale.engine.types import Sample, SamplingSpec
+from ttscale.verifiers.aggregate import weighted_vote
 
-from .base import (
-    SamplingParams,
-    StrategyContext,
-    StrategyResult,
-    finish_result,
-    to_candidate,
-    vote_table,
-)
+from .base import DEFAULT_SAMPLING, StrategyContext, StrategyResult, finish_result, to_candidate
 from .registry import Strategy
 from .sampling import SamplingOutcome
+from .voting import candidate_votes, label_answers, pick_member
 
 EPSILON = 1e-6
 REFINE_PROMPT = (
@@ -41,7 +35,7 @@ class InverseEntropyParams(BaseModel):
     n: int = Field(8, ge=1, le=1024, description="chains")
     mode: Literal["parallel", "sequential"] = "parallel"
     top_k: int = Field(20, ge=2, le=20, description="k of the top-k entropy")
-    sampling: SamplingParams = SamplingParams()
+    sampling: SamplingSpec = DEFAULT_SAMPLING
     refine_prompt: str = Field(
         REFINE_PROMPT, description="sequential mode; {previous} = last attempt"
     )
@@ -76,7 +70,7 @@ async def _sequential(ctx: StrategyContext, spec: SamplingSpec, params: InverseE
 
 
 async def run(ctx: StrategyContext, params: InverseEntropyParams) -> StrategyResult:
-    spec = params.sampling.spec(logprobs=params.top_k)
+    spec = params.sampling.replace(logprobs=params.top_k)
     if params.mode == "parallel":
         outcome = await ctx.sample(spec, params.n, parallel=params.parallel)
     else:
@@ -85,21 +79,17 @@ async def run(ctx: StrategyContext, params: InverseEntropyParams) -> StrategyRes
     samples = outcome.finished
     candidates = [to_candidate(s) for s in samples]
     weights = [chain_weight(s) for s in samples]
-    labels = await ctx.verifiers.grader.group([c.answer for c in candidates])
-    for candidate, label, weight in zip(candidates, labels, weights, strict=True):
-        candidate.answer_class = label
+    labels = await label_answers(ctx.verifiers.grader, candidates)
+    for candidate, weight in zip(candidates, weights, strict=True):
         candidate.scores["inverse_entropy_weight"] = weight
     winner, totals = weighted_vote(labels, weights)
-    members = [
-        i for i, c in enumerate(candidates) if c.answer_class == winner and winner is not None
-    ]
-    chosen = max(members, key=lambda i: (weights[i], -i)) if members else None
+    chosen = pick_member(candidates, winner, lambda i: weights[i])
     return finish_result(
         ctx,
         "inverse_entropy",
         candidates,
         chosen,
-        votes=vote_table(candidates, totals),
+        votes=candidate_votes(candidates, totals),
         stop_reason=outcome.stop_reason,
         explanation=(
             f"inverse-entropy weighted vote (top-{params.top_k}) over {len(samples)} "

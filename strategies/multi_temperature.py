@@ -16,12 +16,12 @@ import asyncio
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from server.engine.types import Sample
-from verifiers.aggregate import plurality
+from ttscale.engine.types import Sample, SamplingSpec
+from ttscale.verifiers.aggregate import plurality
 
 from .base import (
+    DEFAULT_SAMPLING,
     Candidate,
-    SamplingParams,
     StrategyContext,
     StrategyResult,
     finish_result,
@@ -29,6 +29,7 @@ from .base import (
 )
 from .registry import Strategy
 from .sampling import SamplingOutcome
+from .voting import candidate_votes, class_spelling, label_answers, pick_member
 
 _SEED_STRIDE = 100_000  # seeds of different temperatures never collide
 
@@ -41,7 +42,7 @@ class MultiTemperatureParams(BaseModel):
     first_round: int = Field(2, ge=1, description="samples per temperature before the exit check")
     intra_threshold: float = Field(0.8, ge=0.0, le=1.0)
     agreement_threshold: float = Field(1.0, ge=0.0, le=1.0)
-    sampling: SamplingParams = SamplingParams()
+    sampling: SamplingSpec = DEFAULT_SAMPLING
 
     @field_validator("temperatures")
     @classmethod
@@ -60,7 +61,7 @@ async def _draw(
     ctx: StrategyContext, params: MultiTemperatureParams, slot: int, start: int, count: int
 ) -> SamplingOutcome:
     temperature = params.temperatures[slot]
-    spec = params.sampling.spec(temperature=temperature)
+    spec = params.sampling.replace(temperature=temperature)
     return await ctx.sample(spec, count, first_index=slot * _SEED_STRIDE + start)
 
 
@@ -117,13 +118,12 @@ async def run(ctx: StrategyContext, params: MultiTemperatureParams) -> StrategyR
     elif exited:
         stop_reason = "early_stop"
 
-    members = [i for i, c in enumerate(candidates) if c.answer_class == overall]
-    chosen = members[0] if members and overall is not None else None
-    votes: dict[str, float] = {}
+    chosen = pick_member(candidates, overall)
+    ballots: dict[int, float] = {}
     for row in table.values():
-        spelling = next((c.answer for c in candidates if c.answer_class == row["winner"]), None)
-        if spelling is not None:
-            votes[spelling] = votes.get(spelling, 0.0) + 1.0
+        if row["winner"] is not None:
+            ballots[row["winner"]] = ballots.get(row["winner"], 0.0) + 1.0
+    votes = candidate_votes(candidates, ballots)
     explanation = (
         f"two-stage vote over {len(params.temperatures)} temperatures "
         f"({len(candidates)} samples); winners agree at {agreement:.2f}"
@@ -151,14 +151,14 @@ async def run(ctx: StrategyContext, params: MultiTemperatureParams) -> StrategyR
 
 async def _candidates(ctx: StrategyContext, samples: list[tuple[float, Sample]]) -> list[Candidate]:
     candidates = [to_candidate(s, temperature=t) for t, s in samples]
-    labels = await ctx.verifiers.grader.group([c.answer for c in candidates])
-    for candidate, label in zip(candidates, labels, strict=True):
-        candidate.answer_class = label
+    await label_answers(ctx.verifiers.grader, candidates)
     return candidates
 
 
 def _spelling(candidates: list[Candidate], label: int | None) -> str | None:
-    return next((c.answer for c in candidates if c.answer_class == label), None)
+    return class_spelling(
+        [c.answer for c in candidates], [c.answer_class for c in candidates], label
+    )
 
 
 STRATEGY = Strategy("multi_temperature", MultiTemperatureParams, run, __doc__)

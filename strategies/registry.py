@@ -10,32 +10,38 @@ import importlib
 import pkgutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+if TYPE_CHECKING:
+    from .base import StrategyContext, StrategyResult
+
+P = TypeVar("P", bound=BaseModel)
+
 
 @dataclass(frozen=True)
-class Strategy:
+class Strategy(Generic[P]):
+    """A named strategy whose `run` takes parameters of exactly its own model `P`."""
+
     name: str
-    params_model: type[BaseModel]
-    run: Callable[[Any, Any], Awaitable[Any]]
+    params_model: type[P]
+    run: Callable[[StrategyContext, P], Awaitable[StrategyResult]]
     description: str | None = None
 
-    def parse_params(self, raw: dict[str, Any] | None) -> BaseModel:
+    def parse_params(self, raw: dict[str, Any] | None) -> P:
         return self.params_model.model_validate(raw or {})
 
     def json_schema(self) -> dict[str, Any]:
         return self.params_model.model_json_schema()
 
 
-def discover() -> dict[str, Strategy]:
+def discover() -> dict[str, Strategy[Any]]:
     """All strategies of this package, by name (imported on first call)."""
-    import strategies
-
-    found: dict[str, Strategy] = {}
-    for module_info in pkgutil.iter_modules(strategies.__path__):
-        module = importlib.import_module(f"strategies.{module_info.name}")
+    package = importlib.import_module(__package__)
+    found: dict[str, Strategy[Any]] = {}
+    for module_info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{__package__}.{module_info.name}")
         strategy = getattr(module, "STRATEGY", None)
         if isinstance(strategy, Strategy):
             if strategy.name in found:

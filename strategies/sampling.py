@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from server.engine.protocol import Engine, Generation
-from server.engine.types import Sample, SamplingSpec
-from verifiers.extraction import extract_answer
+from ttscale.engine.protocol import Engine, Generation
+from ttscale.engine.types import Sample, SamplingSpec
+from ttscale.verifiers.extraction import extract_answer
 
 from .budget import Budget, Reservation
 
@@ -39,6 +39,47 @@ class SamplingOutcome:
     stop_reason: StopReason = "completed"
 
 
+@dataclass
+class _Draw:
+    """The state of one `sample_until` call: what is running, what is left to start."""
+
+    engine: Engine
+    prompt_ids: Sequence[int]
+    spec: SamplingSpec
+    count: int
+    budget: Budget
+    limit: int
+    first_index: int
+    request_id: str
+    running: dict[asyncio.Task[Sample], _Running] = field(default_factory=dict)
+    started: int = 0
+    budget_refused: bool = False
+
+    def start_more(self) -> None:
+        """Start samples while there is room in flight and in the budget."""
+        while self.started < self.count and len(self.running) < self.limit:
+            reservation = self.budget.reserve(self.spec.max_tokens)
+            if reservation is None:
+                self.budget_refused = True
+                return
+            index = self.first_index + self.started
+            one = self.spec.replace(
+                max_tokens=reservation.max_tokens, seed=self.spec.sample_seed(index)
+            )
+            generation = self.engine.generate(
+                self.prompt_ids, one, request_id=f"{self.request_id}-{index}"
+            )
+            task = asyncio.ensure_future(_first_sample(generation, index))
+            self.running[task] = _Running(generation, reservation, index)
+            self.started += 1
+
+    def settle(self, task: asyncio.Task[Sample]) -> Sample:
+        started = self.running.pop(task)
+        sample = task.result()
+        self.budget.settle(started.reservation, sample)
+        return sample
+
+
 async def sample_until(
     engine: Engine,
     prompt_ids: Sequence[int],
@@ -50,75 +91,61 @@ async def sample_until(
     on_sample: OnSample | None = None,
     first_index: int = 0,
     report: Report | None = None,
+    request_id: str = "req",
 ) -> SamplingOutcome:
-    """Draw up to `count` samples of `prompt_ids` under `spec` (its `n` is ignored).
+    """Draw up to `count` samples of `prompt_ids` under `spec`.
 
-    Sample i gets seed `spec.seed + first_index + i`, so results do not depend on
-    finishing order. Samples are numbered from `first_index` in `Sample.index`. Each
-    finished sample is announced through `report` (streamed progress events).
+    Sample i gets seed `spec.sample_seed(first_index + i)` and engine request id
+    `{request_id}-{first_index + i}`, so results do not depend on finishing order and
+    every engine request can be traced to its API request. Samples are numbered from
+    `first_index` in `Sample.index`. Each finished sample is announced through `report`.
     """
-    outcome = SamplingOutcome()
     limit = max(1, parallel or count)
-    running: dict[asyncio.Task[Sample], _Running] = {}
-    next_index = 0
-    budget_refused = False
-
-    def start_more() -> None:
-        nonlocal next_index, budget_refused
-        while next_index < count and len(running) < limit:
-            reservation = budget.reserve(spec.max_tokens)
-            if reservation is None:
-                budget_refused = True
-                return
-            index = first_index + next_index
-            seed = None if spec.seed is None else spec.seed + index
-            one = spec.model_copy(
-                update={"n": 1, "max_tokens": reservation.max_tokens, "seed": seed}
-            )
-            generation = engine.generate(prompt_ids, one)
-            task = asyncio.ensure_future(_first_sample(generation, index))
-            running[task] = _Running(generation, reservation, index)
-            next_index += 1
-
+    draw = _Draw(engine, prompt_ids, spec, count, budget, limit, first_index, request_id)
+    outcome = SamplingOutcome()
     try:
-        start_more()
-        while running:
-            timeout = budget.time_left_s()
-            done, _ = await asyncio.wait(
-                running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done:  # wall-time cap reached
-                outcome.stop_reason = "budget"
+        draw.start_more()
+        while draw.running:
+            stop_reason = await _next_finished(draw, outcome, on_sample, report)
+            if stop_reason is not None:
+                outcome.stop_reason = stop_reason
                 break
-            stop = False
-            for task in done:
-                started = running.pop(task)
-                sample = task.result()
-                budget.settle(started.reservation, sample)
-                outcome.finished.append(sample)
-                if report is not None:
-                    await report(
-                        "sample",
-                        index=sample.index,
-                        tokens=sample.num_tokens,
-                        finish_reason=sample.finish_reason,
-                        answer=extract_answer(sample.text),
-                        generated_tokens=budget.usage.generated_tokens,
-                    )
-                if on_sample is not None and await on_sample(sample):
-                    stop = True
-            if stop:
-                outcome.stop_reason = "early_stop"
-                break
-            start_more()
+            draw.start_more()
         else:
-            if budget_refused and next_index < count:
+            if draw.budget_refused and draw.started < count:
                 outcome.stop_reason = "budget"
     finally:
-        if running:  # shielded: a second cancellation must not leave samples running
-            await asyncio.shield(_abort_all(running, budget, outcome))
+        if draw.running:  # shielded: a second cancellation must not leave samples running
+            await asyncio.shield(_abort_all(draw.running, budget, outcome))
     outcome.finished.sort(key=lambda s: s.index)
     return outcome
+
+
+async def _next_finished(
+    draw: _Draw, outcome: SamplingOutcome, on_sample: OnSample | None, report: Report | None
+) -> StopReason | None:
+    """Wait for the next samples to finish and hand them on; a reason means stop."""
+    done, _ = await asyncio.wait(
+        draw.running, timeout=draw.budget.time_left_s(), return_when=asyncio.FIRST_COMPLETED
+    )
+    if not done:  # wall-time cap reached
+        return "budget"
+    stop = False
+    for task in done:
+        sample = draw.settle(task)
+        outcome.finished.append(sample)
+        if report is not None:
+            await report(
+                "sample",
+                index=sample.index,
+                tokens=sample.num_tokens,
+                finish_reason=sample.finish_reason,
+                answer=extract_answer(sample.text),
+                generated_tokens=draw.budget.usage.generated_tokens,
+            )
+        if on_sample is not None and await on_sample(sample):
+            stop = True
+    return "early_stop" if stop else None
 
 
 async def _first_sample(generation: Generation, index: int) -> Sample:

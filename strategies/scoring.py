@@ -20,7 +20,7 @@ async def score_outcomes(
         return []
     if not ctx.budget.can_verify(await verifier.estimate_outcome_tokens(ctx.question, texts)):
         return None
-    result = await verifier.score_outcomes(ctx.question, list(texts))
+    result = await verifier.score_outcomes(ctx.question, list(texts), request_id=ctx.request_id)
     ctx.budget.charge_verifier(result.usage)
     return result.scores
 
@@ -42,6 +42,8 @@ async def score_steps(
     estimate = await verifier.estimate_step_tokens(ctx.question, solutions, last_only=last_only)
     if not ctx.budget.can_verify(estimate):
         return None
-    result = await verifier.score_steps(ctx.question, solutions, last_only=last_only)
+    result = await verifier.score_steps(
+        ctx.question, solutions, last_only=last_only, request_id=ctx.request_id
+    )
     ctx.budget.charge_verifier(result.usage)
     return result.scores

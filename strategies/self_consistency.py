@@ -12,28 +12,30 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from server.engine.types import Sample
-from verifiers.aggregate import pessimistic_vote, plurality, weighted_vote
-from verifiers.extraction import extract_answer
+from ttscale.engine.types import Sample, SamplingSpec
+from ttscale.verifiers.aggregate import pessimistic_vote, plurality, weighted_vote
+from ttscale.verifiers.extraction import extract_answer
 
 from .base import (
-    SamplingParams,
+    DEFAULT_SAMPLING,
+    Candidate,
     StrategyContext,
     StrategyResult,
     finish_result,
     to_candidate,
-    vote_table,
 )
 from .registry import Strategy
+from .sampling import OnSample
 from .scoring import score_outcomes
 from .stopping import beta_leader_probability, cannot_be_overtaken, leader_margin
+from .voting import candidate_votes, label_answers, pick_member, vote_table
 
 
 class SelfConsistencyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     n: int = Field(8, ge=1, le=1024, description="samples to draw (at most)")
-    sampling: SamplingParams = SamplingParams()
+    sampling: SamplingSpec = DEFAULT_SAMPLING
     weighting: Literal["none", "verifier", "pessimistic"] = "none"
     verifier: str | None = Field(None, description="outcome verifier for the weighted modes")
     alpha: float = Field(0.5, ge=0.0, description="pessimism of the pessimistic mode")
@@ -52,90 +54,88 @@ class SelfConsistencyParams(BaseModel):
 
 
 async def run(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyResult:
-    grader = ctx.verifiers.grader
-    answers: dict[int, str | None] = {}
     stop_rule: list[str] = []
-
-    async def on_sample(sample: Sample) -> bool:
-        answers[sample.index] = extract_answer(sample.text)
-        order = sorted(answers)
-        labels = await grader.group([answers[i] for i in order])
-        _, votes = plurality(labels)
-        await ctx.report("votes", votes=vote_table_of(answers, order, labels, votes))
-        if not params.adaptive:
-            return False
-        remaining = params.n - len(answers)
-        if cannot_be_overtaken(votes, remaining):
-            stop_rule.append(f"leader cannot be overtaken by the {remaining} remaining samples")
-            return True
-        leader, runner_up = leader_margin(votes)
-        probability = beta_leader_probability(int(leader), int(runner_up))
-        if len(answers) >= params.min_samples and probability >= params.confidence:
-            stop_rule.append(f"P(leader stays leader) = {probability:.3f} >= {params.confidence}")
-            return True
-        return False
-
-    spec = params.sampling.spec()
-    outcome = await ctx.sample(spec, params.n, parallel=params.parallel, on_sample=on_sample)
-    samples = outcome.finished
-    candidates = [to_candidate(s) for s in samples]
-    labels = await grader.group([c.answer for c in candidates])
-    for candidate, label in zip(candidates, labels, strict=True):
-        candidate.answer_class = label
-
-    explanation = f"plurality vote over {len(samples)} samples"
-    if params.weighting == "none":
-        winner, totals = plurality(labels)
-    else:
-        scores = await score_outcomes(ctx, params.verifier, [c.text for c in candidates])
-        if scores is None:
-            winner, totals = plurality(labels)
-            explanation += " (verifier budget exhausted: unweighted)"
-        else:
-            for candidate, score in zip(candidates, scores, strict=True):
-                candidate.scores[params.verifier] = score
-            if params.weighting == "verifier":
-                winner, totals = weighted_vote(labels, scores)
-                explanation = f"verifier-weighted vote ({params.verifier}) over {len(samples)}"
-            else:
-                winner, totals = pessimistic_vote(labels, scores, params.alpha)
-                explanation = (
-                    f"pessimistic vote ({params.verifier}, alpha={params.alpha}) "
-                    f"over {len(samples)} samples"
-                )
+    on_sample = _vote_watcher(ctx, params, stop_rule)
+    outcome = await ctx.sample(
+        params.sampling, params.n, parallel=params.parallel, on_sample=on_sample
+    )
+    candidates = [to_candidate(s) for s in outcome.finished]
+    labels = await label_answers(ctx.verifiers.grader, candidates)
+    winner, totals, explanation = await _vote(ctx, params, candidates, labels)
     if stop_rule:
         explanation += f"; stopped early: {stop_rule[0]}"
-
-    chosen = _representative(candidates, winner, params.verifier)
+    scored = params.verifier if params.weighting != "none" else None
+    chosen = pick_member(
+        candidates, winner, (lambda i: candidates[i].scores.get(scored, 0.0)) if scored else None
+    )
     return finish_result(
         ctx,
         "self_consistency",
         candidates,
         chosen,
-        votes=vote_table(candidates, totals),
+        votes=candidate_votes(candidates, totals),
         stop_reason=outcome.stop_reason,
         explanation=explanation,
         details={"aborted_samples": len(outcome.aborted)},
     )
 
 
-def vote_table_of(answers, order, labels, votes) -> dict[str, float]:
-    """Votes so far keyed by the first spelling of each answer class."""
-    spelling: dict[int, str] = {}
-    for position, label in zip(order, labels, strict=True):
-        if label is not None:
-            spelling.setdefault(label, answers[position])
-    return {spelling[label]: count for label, count in votes.items()}
+def _vote_watcher(
+    ctx: StrategyContext, params: SelfConsistencyParams, stop_rule: list[str]
+) -> OnSample:
+    """Regroup the answers as each sample finishes, stream the votes, and (adaptive mode)
+    say when to stop; the rule that stopped the run is appended to `stop_rule`."""
+    answers: dict[int, str | None] = {}
+
+    async def on_sample(sample: Sample) -> bool:
+        answers[sample.index] = extract_answer(sample.text)
+        ordered = [answers[i] for i in sorted(answers)]
+        labels = await ctx.verifiers.grader.group(ordered)
+        _, votes = plurality(labels)
+        await ctx.report("votes", votes=vote_table(ordered, labels, votes))
+        if not params.adaptive:
+            return False
+        rule = _stop_rule(votes, params, len(answers))
+        if rule is not None:
+            stop_rule.append(rule)
+        return rule is not None
+
+    return on_sample
 
 
-def _representative(candidates, winner: int | None, verifier: str | None) -> int | None:
-    """The winning class's best-scored member (first one when unscored)."""
-    members = [i for i, c in enumerate(candidates) if c.answer_class == winner]
-    if winner is None or not members:
-        return None
-    if verifier is None:
-        return members[0]
-    return max(members, key=lambda i: (candidates[i].scores.get(verifier, 0.0), -i))
+def _stop_rule(votes: dict[int, float], params: SelfConsistencyParams, seen: int) -> str | None:
+    """Why adaptive sampling may stop now, or None to go on."""
+    remaining = params.n - seen
+    if cannot_be_overtaken(votes, remaining):
+        return f"leader cannot be overtaken by the {remaining} remaining samples"
+    leader, runner_up = leader_margin(votes)
+    probability = beta_leader_probability(int(leader), int(runner_up))
+    if seen >= params.min_samples and probability >= params.confidence:
+        return f"P(leader stays leader) = {probability:.3f} >= {params.confidence}"
+    return None
+
+
+async def _vote(
+    ctx: StrategyContext,
+    params: SelfConsistencyParams,
+    candidates: list[Candidate],
+    labels: list[int | None],
+) -> tuple[int | None, dict[int, float], str]:
+    """(winning class, class totals, explanation) under the chosen weighting."""
+    explanation = f"plurality vote over {len(candidates)} samples"
+    if params.weighting == "none":
+        return (*plurality(labels), explanation)
+    name = params.verifier
+    scores = await score_outcomes(ctx, name, [c.text for c in candidates])
+    if scores is None:
+        return (*plurality(labels), explanation + " (verifier budget exhausted: unweighted)")
+    for candidate, score in zip(candidates, scores, strict=True):
+        candidate.scores[name] = score
+    if params.weighting == "verifier":
+        explanation = f"verifier-weighted vote ({name}) over {len(candidates)}"
+        return (*weighted_vote(labels, scores), explanation)
+    explanation = f"pessimistic vote ({name}, alpha={params.alpha}) over {len(candidates)} samples"
+    return (*pessimistic_vote(labels, scores, params.alpha), explanation)
 
 
 STRATEGY = Strategy("self_consistency", SelfConsistencyParams, run, __doc__)

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.engine.types import Sample
-from verifiers.aggregate import argmax_first
-from verifiers.extraction import extract_answer
+from ttscale.engine.types import Sample, SamplingSpec
+from ttscale.verifiers.aggregate import argmax_first
+from ttscale.verifiers.extraction import extract_answer
 
-from .base import Candidate, SamplingParams, StrategyContext, StrategyResult, finish_result
+from .base import DEFAULT_SAMPLING, Candidate, StrategyContext, StrategyResult, finish_result
 from .registry import Strategy
 from .scoring import score_steps
 from .steps import STEP_SEPARATOR
@@ -47,7 +47,7 @@ class StepSearchParams(BaseModel):
     refine: bool = True
     refine_threshold: float = Field(0.9, ge=0.0, le=1.0)
     refine_rounds: int = Field(3, ge=0, le=10)
-    sampling: SamplingParams = SamplingParams()
+    sampling: SamplingSpec = DEFAULT_SAMPLING
 
 
 @dataclass
@@ -108,7 +108,7 @@ async def _refine(ctx: StrategyContext, params: StepSearchParams, beam: Beam) ->
             step=beam.steps[-1],
         )
         messages = [*ctx.messages[:-1], {"role": "user", "content": prompt}]
-        spec = params.sampling.spec(max_tokens=2 * params.step_max_tokens)
+        spec = params.sampling.replace(max_tokens=2 * params.step_max_tokens)
         drawn = await ctx.sample(
             spec,
             1,
@@ -134,8 +134,31 @@ async def _refine(ctx: StrategyContext, params: StepSearchParams, beam: Beam) ->
     return beam
 
 
+async def _expand(
+    ctx: StrategyContext,
+    params: StepSearchParams,
+    spec: SamplingSpec,
+    beams: list[Beam],
+    depth: int,
+) -> tuple[list[Beam], bool]:
+    """Every live beam grown by `expansions` sampled next steps, and whether the budget
+    ran out while drawing them."""
+    grown: list[Beam] = []
+    out_of_budget = False
+    for number, beam in enumerate(b for b in beams if not b.finished):
+        drawn = await ctx.sample(
+            spec,
+            params.expansions,
+            prompt_ids=ctx.prompt_ids + beam.token_ids,
+            first_index=depth * 1000 + number * params.expansions,
+        )
+        grown += [_grow(beam, s) for s in drawn.finished if s.num_tokens > 0]
+        out_of_budget = out_of_budget or drawn.stop_reason == "budget"
+    return grown, out_of_budget
+
+
 async def run(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
-    spec = params.sampling.spec(
+    spec = params.sampling.replace(
         max_tokens=params.step_max_tokens, stop=(STEP_SEPARATOR,), include_stop_str_in_output=True
     )
     beams = [Beam()]
@@ -143,18 +166,9 @@ async def run(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
     depth = 0
     while depth < params.max_steps and any(not b.finished for b in beams):
         depth += 1
-        live = [b for b in beams if not b.finished]
-        grown: list[Beam] = []
-        for number, beam in enumerate(live):
-            drawn = await ctx.sample(
-                spec,
-                params.expansions,
-                prompt_ids=ctx.prompt_ids + beam.token_ids,
-                first_index=depth * 1000 + number * params.expansions,
-            )
-            grown += [_grow(beam, s) for s in drawn.finished if s.num_tokens > 0]
-            if drawn.stop_reason == "budget":
-                stop_reason = "budget"
+        grown, out_of_budget = await _expand(ctx, params, spec, beams, depth)
+        if out_of_budget:
+            stop_reason = "budget"
         if not grown:
             break
         scored = await score_steps(ctx, params.verifier, [b.steps for b in grown], last_only=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.records import Record, SampleTrace
+from ttscale.benchmarks.records import Record, SampleTrace
 
 
 def trace(

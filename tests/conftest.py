@@ -17,13 +17,12 @@ import httpx
 import pytest
 import uvicorn
 
-from server.engine.local_vllm import LocalVLLMEngine, apply_cpu_defaults
-from server.engine.protocol import Generation
-from server.engine.types import EngineInfo, SamplingSpec
-from server.model_store import ensure_default_model
-from verifiers.math_grader import MathGrader
-
-from .model_fixtures import TINY_MODEL_NAME, tiny_model_dir
+from ttscale.engine.local_vllm import LocalVLLMEngine, apply_cpu_defaults
+from ttscale.engine.model_store import ensure_default_model
+from ttscale.engine.protocol import Generation
+from ttscale.engine.tiny_models import TINY_MODEL_NAME, tiny_model_dir
+from ttscale.engine.types import EngineInfo, SamplingSpec
+from ttscale.verifiers.math_grader import MathGrader
 
 apply_cpu_defaults()
 
@@ -94,8 +93,8 @@ async def start_uvicorn(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Ta
 async def serving_engine(engine: Any, **settings: Any) -> AsyncIterator[str]:
     """The ttscale app on loopback, lending it the session engine; yields its base URL
     once `/health` says ready."""
-    from server.app import create_app
-    from server.config import Settings
+    from ttscale.server.app import create_app
+    from ttscale.server.config import Settings
 
     async def borrow(_: Settings) -> BorrowedEngine:
         return BorrowedEngine(engine)
@@ -162,9 +161,13 @@ class BorrowedEngine:
         return await self._inner.detokenize(token_ids)
 
     def generate(
-        self, prompt_token_ids: Sequence[int], spec: SamplingSpec, request_id: str | None = None
+        self,
+        prompt_token_ids: Sequence[int],
+        spec: SamplingSpec,
+        n: int = 1,
+        request_id: str | None = None,
     ) -> Generation:
-        return self._inner.generate(prompt_token_ids, spec, request_id)
+        return self._inner.generate(prompt_token_ids, spec, n, request_id)
 
     async def num_running(self) -> int:
         return await self._inner.num_running()

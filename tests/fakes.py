@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server.engine.protocol import Generation, new_request_id
-from server.engine.types import EngineInfo, Sample, SamplingSpec
+from ttscale.engine.protocol import Generation, new_request_id
+from ttscale.engine.types import EngineInfo, Sample, SamplingSpec
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class ScriptedEngine:
         self._running = 0
         self.info = EngineInfo(model_name="scripted", max_model_len=max_model_len, backend="fake")
         self.calls: list[tuple[list[int], SamplingSpec]] = []
+        self.request_ids: list[str | None] = []
 
     async def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         return [ord(c) for m in messages for c in m["content"]]
@@ -49,11 +50,16 @@ class ScriptedEngine:
         return "".join(chr(t) for t in token_ids)
 
     def generate(
-        self, prompt_token_ids: Sequence[int], spec: SamplingSpec, request_id: str | None = None
+        self,
+        prompt_token_ids: Sequence[int],
+        spec: SamplingSpec,
+        n: int = 1,
+        request_id: str | None = None,
     ) -> Generation:
         prompt = list(prompt_token_ids)
         self.calls.append((prompt, spec))
-        stops = [asyncio.Event() for _ in range(spec.n)]
+        self.request_ids.append(request_id)
+        stops = [asyncio.Event() for _ in range(n)]
 
         async def run_sample(index: int) -> Sample:
             scripted = self._script(prompt, spec, index)
@@ -91,9 +97,7 @@ class ScriptedEngine:
             for i in indices:
                 stops[i].set()
 
-        return Generation(
-            request_id or new_request_id(), len(prompt), spec.n, run_sample, abort_samples
-        )
+        return Generation(request_id or new_request_id(), len(prompt), n, run_sample, abort_samples)
 
     async def num_running(self) -> int:
         return self._running

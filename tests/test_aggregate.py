@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from verifiers.aggregate import (
+from ttscale.verifiers.aggregate import (
     aggregate_steps,
     argmax_first,
     pessimistic_vote,

@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.backends import InProcessBackend
-from benchmarks.cli import main as bench_main
-from benchmarks.datasets import Selection, load_dataset, select
-from benchmarks.grid import SamplingConfig, build_grid
-from benchmarks.records import RunConfig, open_run, read_records
-from benchmarks.report import build_report
-from benchmarks.runner import DEFAULT_PROMPT, Runner
-from strategies.base import Verifiers
-from strategies.registry import discover
+from ttscale.benchmarks.backends import InProcessBackend
+from ttscale.benchmarks.cli import main as bench_main
+from ttscale.benchmarks.datasets import Selection, load_dataset, select
+from ttscale.benchmarks.grid import SamplingConfig, build_grid
+from ttscale.benchmarks.records import RunConfig, open_run, read_records
+from ttscale.benchmarks.report import build_report
+from ttscale.benchmarks.runner import DEFAULT_PROMPT, Runner
+from ttscale.strategies.base import Verifiers
+from ttscale.strategies.registry import discover
+from ttscale.strategies.run import Service
 
 from .conftest import BorrowedEngine, serving_engine, wait_until_idle
 
@@ -38,7 +39,7 @@ async def test_in_process_run_then_report_and_replay(engine, grader, tmp_path):
     problems = select(load_dataset("gsm8k"), Selection(limit=2))
     sampling = SamplingConfig(max_tokens=24)
     grid = build_grid(["self_consistency", "inverse_entropy"], [1, 2], sampling, discover())
-    backend = InProcessBackend(BorrowedEngine(engine), Verifiers(grader), discover())
+    backend = InProcessBackend(Service(BorrowedEngine(engine), Verifiers(grader), discover()))
     open_run(tmp_path, RunConfig(model=backend.model_name, backend=backend.kind,
                                  prompt_template=DEFAULT_PROMPT, sampling=sampling))  # fmt: skip
     runner = Runner(backend, grader, tmp_path, concurrency=2, progress_stream=io.StringIO())
@@ -76,7 +77,7 @@ async def test_in_process_run_then_report_and_replay(engine, grader, tmp_path):
 
 async def _bench(out: Path, url: str, env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "bench", "run", "--url", url,
+        sys.executable, "-m", "ttscale.cli", "bench", "run", "--url", url,
         "--dataset", "gsm8k", "--limit", "3", "--n", "1,2", "--max-tokens", "48",
         "--strategy", "self_consistency", "--strategy", "ie=inverse_entropy",
         "--concurrency", "1", "--out", str(out), "--draws", "50",

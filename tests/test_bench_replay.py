@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.datasets import BenchError
-from benchmarks.replay import default_pool, powers_of_two, replay
+from ttscale.benchmarks.datasets import BenchError
+from ttscale.benchmarks.replay import default_pool, powers_of_two, replay
 
 from .bench_fixtures import record, three_right_two_wrong, trace
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.cli import main as bench_main
-from benchmarks.grid import SamplingConfig, build_grid
-from benchmarks.records import RecordWriter, RunConfig, open_run, write_grid
-from benchmarks.report import (
-    build_report,
+from ttscale.benchmarks.cli import main as bench_main
+from ttscale.benchmarks.grid import SamplingConfig, build_grid
+from ttscale.benchmarks.records import RecordWriter, RunConfig, open_run, write_grid
+from ttscale.benchmarks.report import build_report
+from ttscale.benchmarks.summary import (
     complete_records,
     default_baseline,
     frontier,
     paired_against,
     summarize,
 )
-from strategies.registry import discover
+from ttscale.strategies.registry import discover
 
 from .bench_fixtures import record, three_right_two_wrong, trace
 

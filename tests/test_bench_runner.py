@@ -15,8 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.backends import HttpBackend, InProcessBackend, ProblemTooLong, RequestRejected
-from benchmarks.datasets import (
+from ttscale.benchmarks.backends import (
+    HttpBackend,
+    InProcessBackend,
+    ProblemTooLong,
+    RequestRejected,
+)
+from ttscale.benchmarks.datasets import (
     BenchError,
     Problem,
     Selection,
@@ -24,19 +29,19 @@ from benchmarks.datasets import (
     load_problems,
     select,
 )
-from benchmarks.grid import SamplingConfig, build_grid, problem_seed
-from benchmarks.progress import Progress
-from benchmarks.records import (
+from ttscale.benchmarks.grid import SamplingConfig, build_grid, problem_seed
+from ttscale.benchmarks.progress import Progress
+from ttscale.benchmarks.records import (
     RECORDS,
     RecordWriter,
     RunConfig,
     open_run,
     read_records,
 )
-from benchmarks.runner import GivingUp, Runner, grade, render_prompt
-from server.config import Settings
-from strategies.base import Verifiers
-from strategies.registry import discover
+from ttscale.benchmarks.runner import GivingUp, Runner, grade, render_prompt
+from ttscale.strategies.base import Verifiers
+from ttscale.strategies.registry import discover
+from ttscale.strategies.run import Service, ServiceLimits
 
 from .bench_fixtures import record, trace
 from .fakes import Scripted, ScriptedEngine
@@ -63,7 +68,7 @@ def _script(slow_on: str | None = None, seconds: float = 30.0):
 
 
 def _runner(engine, grader, out: Path, **kwargs) -> Runner:
-    backend = InProcessBackend(engine, Verifiers(grader), discover())
+    backend = InProcessBackend(Service(engine, Verifiers(grader), discover()))
     return Runner(backend, grader, out, progress_stream=io.StringIO(), **kwargs)
 
 
@@ -141,7 +146,7 @@ class _FailingOn:
 
 async def test_a_failed_job_is_reported_not_recorded_and_retried(grader, tmp_path):
     engine = ScriptedEngine(_script())
-    inner = InProcessBackend(engine, Verifiers(grader), discover())
+    inner = InProcessBackend(Service(engine, Verifiers(grader), discover()))
     flaky = _FailingOn(inner, "2 + 6", RuntimeError("HTTP 502: bad gateway"))
     runner = Runner(flaky, grader, tmp_path, progress_stream=io.StringIO())
     outcome = await runner.run(PROBLEMS, _grid("self_consistency"))
@@ -154,7 +159,7 @@ async def test_a_failed_job_is_reported_not_recorded_and_retried(grader, tmp_pat
 
 async def test_a_rejected_request_stops_the_whole_run(grader, tmp_path):
     engine = ScriptedEngine(_script())
-    inner = InProcessBackend(engine, Verifiers(grader), discover())
+    inner = InProcessBackend(Service(engine, Verifiers(grader), discover()))
     rejecting = _FailingOn(inner, "9 + 9", RequestRejected("n=2 exceeds this server's limit"))
     runner = Runner(rejecting, grader, tmp_path, progress_stream=io.StringIO())
     with pytest.raises(RequestRejected, match="limit"):
@@ -299,7 +304,7 @@ def test_progress_line_shows_accuracy_speed_and_eta():
 
 async def test_failures_in_a_row_stop_the_run(grader, tmp_path):
     engine = ScriptedEngine(_script())
-    inner = InProcessBackend(engine, Verifiers(grader), discover())
+    inner = InProcessBackend(Service(engine, Verifiers(grader), discover()))
     down = _FailingOn(inner, "What is", RuntimeError("connection refused"))
     runner = Runner(down, grader, tmp_path, progress_stream=io.StringIO(), max_failures_in_a_row=3)
     many = [p.model_copy(update={"id": f"{p.id}-{i}"}) for i in range(5) for p in PROBLEMS]
@@ -449,7 +454,7 @@ async def test_resuming_a_label_with_other_parameters_is_refused(grader, tmp_pat
 
 async def test_one_setting_that_always_fails_stops_the_run(grader, tmp_path):
     engine = ScriptedEngine(_script())
-    inner = InProcessBackend(engine, Verifiers(grader), discover())
+    inner = InProcessBackend(Service(engine, Verifiers(grader), discover()))
 
     class BrokenJudge:
         model_name, kind = inner.model_name, inner.kind
@@ -471,7 +476,9 @@ async def test_one_setting_that_always_fails_stops_the_run(grader, tmp_path):
 
 async def test_in_process_runs_obey_the_server_limits(grader, tmp_path):
     engine = ScriptedEngine(_script())
-    backend = InProcessBackend(engine, Verifiers(grader), discover(), settings=Settings(max_n=2))
+    backend = InProcessBackend(
+        Service(engine, Verifiers(grader), discover(), ServiceLimits(max_n=2))
+    )
     runner = Runner(backend, grader, tmp_path, progress_stream=io.StringIO())
     with pytest.raises(RequestRejected, match="n=4 exceeds this server's limit of 2"):
         await runner.run(PROBLEMS, _grid("self_consistency", budgets=(4,)))

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.stats import (
+from ttscale.benchmarks.stats import (
     bootstrap_ci,
     paired_difference,
     pass_at_k,
@@ -15,7 +15,7 @@ from benchmarks.stats import (
     subsets,
     vote_credit,
 )
-from verifiers.aggregate import weighted_vote
+from ttscale.verifiers.aggregate import weighted_vote
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import httpx
 
-from server import cli
+from ttscale.cli import main as ttscale_cli
+from ttscale.server import cli as server_cli
 
 from .conftest import free_port, wait_for_http
 
-TTSCALE = [sys.executable, "-m", "server.cli"]
+TTSCALE = [sys.executable, "-m", "ttscale.cli"]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
@@ -88,13 +89,15 @@ def test_remote_engine_needs_a_url():
 
 
 def test_missing_vllm_is_reported_in_one_line(monkeypatch, capsys, tiny_model_path):
-    real_find_spec = cli.importlib.util.find_spec
+    real_find_spec = server_cli.importlib.util.find_spec
     monkeypatch.setattr(
-        cli.importlib.util,
+        server_cli.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "vllm" else real_find_spec(name, *a),
     )
-    status = cli.main(["serve", "--model", str(tiny_model_path), "--port", str(free_port())])
+    status = ttscale_cli.main(
+        ["serve", "--model", str(tiny_model_path), "--port", str(free_port())]
+    )
     assert status == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [err[0]] and "vLLM is not installed" in err[0]

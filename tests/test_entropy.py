@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from server.engine.entropy import mean_entropy, topk_entropy
+from ttscale.engine.entropy import mean_entropy, topk_entropy
 
 
 def test_uniform_over_k_has_entropy_log_k():

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from server.engine.protocol import EngineError, Generation
-from server.engine.types import Sample, SamplingSpec
+from ttscale.engine.protocol import EngineError, Generation
+from ttscale.engine.types import Sample, SamplingSpec
 
 from .fakes import Scripted, ScriptedEngine
 
@@ -21,7 +21,7 @@ def durations(*seconds: float) -> ScriptedEngine:
 
 async def test_await_returns_samples_in_index_order():
     engine = durations(0.03, 0.01, 0.02)
-    result = await engine.generate([1, 2], SamplingSpec(n=3))
+    result = await engine.generate([1, 2], SamplingSpec(), n=3)
     assert [s.index for s in result.samples] == [0, 1, 2]
     assert [s.text[0] for s in result.samples] == ["a", "b", "c"]
     assert result.generated_tokens == 30
@@ -30,13 +30,13 @@ async def test_await_returns_samples_in_index_order():
 
 async def test_iteration_yields_samples_in_finishing_order():
     engine = durations(0.06, 0.01, 0.03)
-    order = [s.index async for s in engine.generate([1], SamplingSpec(n=3))]
+    order = [s.index async for s in engine.generate([1], SamplingSpec(), n=3)]
     assert order == [1, 2, 0]
 
 
 async def test_abort_keeps_finished_samples_and_marks_the_rest():
     engine = durations(0.01, 5.0, 5.0)
-    generation = engine.generate([1], SamplingSpec(n=3))
+    generation = engine.generate([1], SamplingSpec(), n=3)
     first = await anext(aiter(generation))
     assert first.index == 0
     result = await generation.abort()
@@ -47,7 +47,7 @@ async def test_abort_keeps_finished_samples_and_marks_the_rest():
 
 async def test_cancelled_waiter_aborts_instead_of_leaking():
     engine = durations(5.0, 5.0)
-    generation = engine.generate([1], SamplingSpec(n=2))
+    generation = engine.generate([1], SamplingSpec(), n=2)
     waiter = asyncio.create_task(generation.result())
     await asyncio.sleep(0.05)
     waiter.cancel()
@@ -59,7 +59,7 @@ async def test_cancelled_waiter_aborts_instead_of_leaking():
 
 async def test_breaking_out_of_iteration_and_closing_aborts():
     engine = durations(0.01, 5.0)
-    generation = engine.generate([1], SamplingSpec(n=2))
+    generation = engine.generate([1], SamplingSpec(), n=2)
     iterator = aiter(generation)
     await anext(iterator)
     await iterator.aclose()
@@ -68,8 +68,8 @@ async def test_breaking_out_of_iteration_and_closing_aborts():
 
 
 async def test_a_sample_that_ignores_abort_is_cancelled_and_reported_empty(monkeypatch):
-    monkeypatch.setattr("server.engine.protocol._ABORT_MAX_RETRIES", 2)
-    monkeypatch.setattr("server.engine.protocol._ABORT_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr("ttscale.engine.protocol._ABORT_MAX_RETRIES", 2)
+    monkeypatch.setattr("ttscale.engine.protocol._ABORT_RETRY_SECONDS", 0.01)
 
     async def stubborn(index: int) -> Sample:
         await asyncio.sleep(60)
@@ -96,6 +96,6 @@ async def test_engine_failure_surfaces_as_engine_error():
 
 
 async def test_sample_seeds_are_distinct_and_reproducible():
-    spec = SamplingSpec(n=3, seed=10)
+    spec = SamplingSpec(seed=10)
     assert [spec.sample_seed(i) for i in range(3)] == [10, 11, 12]
-    assert SamplingSpec(n=2).sample_seed(1) is None
+    assert SamplingSpec().sample_seed(1) is None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from server.engine.types import SamplingSpec
-from verifiers.judge import LLMJudge
-from verifiers.protocol import OutcomeVerifier, ProcessVerifier
+from ttscale.engine.types import SamplingSpec
+from ttscale.verifiers.judge import LLMJudge
+from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
 
 
 async def test_judge_returns_a_probability_and_bills_its_tokens(engine):

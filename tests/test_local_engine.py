@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from server.engine.protocol import Engine
-from server.engine.types import SamplingSpec
+from ttscale.engine.protocol import Engine
+from ttscale.engine.types import SamplingSpec
 
 CHAT = [{"role": "user", "content": "Count to ten."}]
 
@@ -38,7 +38,7 @@ async def test_chat_is_rendered_with_the_models_own_template(engine):
 async def test_generate_returns_n_samples_with_tokens_text_and_usage(engine):
     prompt = await engine.render_chat(CHAT)
     result = await engine.generate(
-        prompt, SamplingSpec(n=4, temperature=1.0, max_tokens=12, seed=7)
+        prompt, SamplingSpec(temperature=1.0, max_tokens=12, seed=7), n=4
     )
     assert [s.index for s in result.samples] == [0, 1, 2, 3]
     assert result.prompt_tokens == len(prompt)
@@ -54,9 +54,9 @@ async def test_generate_returns_n_samples_with_tokens_text_and_usage(engine):
 
 async def test_same_seed_reproduces_samples(engine):
     prompt = await engine.render_chat(CHAT)
-    spec = SamplingSpec(n=2, temperature=1.0, max_tokens=10, seed=1234)
-    first = await engine.generate(prompt, spec)
-    second = await engine.generate(prompt, spec)
+    spec = SamplingSpec(temperature=1.0, max_tokens=10, seed=1234)
+    first = await engine.generate(prompt, spec, n=2)
+    second = await engine.generate(prompt, spec, n=2)
     assert [s.token_ids for s in first.samples] == [s.token_ids for s in second.samples]
 
 
@@ -64,7 +64,7 @@ async def test_logprobs_give_one_entropy_per_token_within_log_k(engine):
     prompt = await engine.render_chat(CHAT)
     k = 5
     result = await engine.generate(
-        prompt, SamplingSpec(n=2, temperature=1.0, max_tokens=8, seed=3, logprobs=k)
+        prompt, SamplingSpec(temperature=1.0, max_tokens=8, seed=3, logprobs=k), n=2
     )
     for sample in result.samples:
         assert sample.token_entropies is not None and sample.token_logprobs is not None
@@ -125,7 +125,7 @@ async def test_stop_string_is_kept_when_asked(engine):
 async def test_abort_reports_the_tokens_already_generated(engine):
     prompt = await engine.render_chat(CHAT)
     generation = engine.generate(
-        prompt, SamplingSpec(n=3, temperature=1.0, max_tokens=900, ignore_eos=True, seed=5)
+        prompt, SamplingSpec(temperature=1.0, max_tokens=900, ignore_eos=True, seed=5), n=3
     )
     while await engine.num_running() < 3:
         await asyncio.sleep(0.01)
@@ -140,7 +140,7 @@ async def test_abort_reports_the_tokens_already_generated(engine):
 async def test_samples_can_be_consumed_as_they_finish_and_the_rest_aborted(engine):
     prompt = await engine.render_chat(CHAT)
     short = engine.generate(prompt, SamplingSpec(max_tokens=4, ignore_eos=True, seed=1))
-    long = engine.generate(prompt, SamplingSpec(n=2, max_tokens=900, ignore_eos=True, seed=2))
+    long = engine.generate(prompt, SamplingSpec(max_tokens=900, ignore_eos=True, seed=2), n=2)
     first = await anext(aiter(short))
     assert first.finish_reason == "length" and first.num_tokens == 4
     result = await long.abort()
@@ -151,7 +151,7 @@ async def test_samples_can_be_consumed_as_they_finish_and_the_rest_aborted(engin
 async def test_cancelling_the_waiter_aborts_the_samples(engine):
     """A client that goes away must not leave samples running in the engine."""
     prompt = await engine.render_chat(CHAT)
-    generation = engine.generate(prompt, SamplingSpec(n=2, max_tokens=900, ignore_eos=True))
+    generation = engine.generate(prompt, SamplingSpec(max_tokens=900, ignore_eos=True), n=2)
     waiter = asyncio.create_task(generation.result())
     while await engine.num_running() < 2:
         await asyncio.sleep(0.01)
@@ -165,9 +165,9 @@ async def test_cancelling_the_waiter_aborts_the_samples(engine):
 async def test_concurrent_requests_run_together(engine):
     """Samples of concurrent requests share the engine (batched by vLLM's scheduler)."""
     prompt = await engine.render_chat(CHAT)
-    spec = SamplingSpec(n=2, max_tokens=200, ignore_eos=True, seed=11)
-    first = engine.generate(prompt, spec)
-    second = engine.generate(prompt, spec)
+    spec = SamplingSpec(max_tokens=200, ignore_eos=True, seed=11)
+    first = engine.generate(prompt, spec, n=2)
+    second = engine.generate(prompt, spec, n=2)
     peak = 0
     while not (first.done() and second.done()):
         peak = max(peak, await engine.num_running())

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from verifiers.extraction import extract_answer, extract_boxed
-from verifiers.normalize import normalize_answer
+from ttscale.verifiers.extraction import extract_answer, extract_boxed
+from ttscale.verifiers.normalize import normalize_answer
 
 COLUMN = "\\begin{pmatrix} -2 \\\\ -14 \\\\ -7 \\end{pmatrix}"
 
@@ -130,7 +130,7 @@ async def test_adversarial_answers_are_rejected_within_the_timeout(grader, predi
 
 async def test_a_stuck_worker_is_replaced(grader):
     """After a timeout the pool still answers (pebble killed and replaced the worker)."""
-    from verifiers import math_worker
+    from ttscale.verifiers import math_worker
 
     with pytest.raises(TimeoutError):
         await grader._run(math_worker.sleep_for_test, 10.0, limit_s=0.5)

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from server.config import Settings
-from server.engine.local_vllm import _cpu_list
-from server.engine.model_shape import count_safetensors_params, read_model_shape
-from server.model_store import (
+from ttscale.engine.local_vllm import _cpu_list
+from ttscale.engine.model_shape import count_safetensors_params, read_model_shape
+from ttscale.engine.model_store import (
     ModelStoreError,
     default_model_dir,
     ensure_default_model,
     is_complete_model_dir,
     validate_model_dir,
 )
+from ttscale.server.config import Settings
 
 
 def test_default_model_is_converted_once_to_a_complete_directory(default_model_path: Path):
@@ -89,7 +89,7 @@ def test_json_log_lines_carry_key_value_fields():
     import json
     import logging
 
-    from server.cli import JsonLogFormatter
+    from ttscale.server.cli import JsonLogFormatter
 
     record = logging.LogRecord(
         "ttscale.server",

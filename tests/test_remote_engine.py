@@ -12,10 +12,10 @@ import httpx
 import pytest
 from transformers import AutoTokenizer
 
-from server.app import create_app
-from server.config import Settings
-from server.engine.remote import RemoteVLLMEngine
-from server.engine.types import SamplingSpec
+from ttscale.engine.remote import RemoteVLLMEngine
+from ttscale.engine.types import SamplingSpec
+from ttscale.server.app import create_app
+from ttscale.server.config import Settings
 
 from .conftest import vllm_api_server
 
@@ -85,9 +85,9 @@ async def test_samples_carry_entropies_and_cache_hits(remote):
     context = "Geography notes. " + " ".join(f"City {i} is in country {i % 7}." for i in range(80))
     prompt = await remote.render_chat([{"role": "system", "content": context}, *QUESTION])
     assert len(prompt) > 512
-    spec = SamplingSpec(n=3, temperature=0.8, max_tokens=16, seed=5, logprobs=20)
-    first = await remote.generate(prompt, spec)
-    again = await remote.generate(prompt, spec)
+    spec = SamplingSpec(temperature=0.8, max_tokens=16, seed=5, logprobs=20)
+    first = await remote.generate(prompt, spec, n=3)
+    again = await remote.generate(prompt, spec, n=3)
     assert [s.token_ids for s in first.samples] == [s.token_ids for s in again.samples]
     for sample in first.samples:
         assert len(sample.token_entropies) == sample.num_tokens == len(sample.token_logprobs)
@@ -108,7 +108,7 @@ async def test_stop_string_kept(remote):
 async def test_abort_reports_partial_tokens_and_frees_the_server(remote, vllm_server):
     prompt = await remote.render_chat(QUESTION)
     generation = remote.generate(
-        prompt, SamplingSpec(n=2, max_tokens=1500, ignore_eos=True, seed=1)
+        prompt, SamplingSpec(max_tokens=1500, ignore_eos=True, seed=1), n=2
     )
     await asyncio.sleep(3)
     result = await generation.abort()
@@ -145,7 +145,7 @@ async def test_ttscale_server_can_front_a_remote_vllm(vllm_server):
 
 async def test_judge_through_the_remote_adapter(remote):
     """label logprobs travel over HTTP (`logprob_token_ids`, token ids as keys)."""
-    from verifiers.judge import LLMJudge
+    from ttscale.verifiers.judge import LLMJudge
 
     judge = LLMJudge(remote)
     right = await judge.score_solution("What is the capital of France?", "Paris.")

@@ -12,11 +12,11 @@ import math
 
 import pytest
 
-from verifiers.protocol import OutcomeVerifier, ProcessVerifier
-from verifiers.reward_model import RemoteRewardModel, RewardModel
+from ttscale.engine.tiny_models import reference_reward_logits, tiny_reward_model_dir
+from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
+from ttscale.verifiers.reward_model import RewardModel
 
 from .conftest import vllm_api_server
-from .model_fixtures import reference_reward_logits, tiny_reward_model_dir
 
 QUESTION = "What is 2 + 3 * 4?"
 SOLUTIONS = [
@@ -112,7 +112,7 @@ def prm_server(default_model_path, subprocess_env, tmp_path_factory):
 
 
 async def test_remote_prm_matches_the_in_process_prm(prm, prm_server):
-    remote = await RemoteRewardModel.connect(prm_server, "prm")
+    remote = await RewardModel.connect(prm_server, "prm")
     try:
         assert isinstance(remote, ProcessVerifier)
         local = await prm.score_steps(QUESTION, SOLUTIONS)

@@ -11,11 +11,11 @@ import httpx
 import openai
 import pytest
 
-from server.app import create_app
-from server.config import Settings
+from ttscale.engine.tiny_models import TINY_MODEL_NAME
+from ttscale.server.app import create_app
+from ttscale.server.config import Settings
 
-from .conftest import free_port, serving_engine, start_uvicorn, wait_until_idle
-from .model_fixtures import TINY_MODEL_NAME
+from .conftest import BorrowedEngine, free_port, serving_engine, start_uvicorn, wait_until_idle
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +257,44 @@ async def test_client_disconnect_aborts_the_strategys_samples(base_url, engine):
         with pytest.raises(httpx.ReadTimeout):
             await short.post("/v1/chat/completions", json=body)
     assert await wait_until_idle(engine) == 0
+
+
+async def test_client_disconnect_aborts_a_plain_request(base_url, engine):
+    body = _chat(n=4, max_tokens=900)
+    async with httpx.AsyncClient(base_url=base_url, timeout=1.0) as short:
+        with pytest.raises(httpx.ReadTimeout):
+            await short.post("/v1/chat/completions", json=body)
+    assert await wait_until_idle(engine) == 0
+
+
+class RecordingEngine(BorrowedEngine):
+    """The session engine, noting the request id of every generation asked of it."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.request_ids: list[str | None] = []
+
+    def generate(self, prompt_token_ids, spec, n=1, request_id=None):
+        self.request_ids.append(request_id)
+        return super().generate(prompt_token_ids, spec, n, request_id)
+
+
+async def test_the_http_request_id_reaches_every_engine_request(engine):
+    recording = RecordingEngine(engine)
+    body = _chat(ttscale={"strategy": "best_of_n", "params": {"n": 2, "verifier": "judge"}})
+    async with (
+        serving_engine(recording) as url,
+        httpx.AsyncClient(base_url=url, timeout=60) as http,
+    ):
+        response = await http.post(
+            "/v1/chat/completions", json=body, headers={"x-request-id": "trace-me-1"}
+        )
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "trace-me-1"
+    ids = recording.request_ids
+    assert {"trace-me-1-0", "trace-me-1-1"} <= set(ids)
+    assert any(i.startswith("trace-me-1-judge") for i in ids)
+    assert all(i.startswith("trace-me-1-") for i in ids)
 
 
 async def test_plain_stream_with_the_openai_client(base_url):

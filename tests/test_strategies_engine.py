@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from strategies.base import StrategyContext, Verifiers
-from strategies.budget import Budget, BudgetLimits
-from strategies.registry import discover
-from verifiers.judge import LLMJudge
+from ttscale.strategies.base import StrategyContext, Verifiers
+from ttscale.strategies.budget import Budget, BudgetLimits
+from ttscale.strategies.registry import discover
+from ttscale.verifiers.judge import LLMJudge
 
 QUESTION = "What is 6 times 7?"
 

@@ -8,18 +8,18 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from strategies.base import StrategyContext, Verifiers
-from strategies.best_of_n import BestOfNParams
-from strategies.best_of_n import run as best_of_n
-from strategies.budget import Budget, BudgetLimits
-from strategies.inverse_entropy import InverseEntropyParams
-from strategies.inverse_entropy import run as inverse_entropy
-from strategies.multi_temperature import MultiTemperatureParams
-from strategies.multi_temperature import run as multi_temperature
-from strategies.registry import discover
-from strategies.self_consistency import SelfConsistencyParams
-from strategies.self_consistency import run as self_consistency
-from verifiers.protocol import OutcomeScores, StepScores, VerifierUsage
+from ttscale.strategies.base import StrategyContext, Verifiers
+from ttscale.strategies.best_of_n import BestOfNParams
+from ttscale.strategies.best_of_n import run as best_of_n
+from ttscale.strategies.budget import Budget, BudgetLimits
+from ttscale.strategies.inverse_entropy import InverseEntropyParams
+from ttscale.strategies.inverse_entropy import run as inverse_entropy
+from ttscale.strategies.multi_temperature import MultiTemperatureParams
+from ttscale.strategies.multi_temperature import run as multi_temperature
+from ttscale.strategies.registry import discover
+from ttscale.strategies.self_consistency import SelfConsistencyParams
+from ttscale.strategies.self_consistency import run as self_consistency
+from ttscale.verifiers.protocol import OutcomeScores, StepScores, VerifierUsage
 
 from .fakes import Scripted, ScriptedEngine
 
@@ -31,11 +31,15 @@ class FakeOutcomeVerifier:
 
     def __init__(self, score: Callable[[str], float]) -> None:
         self._score = score
+        self.request_ids: list[str | None] = []
 
     async def estimate_outcome_tokens(self, question: str, solutions: Sequence[str]) -> int:
         return 10 * len(solutions)
 
-    async def score_outcomes(self, question: str, solutions: Sequence[str]) -> OutcomeScores:
+    async def score_outcomes(
+        self, question: str, solutions: Sequence[str], *, request_id=None
+    ) -> OutcomeScores:
+        self.request_ids.append(request_id)
         usage = VerifierUsage(prompt_tokens=9 * len(solutions), generated_tokens=len(solutions))
         return OutcomeScores([self._score(s) for s in solutions], usage)
 
@@ -47,7 +51,9 @@ class FakeProcessVerifier:
     async def estimate_step_tokens(self, question: str, solutions, *, last_only=False) -> int:
         return sum(len(s) for s in solutions)
 
-    async def score_steps(self, question: str, solutions, *, last_only=False) -> StepScores:
+    async def score_steps(
+        self, question: str, solutions, *, last_only=False, request_id=None
+    ) -> StepScores:
         usage = VerifierUsage(prompt_tokens=sum(len(s) for s in solutions))
         return StepScores([[self._score(step) for step in s] for s in solutions], usage)
 
@@ -364,8 +370,8 @@ def step_verifier(table: dict[str, float], default: float = 0.5) -> FakeProcessV
 
 
 async def test_step_search_keeps_the_best_steps_and_picks_the_highest_minimum(grader):
-    from strategies.step_search import StepSearchParams
-    from strategies.step_search import run as step_search
+    from ttscale.strategies.step_search import StepSearchParams
+    from ttscale.strategies.step_search import run as step_search
 
     engine = step_engine()
     verifier = step_verifier({"d0c2": 0.95, "d0c1": 0.92, "d1c3": 0.97, "d2c0": 0.99, "d2c1": 0.6})
@@ -387,8 +393,8 @@ async def test_step_search_keeps_the_best_steps_and_picks_the_highest_minimum(gr
 
 
 async def test_step_refinement_is_accepted_only_if_the_score_rises(grader):
-    from strategies.step_search import StepSearchParams
-    from strategies.step_search import run as step_search
+    from ttscale.strategies.step_search import StepSearchParams
+    from ttscale.strategies.step_search import run as step_search
 
     params = StepSearchParams(
         verifier="prm", beam_width=1, expansions=2, max_steps=1, refine_rounds=3, sampling=SEEDED

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.api.errors import APIError
-from server.api.strategy_selection import split_model_name
+from ttscale.strategies.errors import InvalidRequest
+from ttscale.strategies.selection import split_model_name
 
 
 def test_plain_model_name_has_no_options():
@@ -43,6 +43,6 @@ def test_suffix_without_parameters():
     [":self_consistency", "m:", "m:sc?n", "m:sc?budget.max_samples=0", "m:sc?a=1&a.b=2"],
 )
 def test_malformed_suffixes_are_400s_naming_the_model(model):
-    with pytest.raises(APIError) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         split_model_name(model)
-    assert caught.value.status == 400 and caught.value.param == "model"
+    assert caught.value.param == "model"

@@ -1,3 +1,7 @@
-"""Verifiers: answer extraction and math equivalence, reward models, LLM judges.
-Strategies call them through a small protocol; they land with their own issue.
+"""ttscale.verifiers: what an answer is and how good a solution is.
+
+Answer extraction and math equivalence on a killable process pool (`extraction`,
+`math_grader`), the vote and score rules (`aggregate`), reward models (`reward_model`,
+over `ttscale.engine.pooling`) and the LLM judge (`judge`). Strategies call them through
+the small protocol in `protocol`. Imports only `ttscale.engine` below it.
 """

@@ -15,8 +15,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from server.engine.protocol import Engine
-from server.engine.types import SamplingSpec
+from ttscale.engine.protocol import Engine
+from ttscale.engine.types import SamplingSpec
 
 from .protocol import OutcomeScores, StepScores, VerifierUsage
 
@@ -67,11 +67,20 @@ class LLMJudge:
                 ids.append(tokens[0])
         return tuple(ids)
 
-    async def score_solution(self, question: str, solution: str) -> JudgeScore:
-        return await self._ask(self._solution_prompt(question, solution))
+    async def score_solution(
+        self, question: str, solution: str, *, request_id: str | None = None
+    ) -> JudgeScore:
+        return await self._ask(self._solution_prompt(question, solution), request_id)
 
-    async def score_step(self, question: str, previous: Sequence[str], step: str) -> JudgeScore:
-        return await self._ask(self._step_prompt(question, previous, step))
+    async def score_step(
+        self,
+        question: str,
+        previous: Sequence[str],
+        step: str,
+        *,
+        request_id: str | None = None,
+    ) -> JudgeScore:
+        return await self._ask(self._step_prompt(question, previous, step), request_id)
 
     def _solution_prompt(self, question: str, solution: str) -> str:
         return SOLUTION_PROMPT.format(question=question, solution=solution)
@@ -99,33 +108,50 @@ class LLMJudge:
         ]
         return sum(await asyncio.gather(*costs))
 
-    async def score_outcomes(self, question: str, solutions: Sequence[str]) -> OutcomeScores:
-        judged = await asyncio.gather(*(self.score_solution(question, s) for s in solutions))
+    async def score_outcomes(
+        self, question: str, solutions: Sequence[str], *, request_id: str | None = None
+    ) -> OutcomeScores:
+        judged = await asyncio.gather(
+            *(
+                self.score_solution(question, s, request_id=_sub_id(request_id, f"judge{i}"))
+                for i, s in enumerate(solutions)
+            )
+        )
         return OutcomeScores([j.score for j in judged], _total_usage(judged))
 
     async def score_steps(
-        self, question: str, solutions: Sequence[Sequence[str]], *, last_only: bool = False
+        self,
+        question: str,
+        solutions: Sequence[Sequence[str]],
+        *,
+        last_only: bool = False,
+        request_id: str | None = None,
     ) -> StepScores:
         """Each step judged given the steps before it; `last_only`: just the final step
         (step-level search needs only the newest one)."""
 
-        async def one(steps: Sequence[str]) -> list[JudgeScore]:
+        async def one(number: int, steps: Sequence[str]) -> list[JudgeScore]:
             positions = _judged_positions(steps, last_only)
-            return list(
-                await asyncio.gather(
-                    *(self.score_step(question, steps[:i], steps[i]) for i in positions)
+            asks = [
+                self.score_step(
+                    question,
+                    steps[:i],
+                    steps[i],
+                    request_id=_sub_id(request_id, f"judge{number}.{i}"),
                 )
-            )
+                for i in positions
+            ]
+            return list(await asyncio.gather(*asks))
 
-        judged = await asyncio.gather(*(one(steps) for steps in solutions))
+        judged = await asyncio.gather(*(one(n, steps) for n, steps in enumerate(solutions)))
         usage = _total_usage([j for per_solution in judged for j in per_solution])
         return StepScores([[j.score for j in per_solution] for per_solution in judged], usage)
 
-    async def _ask(self, prompt: str) -> JudgeScore:
+    async def _ask(self, prompt: str, request_id: str | None = None) -> JudgeScore:
         yes_ids, no_ids = await self._answer_token_ids()
         prompt_ids = await self._engine.render_chat([{"role": "user", "content": prompt}])
         spec = SamplingSpec(temperature=0.0, max_tokens=1, logprob_token_ids=(*yes_ids, *no_ids))
-        result = await self._engine.generate(prompt_ids, spec)
+        result = await self._engine.generate(prompt_ids, spec, request_id=request_id)
         sample = result.samples[0]
         labels = (sample.label_logprobs or [{}])[0]
         p_yes = sum(math.exp(labels[t]) for t in yes_ids if t in labels)
@@ -138,6 +164,11 @@ class LLMJudge:
             generated_tokens=result.generated_tokens,
         )
         return JudgeScore(score=score, p_yes=p_yes, p_no=p_no, usage=usage)
+
+
+def _sub_id(request_id: str | None, part: str) -> str | None:
+    """Engine request id of one judgement of a request (None: the engine picks one)."""
+    return None if request_id is None else f"{request_id}-{part}"
 
 
 def _total_usage(judged: Sequence[JudgeScore]) -> VerifierUsage:

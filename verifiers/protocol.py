@@ -48,7 +48,11 @@ class StepScores:
 class OutcomeVerifier(Protocol):
     """Scores whole solutions (ORM, or a judge asked about the whole solution)."""
 
-    async def score_outcomes(self, question: str, solutions: Sequence[str]) -> OutcomeScores: ...
+    async def score_outcomes(
+        self, question: str, solutions: Sequence[str], *, request_id: str | None = None
+    ) -> OutcomeScores:
+        """Scores of whole solutions; engine requests carry ids derived from `request_id`."""
+        ...
 
     async def estimate_outcome_tokens(self, question: str, solutions: Sequence[str]) -> int:
         """Upper bound of the verifier tokens `score_outcomes` would spend."""
@@ -60,9 +64,18 @@ class ProcessVerifier(Protocol):
     """Scores each step of each solution (PRM, or a judge asked step by step)."""
 
     async def score_steps(
-        self, question: str, solutions: Sequence[Sequence[str]]
-    ) -> StepScores: ...
+        self,
+        question: str,
+        solutions: Sequence[Sequence[str]],
+        *,
+        last_only: bool = False,
+        request_id: str | None = None,
+    ) -> StepScores:
+        """Scores of each step; engine requests carry ids derived from `request_id`."""
+        ...
 
-    async def estimate_step_tokens(self, question: str, solutions: Sequence[Sequence[str]]) -> int:
+    async def estimate_step_tokens(
+        self, question: str, solutions: Sequence[Sequence[str]], *, last_only: bool = False
+    ) -> int:
         """Upper bound of the verifier tokens `score_steps` would spend."""
         ...

@@ -1,0 +1,1 @@
+"""The HTTP surface: request/response schemas, completions, streaming, errors, ids."""

@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ttscale.strategies.errors import ModelNotFound, RequestError
+
 logger = logging.getLogger(__name__)
 
 _ERROR_TYPES = {
@@ -76,10 +78,19 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     return message, param
 
 
+def status_of(exc: RequestError) -> int:
+    """HTTP status of a domain error of the service entry."""
+    return 404 if isinstance(exc, ModelNotFound) else 400
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return error_response(exc.status, exc.message, param=exc.param, code=exc.code)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
+        return error_response(status_of(exc), exc.message, param=exc.param, code=exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

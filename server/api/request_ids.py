@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..engine.protocol import new_request_id
+from ttscale.engine.protocol import new_request_id
 
 
 class RequestIdMiddleware:

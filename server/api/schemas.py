@@ -12,7 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .strategy_selection import TTScaleOptions
+from ttscale.engine.types import SamplingSpec
+from ttscale.strategies.budget import Usage as SpentUsage
+from ttscale.strategies.errors import InvalidRequest
+from ttscale.strategies.run import ServiceRequest
+from ttscale.strategies.selection import StrategyChoice, split_model_name
 
 
 class TextPart(BaseModel):
@@ -38,6 +42,16 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+_SAMPLING_FIELDS = (
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+
 class SamplingRequest(BaseModel):
     """Fields shared by chat and text completion requests."""
 
@@ -55,7 +69,7 @@ class SamplingRequest(BaseModel):
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     user: str | None = None
-    ttscale: TTScaleOptions | None = Field(
+    ttscale: StrategyChoice | None = Field(
         None, description="test-time-scaling strategy, parameters and budget"
     )
 
@@ -77,6 +91,39 @@ class SamplingRequest(BaseModel):
     def max_tokens_param(self) -> str:
         return "max_tokens"
 
+    def sampling_spec(self) -> SamplingSpec:
+        """The request's sampling fields as the one sampling type; only the fields the
+        client set are set on it (`model_fields_set`), so a strategy keeps its own
+        defaults for the rest."""
+        given = {f: getattr(self, f) for f in _SAMPLING_FIELDS if f in self.model_fields_set}
+        if "stop" in given:
+            given["stop"] = tuple(given["stop"])
+        if self.requested_max_tokens is not None:
+            given["max_tokens"] = self.requested_max_tokens
+        return SamplingSpec(**given)
+
+    def service_request(self, request_id: str) -> ServiceRequest:
+        """What the service entry takes; the strategy comes from the `ttscale` field or
+        the model-name suffix, not both."""
+        model, from_suffix = split_model_name(self.model)
+        if from_suffix is not None and self.ttscale is not None:
+            raise InvalidRequest(
+                "choose the strategy either in the model name or in ttscale, not both",
+                param="model",
+            )
+        return ServiceRequest(
+            request_id=request_id,
+            model=model,
+            sampling=self.sampling_spec(),
+            n=self.n,
+            choice=from_suffix or self.ttscale,
+            max_tokens_param=self.max_tokens_param,
+            **self.prompt_fields(),
+        )
+
+    def prompt_fields(self) -> dict[str, Any]:
+        raise NotImplementedError
+
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(..., min_length=1)
@@ -90,8 +137,8 @@ class ChatCompletionRequest(SamplingRequest):
     def max_tokens_param(self) -> str:
         return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
 
-    def message_dicts(self) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.text()} for m in self.messages]
+    def prompt_fields(self) -> dict[str, Any]:
+        return {"messages": [{"role": m.role, "content": m.text()} for m in self.messages]}
 
 
 class CompletionRequest(SamplingRequest):
@@ -99,16 +146,34 @@ class CompletionRequest(SamplingRequest):
 
     prompt: str | list[int] = Field(..., min_length=1)
 
+    def prompt_fields(self) -> dict[str, Any]:
+        return {"prompt": self.prompt}
+
 
 class PromptTokensDetails(BaseModel):
     cached_tokens: int = 0
 
 
 class Usage(BaseModel):
+    """OpenAI usage, counted as the budget counts: `prompt_tokens` are the prompt tokens
+    of every engine request made for this request (a sample of N reads its prompt N
+    times), `cached_tokens` the part of those served from the prefix cache (never more
+    than `prompt_tokens`), `completion_tokens` every token generated, aborted samples'
+    included. Verifier tokens are reported in the `ttscale` evidence."""
+
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
+
+    @classmethod
+    def of(cls, spent: SpentUsage) -> Usage:
+        return cls(
+            prompt_tokens=spent.prompt_tokens,
+            completion_tokens=spent.generated_tokens,
+            total_tokens=spent.prompt_tokens + spent.generated_tokens,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=spent.cached_prompt_tokens),
+        )
 
 
 class AssistantMessage(BaseModel):

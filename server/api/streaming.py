@@ -23,7 +23,10 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from strategies.base import StrategyResult
+from ttscale.strategies.base import ProgressCallback
+from ttscale.strategies.run import ServiceResult
+
+from .schemas import Usage
 
 logger = logging.getLogger("ttscale.server")
 
@@ -87,7 +90,8 @@ class ChunkWriter:
 
     @staticmethod
     def error(message: str) -> str:
-        return f"data: {json.dumps({'error': {'message': message, 'type': 'server_error'}})}\n\n"
+        body = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+        return f"data: {json.dumps(body)}\n\n"
 
 
 HEARTBEAT_S = 1.0
@@ -112,18 +116,18 @@ def sse(events: AsyncIterator[str]) -> StreamingResponse:
     )
 
 
-async def strategy_events(
+async def completion_events(
     writer: ChunkWriter,
-    run: Callable[[Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[StrategyResult]],
-    finish: Callable[[StrategyResult], tuple[dict[str, Any], dict[str, Any] | None]],
+    run: Callable[[ProgressCallback], Awaitable[ServiceResult]],
     *,
     progress: bool,
+    include_usage: bool,
     on_cancel: Callable[[], None] | None = None,
 ) -> AsyncIterator[str]:
-    """Run `run(progress_callback)` and stream its events, answer and evidence.
+    """Run `run(progress_callback)` and stream its progress events, then its choices.
 
-    `finish(result)` gives the final chunk's `ttscale` evidence and `usage` (or None);
-    `on_cancel()` is called once a run the client abandoned has stopped.
+    Each choice ends with a chunk holding its finish reason and, for a strategy run, the
+    `ttscale` evidence; `on_cancel()` is called once a run the client abandoned stopped.
     """
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -135,29 +139,17 @@ async def strategy_events(
     task.add_done_callback(lambda _: queue.put_nowait(_FINISHED))
     try:
         yield writer.chunk({"role": "assistant", "content": ""})
-        while True:
-            try:
-                item = await asyncio.wait_for(queue.get(), timeout=HEARTBEAT_S)
-            except TimeoutError:
-                yield ": keep-alive\n\n"
-                continue
-            if item is _FINISHED:
-                break
-            yield writer.chunk({}, ttscale=item)
+        async for event in _events_until_finished(queue, writer):
+            yield event
         try:
             result = task.result()
-        except Exception as exc:
-            logger.exception("streamed strategy run failed")
-            yield writer.error(f"{type(exc).__name__}: {exc}")
+        except Exception:
+            logger.exception("streamed run failed")
+            yield writer.error("the run failed; see the server log")
             yield writer.done()
             return
-        evidence, usage = finish(result)
-        if result.text:
-            yield writer.chunk({"content": result.text})
-        yield writer.chunk({}, finish_reason="stop" if result.text else "length", ttscale=evidence)
-        if usage is not None:
-            yield writer.usage(usage)
-        yield writer.done()
+        for part in _result_chunks(writer, result, include_usage):
+            yield part
     finally:
         if not task.done():  # the client went away: stop the run, abort its samples
             task.cancel()
@@ -168,3 +160,39 @@ async def strategy_events(
             if on_cancel is not None:
                 waited.add_done_callback(lambda _: on_cancel())
             await asyncio.shield(waited)
+
+
+async def _events_until_finished(
+    queue: asyncio.Queue[Any], writer: ChunkWriter
+) -> AsyncIterator[str]:
+    """Progress chunks as they come, keep-alive comments while nothing comes."""
+    while True:
+        try:
+            item = await asyncio.wait_for(queue.get(), timeout=HEARTBEAT_S)
+        except TimeoutError:
+            yield ": keep-alive\n\n"
+            continue
+        if item is _FINISHED:
+            return
+        yield writer.chunk({}, ttscale=item)
+
+
+def _result_chunks(writer: ChunkWriter, result: ServiceResult, include_usage: bool) -> list[str]:
+    chunks: list[str] = []
+    for choice in result.choices:
+        if choice.index:
+            chunks.append(writer.chunk({"role": "assistant", "content": ""}, index=choice.index))
+        if choice.text:
+            chunks.append(writer.chunk({"content": choice.text}, index=choice.index))
+        chunks.append(
+            writer.chunk(
+                {},
+                index=choice.index,
+                finish_reason=choice.finish_reason,
+                ttscale=result.evidence,
+            )
+        )
+    if include_usage:
+        chunks.append(writer.usage(Usage.of(result.usage).model_dump()))
+    chunks.append(writer.done())
+    return chunks

@@ -1,4 +1,6 @@
-"""Models the tests build or prepare, cached across runs.
+"""Tiny randomly initialised models (no weights can be downloaded here), cached across runs.
+
+Used by the tests and by the reward-model throughput benchmark.
 
 The tiny model is a randomly initialised Qwen2 (2 layers, hidden 128, head_dim 64) with
 SmolLM2's tokenizer and chat template: the real vLLM loading and sampling code runs on
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from server.model_store import default_cache_dir, ensure_default_model, staged_directory
+from .model_store import default_cache_dir, ensure_default_model, staged_directory
 
 TINY_MODEL_NAME = "tiny-qwen2-test"
 _TINY_VERSION = "1"

@@ -19,7 +19,13 @@ from typing import Any
 import httpx
 
 from .entropy import topk_entropy
-from .protocol import EngineError, EngineUnavailable, Generation, new_request_id
+from .protocol import (
+    EngineError,
+    EngineUnavailable,
+    Generation,
+    new_request_id,
+    sample_request_id,
+)
 from .types import EngineInfo, ModelShape, Sample, SamplingSpec
 
 logger = logging.getLogger(__name__)
@@ -126,13 +132,17 @@ class RemoteVLLMEngine:
         return response.json()
 
     def generate(
-        self, prompt_token_ids: Sequence[int], spec: SamplingSpec, request_id: str | None = None
+        self,
+        prompt_token_ids: Sequence[int],
+        spec: SamplingSpec,
+        n: int = 1,
+        request_id: str | None = None,
     ) -> Generation:
         request_id = request_id or new_request_id()
         prompt_ids = list(prompt_token_ids)
         # All samples of one call go to one replica so they share its prefix cache.
         replica = min(self._replicas, key=lambda r: r.in_flight)
-        stop_events = [asyncio.Event() for _ in range(spec.n)]
+        stop_events = [asyncio.Event() for _ in range(n)]
 
         async def run_sample(index: int) -> Sample:
             if stop_events[index].is_set():  # aborted before it started: nothing spent
@@ -159,7 +169,7 @@ class RemoteVLLMEngine:
             for index in indices:
                 stop_events[index].set()
 
-        return Generation(request_id, len(prompt_ids), spec.n, run_sample, abort_samples)
+        return Generation(request_id, len(prompt_ids), n, run_sample, abort_samples)
 
     async def _stream_sample(
         self,
@@ -171,7 +181,7 @@ class RemoteVLLMEngine:
         partial: _Partial,
     ) -> None:
         body = _completion_body(self._info.model_name, prompt_ids, spec, index)
-        body["request_id"] = f"{request_id}-{index}"
+        body["request_id"] = sample_request_id(request_id, index)
         url = f"{replica.base_url}/v1/completions"
         try:
             async with self._client.stream("POST", url, json=body) as response:

@@ -15,16 +15,17 @@ FinishReason = Literal["stop", "length", "abort"]
 
 
 class SamplingSpec(BaseModel):
-    """How to sample `n` completions of one prompt.
+    """How to sample a completion: the one sampling type from the API request to vLLM.
 
-    `logprobs` asks for the top-k next-token log-probabilities at every generated
+    How many completions to draw is not part of it (`Engine.generate(..., n=)`, or a
+    strategy's own count), so a strategy's `sampling` block has no knob that would be
+    ignored. `logprobs` asks for the top-k next-token log-probabilities at every generated
     position; adapters reduce them to the per-token entropy (see `entropy.py`) and the
     sampled token's log-probability rather than keeping k numbers per token.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n: int = Field(1, ge=1, le=4096)
     temperature: float = Field(1.0, ge=0.0, le=10.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0, description="0 disables top-k filtering")
@@ -52,8 +53,16 @@ class SamplingSpec(BaseModel):
             raise ValueError("ask for either top-k logprobs or logprob_token_ids, not both")
         return self
 
+    def replace(self, **changes: object) -> SamplingSpec:
+        """A copy with `changes` (trusted values from code, not client input)."""
+        return self.model_copy(update=changes)
+
     def sample_seed(self, index: int) -> int | None:
-        """Seed of the index-th sample: distinct per sample, reproducible per request."""
+        """Seed of the index-th sample: distinct per sample, reproducible per request.
+
+        The one rule for deriving sample seeds, used by the engine for the `n` samples of
+        a call and by strategies for the samples they draw one at a time.
+        """
         return None if self.seed is None else self.seed + index
 
 

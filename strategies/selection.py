@@ -18,12 +18,11 @@ from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from strategies.budget import BudgetLimits
+from .budget import BudgetLimits
+from .errors import InvalidRequest
 
-from .errors import APIError
 
-
-class TTScaleOptions(BaseModel):
+class StrategyChoice(BaseModel):
     """The `ttscale` extension object of a request."""
 
     model_config = ConfigDict(extra="forbid")
@@ -47,34 +46,34 @@ def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parents:
         node = target.setdefault(part, {})
         if not isinstance(node, dict):
-            raise APIError(
-                400, f"model suffix: {dotted!r} conflicts with another key", param="model"
+            raise InvalidRequest(
+                f"model suffix: {dotted!r} conflicts with another key", param="model"
             )
         target = node
     target[leaf] = value
 
 
-def split_model_name(model: str) -> tuple[str, TTScaleOptions | None]:
+def split_model_name(model: str) -> tuple[str, StrategyChoice | None]:
     """`"base:strategy?k=v"` -> ("base", options); a plain name -> (name, None)."""
     if ":" not in model:
         return model, None
     base, _, suffix = model.partition(":")
     strategy, _, query = suffix.partition("?")
     if not base or not strategy:
-        raise APIError(400, f"model {model!r}: expected NAME:STRATEGY?key=value", param="model")
+        raise InvalidRequest(f"model {model!r}: expected NAME:STRATEGY?key=value", param="model")
     params: dict[str, Any] = {}
     budget: dict[str, Any] = {}
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError as exc:
-        raise APIError(400, f"model suffix: cannot read {query!r}", param="model") from exc
+        raise InvalidRequest(f"model suffix: cannot read {query!r}", param="model") from exc
     for key, raw in pairs:
         if key.startswith("budget."):
             budget[key.removeprefix("budget.")] = _value(raw)
         else:
             _set_dotted(params, key, _value(raw))
     try:
-        options = TTScaleOptions(strategy=strategy, params=params, budget=budget)
+        options = StrategyChoice(strategy=strategy, params=params, budget=budget)
     except ValueError as exc:
-        raise APIError(400, f"model suffix: {exc}", param="model") from exc
+        raise InvalidRequest(f"model suffix: {exc}", param="model") from exc
     return base, options

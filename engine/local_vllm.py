@@ -146,7 +146,11 @@ class LocalVLLMEngine:
         return self._tokenizer.decode(list(token_ids), skip_special_tokens=False)
 
     def generate(
-        self, prompt_token_ids: Sequence[int], spec: SamplingSpec, request_id: str | None = None
+        self,
+        prompt_token_ids: Sequence[int],
+        spec: SamplingSpec,
+        n: int = 1,
+        request_id: str | None = None,
     ) -> Generation:
         request_id = request_id or new_request_id()
         prompt_ids = list(prompt_token_ids)
@@ -169,7 +173,7 @@ class LocalVLLMEngine:
         async def abort_samples(indices: Sequence[int]) -> None:
             await self._llm.abort([sample_request_id(request_id, i) for i in indices])
 
-        generation = Generation(request_id, len(prompt_ids), spec.n, run_sample, abort_samples)
+        generation = Generation(request_id, len(prompt_ids), n, run_sample, abort_samples)
         holder.append(generation)
         return generation
 

@@ -62,8 +62,10 @@ class Generation:
         self._abort_samples = abort_samples
         self._aborting = False
         self._tasks: list[asyncio.Task[Sample]] = [
-            asyncio.create_task(run_sample(i), name=f"{request_id}/{i}") for i in range(n)
+            asyncio.create_task(run_sample(i), name=sample_request_id(request_id, i))
+            for i in range(n)
         ]
+        logger.debug("%s: %d sample(s) submitted, prompt %d tokens", request_id, n, prompt_tokens)
 
     @property
     def aborting(self) -> bool:
@@ -102,6 +104,9 @@ class Generation:
     async def abort(self) -> GenerationResult:
         """Abort unfinished samples; return every sample, partial ones included."""
         self._aborting = True
+        unfinished = sum(not t.done() for t in self._tasks)
+        if unfinished:
+            logger.debug("%s: aborting %d unfinished sample(s)", self.request_id, unfinished)
         for _ in range(_ABORT_MAX_RETRIES):
             unfinished = [i for i, t in enumerate(self._tasks) if not t.done()]
             if not unfinished:
@@ -158,8 +163,15 @@ class Engine(Protocol):
         ...
 
     def generate(
-        self, prompt_token_ids: Sequence[int], spec: SamplingSpec, request_id: str | None = None
-    ) -> Generation: ...
+        self,
+        prompt_token_ids: Sequence[int],
+        spec: SamplingSpec,
+        n: int = 1,
+        request_id: str | None = None,
+    ) -> Generation:
+        """Start `n` samples; sample i is seeded `spec.sample_seed(i)` and has the engine
+        request id `sample_request_id(request_id, i)`."""
+        ...
 
     async def num_running(self) -> int:
         """Samples this engine is still working on (all requests)."""

@@ -1,0 +1,134 @@
+"""The numbers a run's report and its plots both show: per-setting summaries, paired
+differences against a baseline and the cost/accuracy frontier. A module of its own so
+that `report` and `plots` both depend on it rather than on each other.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .records import Record
+from .stats import Interval, bootstrap_ci, paired_difference
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One setting on one dataset: accuracy with its interval and mean costs per problem."""
+
+    dataset: str
+    setting: str
+    family: str
+    strategy: str
+    n: int
+    problems: int
+    accuracy: Interval
+    generated_tokens: float
+    verifier_tokens: float
+    tflops: float
+    latency_s: float
+    samples: float
+    stop_reasons: dict[str, int]
+
+
+@dataclass(frozen=True)
+class PairedRow:
+    """One setting minus the baseline family at the same N, on the same problems."""
+
+    dataset: str
+    n: int
+    setting: str
+    baseline: str
+    difference: Interval
+
+
+def complete_records(records: Sequence[Record]) -> tuple[list[Record], dict[str, int]]:
+    """Records of the problems every setting of their dataset finished (so every
+    comparison is on the same problems), and how many problems were left out."""
+    settings: dict[str, set[str]] = defaultdict(set)
+    done: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for record in records:
+        settings[record.dataset].add(record.setting)
+        done[(record.dataset, record.problem_id)].add(record.setting)
+    complete = {key for key, seen in done.items() if seen == settings[key[0]]}
+    left_out = Counter(dataset for (dataset, _), _ in done.items()) - Counter(
+        dataset for dataset, _ in complete
+    )
+    kept = [r for r in records if (r.dataset, r.problem_id) in complete]
+    return kept, {dataset: left_out.get(dataset, 0) for dataset in settings}
+
+
+def summarize(records: Sequence[Record]) -> list[SummaryRow]:
+    """One row per (dataset, setting), in the order the report and plots list them."""
+    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for record in records:
+        groups[(record.dataset, record.setting)].append(record)
+    rows = [_summary_row(dataset, setting, group) for (dataset, setting), group in groups.items()]
+    return sorted(rows, key=lambda r: (r.dataset, r.family, r.n))
+
+
+def _summary_row(dataset: str, setting: str, group: Sequence[Record]) -> SummaryRow:
+    first = group[0]
+    return SummaryRow(
+        dataset=dataset,
+        setting=setting,
+        family=first.family,
+        strategy=first.strategy,
+        n=first.n,
+        problems=len(group),
+        accuracy=bootstrap_ci([float(r.correct) for r in group]),
+        generated_tokens=float(np.mean([r.generated_tokens for r in group])),
+        verifier_tokens=float(np.mean([r.verifier_tokens for r in group])),
+        tflops=float(np.mean([r.flops for r in group])) / 1e12,
+        latency_s=float(np.mean([r.latency_s for r in group])),
+        samples=float(np.mean([len(r.samples) for r in group])),
+        stop_reasons=dict(Counter(r.stop_reason for r in group)),
+    )
+
+
+def default_baseline(records: Sequence[Record]) -> str | None:
+    """For runs without a saved grid: plain self-consistency when the run has it (the
+    usual baseline), else the family first in name order."""
+    families = sorted({r.family for r in records})
+    return "self_consistency" if "self_consistency" in families else next(iter(families), None)
+
+
+def paired_against(records: Sequence[Record], baseline: str) -> list[PairedRow]:
+    """Each family minus the baseline family at the same N, over the same problems."""
+    outcome: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    meta: dict[str, tuple[str, int]] = {}
+    for record in records:
+        outcome[(record.dataset, record.setting)][record.problem_id] = float(record.correct)
+        meta[record.setting] = (record.family, record.n)
+    rows = []
+    for (dataset, setting), mine in sorted(outcome.items()):
+        family, n = meta[setting]
+        base_label = f"{baseline}@{n}"
+        theirs = outcome.get((dataset, base_label))
+        if family == baseline or theirs is None:
+            continue
+        ids = sorted(mine.keys() & theirs.keys())
+        difference = paired_difference([mine[i] for i in ids], [theirs[i] for i in ids])
+        rows.append(PairedRow(dataset, n, setting, base_label, difference))
+    return rows
+
+
+def frontier(rows: Sequence[SummaryRow], cost: str) -> set[str]:
+    """Settings no other setting dominates (per dataset): none is at least as accurate
+    for no more cost and strictly better on one of the two."""
+    best: set[str] = set()
+    for row in rows:
+        mine, accuracy = getattr(row, cost), row.accuracy.mean
+        dominated = any(
+            other.dataset == row.dataset
+            and getattr(other, cost) <= mine
+            and other.accuracy.mean >= accuracy
+            and (getattr(other, cost) < mine or other.accuracy.mean > accuracy)
+            for other in rows
+        )
+        if not dominated:
+            best.add(f"{row.dataset}/{row.setting}")
+    return best

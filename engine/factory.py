@@ -1,0 +1,69 @@
+"""Open the engine an `EngineConfig` describes: in-process vLLM or remote vLLM servers.
+
+The server's settings are translated into this config by the composition root
+(`ttscale.server.wiring`), so this layer knows nothing about the layers above it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .model_shape import read_model_shape
+from .model_store import DEFAULT_MODEL_NAME, ensure_default_model, validate_model_dir
+from .protocol import Engine
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything needed to open one engine."""
+
+    kind: Literal["local", "remote"] = "local"
+    model: Path | None = None
+    """Local model directory; None: the embedded default (converted on first use)."""
+    served_model_name: str | None = None
+    remote_urls: tuple[str, ...] = field(default_factory=tuple)
+    remote_api_key: str | None = None
+    cache_dir: Path | None = None
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    seed: int = 0
+
+
+def resolve_model(config: EngineConfig) -> tuple[Path, str]:
+    """The model directory to serve and the name clients use for it.
+
+    Converts the embedded default on first use (blocking: call it off the event loop).
+    """
+    if config.model is None:
+        path = ensure_default_model(config.cache_dir)
+        return path, config.served_model_name or DEFAULT_MODEL_NAME
+    path = validate_model_dir(config.model)
+    return path, config.served_model_name or path.resolve().name
+
+
+async def open_engine(config: EngineConfig) -> Engine:
+    if config.kind == "remote":
+        from .remote import RemoteVLLMEngine
+
+        shape = read_model_shape(config.model) if config.model else None
+        return await RemoteVLLMEngine.connect(
+            config.remote_urls,
+            api_key=config.remote_api_key,
+            shape=shape,
+            model_path=str(config.model) if config.model else None,
+        )
+
+    from .local_vllm import LocalVLLMEngine
+
+    path, name = await asyncio.to_thread(resolve_model, config)
+    return await asyncio.to_thread(
+        LocalVLLMEngine.load,
+        path,
+        name,
+        max_model_len=config.max_model_len,
+        dtype=config.dtype,
+        seed=config.seed,
+    )

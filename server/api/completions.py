@@ -1,0 +1,130 @@
+"""Chat and text completions over HTTP: parse, call the service entry, format.
+
+Without a strategy a request behaves like any OpenAI-compatible server (`n` choices).
+With one (the `ttscale` field or a model-name suffix), the strategy's pick is the single
+choice, `usage` counts every token spent on the request's behalf, and the `ttscale`
+field carries the evidence. Everything between parsing and formatting is
+`ttscale.strategies.run.Service`; chat and text differ only in their response shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ttscale.strategies.base import ProgressCallback
+from ttscale.strategies.budget import Usage as Spent
+from ttscale.strategies.run import PreparedRun, Service, ServiceResult
+
+from ..metrics import Metrics
+from .disconnect import ClientDisconnected, unless_disconnected
+from .schemas import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionResponse,
+    CompletionResponse,
+    SamplingRequest,
+    TextChoice,
+    Usage,
+)
+from .streaming import ChunkWriter, completion_events, sse
+
+logger = logging.getLogger("ttscale.server")
+_CLIENT_CLOSED = 499
+Kind = Literal["chat", "text"]
+
+
+@dataclass(frozen=True)
+class Completions:
+    """The completion endpoints' shared dependencies (one per app, no globals)."""
+
+    service: Service
+    metrics: Metrics
+
+    async def handle(self, body: SamplingRequest, request: Request, kind: Kind):
+        started = time.perf_counter()
+        prepared = await self.service.prepare(body.service_request(request.state.request_id))
+        if body.stream:
+            return self._stream(body, prepared, kind, started)
+        try:
+            result = await unless_disconnected(request, self.service.run(prepared))
+        except ClientDisconnected:
+            self._cancelled(prepared, started)
+            return JSONResponse({"error": "client closed request"}, status_code=_CLIENT_CLOSED)
+        self._finished(prepared, result, started)
+        return format_response(kind, result)
+
+    def _stream(
+        self, body: SamplingRequest, prepared: PreparedRun, kind: Kind, started: float
+    ) -> StreamingResponse:
+        async def run(progress: ProgressCallback) -> ServiceResult:
+            result = await self.service.run(prepared, progress)
+            self._finished(prepared, result, started)
+            return result
+
+        choice = prepared.request.choice
+        events = completion_events(
+            ChunkWriter(self.service.engine.info.model_name, kind),
+            run,
+            progress=choice.progress if choice is not None else False,
+            include_usage=bool(body.stream_options and body.stream_options.include_usage),
+            on_cancel=lambda: self._cancelled(prepared, started),
+        )
+        return sse(events)
+
+    def _finished(self, prepared: PreparedRun, result: ServiceResult, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.metrics.record(result.strategy, "ok", seconds, result.usage)
+        if result.stop_reason == "budget":
+            self.metrics.budget_stop(result.strategy)
+        _log(prepared, result.usage, seconds)
+
+    def _cancelled(self, prepared: PreparedRun, started: float) -> None:
+        spent = prepared.spent()
+        logger.info(
+            "request=%s cancelled by the client; spent %s", prepared.request.request_id, spent
+        )
+        self.metrics.record(
+            prepared.strategy_name, "cancelled", time.perf_counter() - started, spent
+        )
+
+
+def format_response(kind: Kind, result: ServiceResult):
+    usage = Usage.of(result.usage)
+    if kind == "chat":
+        choices = [
+            ChatChoice(
+                index=c.index,
+                message=AssistantMessage(content=c.text),
+                finish_reason=c.finish_reason,
+            )
+            for c in result.choices
+        ]
+        return ChatCompletionResponse(
+            model=result.model, choices=choices, usage=usage, ttscale=result.evidence
+        )
+    choices = [
+        TextChoice(index=c.index, text=c.text, finish_reason=c.finish_reason)
+        for c in result.choices
+    ]
+    return CompletionResponse(
+        model=result.model, choices=choices, usage=usage, ttscale=result.evidence
+    )
+
+
+def _log(prepared: PreparedRun, usage: Spent, seconds: float) -> None:
+    logger.info(
+        "request=%s strategy=%s prompt_tokens=%d completion_tokens=%d "
+        "verifier_tokens=%d latency_s=%.2f",
+        prepared.request.request_id,
+        prepared.strategy_name,
+        usage.prompt_tokens,
+        usage.generated_tokens,
+        usage.verifier_tokens,
+        seconds,
+    )

@@ -1,0 +1,295 @@
+"""The service entry: one request in, one result out, below HTTP.
+
+`Service.prepare` validates a parsed request once (model, `n`, strategy and typed
+parameters, budget against the service's limits, prompt against the context) and
+renders its prompt; `Service.run` opens the request's budget, runs the strategy (or
+plain sampling) and returns the choices, usage and evidence. Errors the caller can fix
+are `RequestError`s. The HTTP server and `ttscale bench` both call this, so a strategy
+behaves the same from either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ttscale.engine.protocol import Engine
+from ttscale.engine.types import SamplingSpec
+
+from .base import ProgressCallback, StrategyContext, StrategyResult, Verifiers
+from .budget import Budget, BudgetLimits, Usage
+from .errors import InvalidRequest, ModelNotFound, first_problem
+from .registry import Strategy
+from .selection import StrategyChoice
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class ServiceLimits(BaseModel):
+    """What one request may ask of this service (from the server's settings)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_n: int = Field(64, ge=1)
+    max_request_tokens: int = Field(65536, ge=1)
+    min_sample_tokens: int = Field(16, ge=1)
+    default_max_tokens: int = Field(512, ge=1)
+
+
+class ServiceRequest(BaseModel):
+    """A parsed request: a chat (`messages`) or a raw prompt (`prompt`), how to sample,
+    and optionally a strategy. `sampling.model_fields_set` says which sampling fields
+    the client chose; the others stay the strategy's defaults."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    model: str
+    messages: list[dict[str, str]] | None = None
+    prompt: str | list[int] | None = None
+    sampling: SamplingSpec = SamplingSpec()
+    n: int = Field(1, ge=1)
+    choice: StrategyChoice | None = None
+    max_tokens_param: str = Field("max_tokens", description="how errors name the length field")
+
+
+@dataclass(frozen=True)
+class Choice:
+    index: int
+    text: str
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True)
+class ServiceResult:
+    model: str
+    strategy: str
+    """The strategy's name, "none" for plain sampling."""
+    choices: list[Choice]
+    usage: Usage
+    evidence: dict[str, Any] | None = None
+    stop_reason: str | None = None
+
+
+@dataclass
+class PreparedRun:
+    """A validated request, ready to run; its budget is open from here on."""
+
+    request: ServiceRequest
+    messages: list[dict[str, str]]
+    prompt_ids: list[int]
+    sampling: SamplingSpec
+    budget: Budget
+    strategy: Strategy[Any] | None = None
+    params: BaseModel | None = None
+
+    @property
+    def strategy_name(self) -> str:
+        return self.strategy.name if self.strategy is not None else "none"
+
+    def spent(self) -> Usage:
+        """What the request has spent so far (after a cancellation, too)."""
+        return self.budget.finish()
+
+
+class Service:
+    """One per process: the engine, verifiers and strategies every request shares."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        verifiers: Verifiers,
+        strategies: dict[str, Strategy[Any]],
+        limits: ServiceLimits | None = None,
+    ) -> None:
+        self.engine = engine
+        self.verifiers = verifiers
+        self.strategies = strategies
+        self.limits = limits or ServiceLimits()
+
+    async def complete(
+        self, request: ServiceRequest, progress: ProgressCallback | None = None
+    ) -> ServiceResult:
+        return await self.run(await self.prepare(request), progress)
+
+    async def prepare(self, request: ServiceRequest) -> PreparedRun:
+        """Every check of the request, in one place, before any generation."""
+        self._check_model(request.model)
+        strategy = self._strategy(request)
+        messages, prompt_ids = await self._prompt(request)
+        sampling = request.sampling.replace(max_tokens=self._max_tokens(request, len(prompt_ids)))
+        if strategy is None:
+            budget = Budget(BudgetLimits(), policy_shape=self.engine.info.shape)
+            return PreparedRun(request, messages, prompt_ids, sampling, budget)
+        choice = request.choice
+        params = self._params(strategy, choice, request.sampling, sampling.max_tokens)
+        limits = self._budget_limits(params, choice.budget)
+        budget = Budget(limits, policy_shape=self.engine.info.shape)
+        return PreparedRun(request, messages, prompt_ids, sampling, budget, strategy, params)
+
+    async def run(
+        self, prepared: PreparedRun, progress: ProgressCallback | None = None
+    ) -> ServiceResult:
+        """Generate. Cancelling this coroutine aborts every sample it started."""
+        context = StrategyContext(
+            engine=self.engine,
+            verifiers=self.verifiers,
+            budget=prepared.budget,
+            messages=prepared.messages,
+            prompt_ids=prepared.prompt_ids,
+            question=prepared.messages[-1]["content"] if prepared.messages else "",
+            request_id=prepared.request.request_id,
+            progress=progress,
+        )
+        model = self.engine.info.model_name
+        if prepared.strategy is None:
+            outcome = await context.sample(prepared.sampling, prepared.request.n)
+            samples = outcome.finished + outcome.aborted
+            choices = [Choice(s.index, s.text, s.finish_reason) for s in samples]
+            return ServiceResult(model, "none", choices, prepared.spent())
+        result = await prepared.strategy.run(context, prepared.params)
+        choice = Choice(0, result.text, "stop" if result.text else "length")
+        include_text = prepared.request.choice.include_text
+        evidence = _evidence(result, prepared.params, prepared.budget.limits, include_text)
+        return ServiceResult(
+            model, result.strategy, [choice], result.usage, evidence, result.stop_reason
+        )
+
+    # --- the checks of `prepare` ---------------------------------------------------
+    def _check_model(self, model: str) -> None:
+        served = self.engine.info.model_name
+        if model != served:
+            raise ModelNotFound(
+                f"model {model!r} is not served here; this server serves {served!r}",
+                param="model",
+                code="model_not_found",
+            )
+
+    def _strategy(self, request: ServiceRequest) -> Strategy[Any] | None:
+        if request.n > self.limits.max_n:
+            raise InvalidRequest(f"n must be at most {self.limits.max_n}", param="n")
+        name = request.choice.strategy if request.choice is not None else None
+        if name is None:
+            return None
+        strategy = self.strategies.get(name)
+        if strategy is None:
+            known = ", ".join(self.strategies)
+            raise InvalidRequest(
+                f"unknown strategy {name!r}; known: {known}",
+                param="ttscale.strategy",
+                code="unknown_strategy",
+            )
+        if request.n != 1:
+            raise InvalidRequest("a strategy returns one choice: leave n at 1", param="n")
+        return strategy
+
+    async def _prompt(self, request: ServiceRequest) -> tuple[list[dict[str, str]], list[int]]:
+        """Messages (what strategies re-render, e.g. for refinement) and prompt ids."""
+        if request.messages is not None:
+            return request.messages, await self.engine.render_chat(request.messages)
+        if isinstance(request.prompt, str):
+            messages = [{"role": "user", "content": request.prompt}]
+            return messages, await self.engine.tokenize(request.prompt)
+        ids = list(request.prompt or [])
+        if not ids or any(t < 0 for t in ids):
+            raise InvalidRequest("prompt token ids must be non-negative", param="prompt")
+        text = await self.engine.detokenize(ids)
+        return [{"role": "user", "content": text}], ids
+
+    def _max_tokens(self, request: ServiceRequest, prompt_tokens: int) -> int:
+        """The per-sample token limit: the client's if it fits the context, else a
+        clear error; without one, the service default clipped to the room left."""
+        context = self.engine.info.max_model_len
+        room = context - prompt_tokens
+        if room < 1:
+            raise InvalidRequest(
+                f"the prompt is {prompt_tokens} tokens; this model's context is {context}",
+                param="messages" if request.messages is not None else "prompt",
+                code="context_length_exceeded",
+            )
+        if "max_tokens" not in request.sampling.model_fields_set:
+            return min(self.limits.default_max_tokens, room)
+        asked = request.sampling.max_tokens
+        if asked > room:
+            raise InvalidRequest(
+                f"{request.max_tokens_param}={asked} does not fit: the prompt is "
+                f"{prompt_tokens} tokens and this model's context is {context}",
+                param=request.max_tokens_param,
+                code="context_length_exceeded",
+            )
+        return asked
+
+    def _params(
+        self,
+        strategy: Strategy[Any],
+        choice: StrategyChoice,
+        asked: SamplingSpec,
+        max_tokens: int,
+    ) -> BaseModel:
+        """Typed strategy parameters. The request's own sampling fields are the defaults
+        of the strategy's `sampling` block; what `ttscale.params.sampling` says wins."""
+        raw = dict(choice.params)
+        field = strategy.params_model.model_fields.get("sampling")
+        if field is not None:
+            given = raw.get("sampling") or {}
+            if not isinstance(given, dict):
+                raise InvalidRequest(
+                    "ttscale.params.sampling must be an object", param="ttscale.params.sampling"
+                )
+            defaults = field.default.model_dump() if isinstance(field.default, BaseModel) else {}
+            from_request = asked.model_dump(include=asked.model_fields_set)
+            raw["sampling"] = {**defaults, **from_request, "max_tokens": max_tokens, **given}
+        try:
+            return strategy.parse_params(raw)
+        except ValidationError as exc:
+            where, message, kind = first_problem(exc)
+            param = f"ttscale.params.{where}" if where else "ttscale.params"
+            message = "unknown parameter" if kind == "extra_forbidden" else message
+            raise InvalidRequest(f"{param}: {message}", param=param) from exc
+
+    def _budget_limits(self, params: BaseModel, limits: BudgetLimits) -> BudgetLimits:
+        """Apply the service's limits: refuse what exceeds them, cap what is unset."""
+        n = getattr(params, "n", None)
+        if n is not None and n > self.limits.max_n:
+            raise InvalidRequest(
+                f"n={n} exceeds this server's limit of {self.limits.max_n}",
+                param="ttscale.params.n",
+            )
+        cap, floor = self.limits.max_request_tokens, self.limits.min_sample_tokens
+        asked = limits.max_generated_tokens
+        param = "ttscale.budget.max_generated_tokens"
+        if asked is None:
+            return limits.model_copy(update={"max_generated_tokens": cap})
+        if asked > cap:
+            raise InvalidRequest(
+                f"max_generated_tokens={asked} exceeds this server's limit of {cap}", param=param
+            )
+        if asked < floor:
+            raise InvalidRequest(
+                f"a budget of {asked} generated tokens cannot pay for one sample "
+                f"(at least {floor} tokens)",
+                param=param,
+            )
+        return limits
+
+
+def _evidence(
+    result: StrategyResult, params: BaseModel, limits: BudgetLimits, include_text: bool
+) -> dict[str, Any]:
+    """The `ttscale` field of a response: what was run, what it found, what it spent."""
+    data = result.model_dump(exclude={"usage"})
+    if not include_text:
+        for candidate in data["candidates"]:
+            candidate.pop("text", None)
+    data["params"] = params.model_dump()
+    data["budget"] = {
+        "granted": limits.model_dump(),
+        "spent": {
+            **result.usage.model_dump(),
+            "verifier_tokens": result.usage.verifier_tokens,
+            "total_flops": result.usage.total_flops,
+        },
+    }
+    return data
