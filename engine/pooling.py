@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from .local_vllm import apply_cpu_defaults, shutdown_async_llm
+from .local_vllm import apply_cpu_defaults, resolve_dtype, shutdown_async_llm
 from .model_shape import read_model_shape
 from .protocol import EngineError, EngineUnavailable, new_request_id
 from .types import ModelShape
@@ -79,7 +79,7 @@ class LocalPoolingEngine:
         args: dict[str, Any] = {
             "model": str(model_path),
             "runner": "pooling",
-            "dtype": dtype,
+            "dtype": resolve_dtype(dtype)[0],
             "enforce_eager": True,
             "seed": 0,
         }

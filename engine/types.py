@@ -147,3 +147,5 @@ class EngineInfo:
     backend: str
     model_path: str | None = None
     shape: ModelShape | None = None
+    dtype: str | None = None
+    """The weights dtype the engine computes in, where it is known."""

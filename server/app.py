@@ -81,9 +81,10 @@ class Runtime:
             return
         info = self.service.engine.info
         logger.info(
-            "engine ready: model=%s backend=%s max_model_len=%d load_s=%.1f",
+            "engine ready: model=%s backend=%s dtype=%s max_model_len=%d load_s=%.1f",
             info.model_name,
             info.backend,
+            info.dtype or "remote",
             info.max_model_len,
             time.perf_counter() - started,
         )

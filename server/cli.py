@@ -7,21 +7,27 @@ one line on stderr and exit status 2, not a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import errno
 import importlib.util
 import json
 import logging
+import os
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from ttscale.engine.factory import open_engine
 from ttscale.engine.model_store import ModelStoreError, ensure_default_model, validate_model_dir
+from ttscale.engine.parity import ParityReport, check_parity
 from ttscale.strategies.errors import first_problem
 
 from .config import Settings
+from .wiring import engine_config
 
 EXIT_USAGE = 2
 EXIT_ENGINE_FAILED = 1
@@ -57,7 +63,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="accepted Bearer key, repeatable (env TTSCALE_API_KEYS, comma-separated)",
     )
     serve.add_argument("--max-model-len", type=int, help="context length to serve")
-    serve.add_argument("--dtype", help="weights dtype passed to vLLM (default auto)")
+    serve.add_argument(
+        "--dtype", help="weights dtype (default auto: float32 on CPU, the checkpoint's on GPU)"
+    )
     serve.add_argument("--cache-dir", help="where converted models are kept")
     serve.add_argument("--max-n", type=int, help="largest n one request may ask for")
     serve.add_argument(
@@ -66,6 +74,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--log-format", choices=["text", "json"], help="json: one JSON object per line"
     )
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check that the engine decodes what the model means on this machine",
+        description="Greedy tokens of vLLM against transformers (float32) on fixed prompts; "
+        "exit status 0 when they agree, 1 when the engine's numerics are wrong here.",
+    )
+    doctor.add_argument("--model", help="local model directory (default: the embedded model)")
+    doctor.add_argument("--dtype", help="weights dtype to check (default as `serve` resolves it)")
+    doctor.add_argument("--max-model-len", type=int, help="context length (default 2048)")
+    doctor.add_argument("--cache-dir", help="where converted models are kept")
 
     prepare = commands.add_parser(
         "prepare-model", help="convert the embedded default model once and print its directory"
@@ -208,6 +227,31 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def doctor(settings: Settings) -> int:
+    """Load the engine as `serve` would and compare its greedy decoding with
+    transformers; print the report; 0 when the numerics are right, 1 when not."""
+    if importlib.util.find_spec("vllm") is None:
+        raise StartupError("vLLM is not installed in this environment; run `make setup`")
+    if settings.model is not None:
+        validate_model_dir(settings.model)
+    # The report is the output: vLLM's own log lines go to stderr, warnings and up.
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    local = settings.model_copy(
+        update={"engine": "local", "max_model_len": settings.max_model_len or 2048}
+    )
+    report = asyncio.run(_check_engine(local))
+    print(report.describe())
+    return 0 if report.ok else EXIT_ENGINE_FAILED
+
+
+async def _check_engine(settings: Settings) -> ParityReport:
+    engine = await open_engine(engine_config(settings))
+    try:
+        return await check_parity(engine, Path(engine.info.model_path or ""))
+    finally:
+        await engine.close()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a parsed server subcommand; problems a user can fix end in one line, exit 2."""
     try:
@@ -217,6 +261,9 @@ def run(args: argparse.Namespace) -> int:
             print(ensure_default_model(settings.cache_dir))
             return 0
         settings = settings_from_args(args)
+        if args.command == "doctor":
+            _configure_logging("warning")
+            return doctor(settings)
         _configure_logging(settings.log_level, settings.log_format)
         return serve(settings)
     except ValidationError as exc:

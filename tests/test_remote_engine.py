@@ -12,6 +12,7 @@ import httpx
 import pytest
 from transformers import AutoTokenizer
 
+from ttscale.engine.parity import ParityReport, check_parity
 from ttscale.engine.remote import RemoteVLLMEngine
 from ttscale.engine.types import SamplingSpec
 from ttscale.server.app import create_app
@@ -34,6 +35,8 @@ def vllm_server(default_model_path: Path, subprocess_env, tmp_path_factory) -> I
         "2048",
         "--enable-prompt-tokens-details",
         "--enable-prefix-caching",
+        "--dtype",
+        "float32",  # content assertions stand on float32, checked below against transformers
     ]
     with vllm_api_server(args, subprocess_env, tmp_path_factory.mktemp("vllm")) as url:
         yield url
@@ -44,6 +47,27 @@ async def remote(vllm_server) -> AsyncIterator[RemoteVLLMEngine]:
     engine = await RemoteVLLMEngine.connect([vllm_server])
     yield engine
     await engine.close()
+
+
+@pytest.fixture(scope="module")
+async def parity(remote, default_model_path) -> ParityReport:
+    return await check_parity(remote, default_model_path)
+
+
+@pytest.fixture
+def trusted_numerics(parity: ParityReport) -> None:
+    """Content assertions fail with the numerics report, not an obscure mismatch, on a
+    machine where the engine does not compute what the model means."""
+    if not parity.ok:
+        pytest.fail("the engine's numerics differ from transformers here:\n" + parity.describe())
+
+
+async def test_engine_numerics_match_transformers(parity: ParityReport):
+    """Greedy SmolLM2 tokens served by vLLM (float32) are transformers' first choices."""
+    assert [p.agreed for p in parity.prompts] == [p.tokens for p in parity.prompts], (
+        parity.describe()
+    )
+    assert all(p.tokens == 16 for p in parity.prompts)
 
 
 async def _running_on_server(url: str) -> float:
@@ -69,7 +93,7 @@ async def test_chat_template_matches_the_model_tokenizer(remote, default_model_p
     assert await remote.detokenize(await remote.tokenize("Paris is nice.")) == "Paris is nice."
 
 
-async def test_real_smollm2_answers_through_the_remote_adapter(remote):
+async def test_real_smollm2_answers_through_the_remote_adapter(remote, trusted_numerics):
     prompt = await remote.render_chat(QUESTION)
     result = await remote.generate(prompt, SamplingSpec(temperature=0.0, max_tokens=24))
     sample = result.samples[0]
@@ -95,7 +119,7 @@ async def test_samples_carry_entropies_and_cache_hits(remote):
     assert any(s.cached_prompt_tokens > 0 for s in again.samples)
 
 
-async def test_stop_string_kept(remote):
+async def test_stop_string_kept(remote, trusted_numerics):
     prompt = await remote.render_chat(QUESTION)
     spec = SamplingSpec(
         temperature=0.0, max_tokens=24, stop=(" of",), include_stop_str_in_output=True
@@ -122,7 +146,7 @@ async def test_abort_reports_partial_tokens_and_frees_the_server(remote, vllm_se
     assert await _running_on_server(vllm_server) == 0
 
 
-async def test_ttscale_server_can_front_a_remote_vllm(vllm_server):
+async def test_ttscale_server_can_front_a_remote_vllm(vllm_server, trusted_numerics):
     settings = Settings(engine="remote", remote_urls=[vllm_server])
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)
@@ -143,7 +167,7 @@ async def test_ttscale_server_can_front_a_remote_vllm(vllm_server):
     assert "Paris" in response.json()["choices"][0]["message"]["content"]
 
 
-async def test_judge_through_the_remote_adapter(remote):
+async def test_judge_through_the_remote_adapter(remote, trusted_numerics):
     """label logprobs travel over HTTP (`logprob_token_ids`, token ids as keys)."""
     from ttscale.verifiers.judge import LLMJudge
 

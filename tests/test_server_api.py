@@ -188,8 +188,33 @@ async def test_strategy_chosen_with_extra_body(base_url, name):
     assert evidence["candidates"] and all("text" not in c for c in evidence["candidates"])
     spent = evidence["budget"]["spent"]
     assert response.usage.completion_tokens == spent["generated_tokens"] > 0
+    assert_usage_counts_as_the_budget(response.usage, spent)
     assert evidence["budget"]["granted"]["max_generated_tokens"] == 65536
     assert len(response.choices) == 1
+    await client.close()
+
+
+def assert_usage_counts_as_the_budget(usage, spent) -> None:
+    """One definition for every request: prompt tokens of every engine request, the
+    cached part of them (never more), every generated token."""
+    assert usage.prompt_tokens == spent["prompt_tokens"] > 0
+    assert 0 <= usage.prompt_tokens_details.cached_tokens == spent["cached_prompt_tokens"]
+    assert usage.prompt_tokens_details.cached_tokens <= usage.prompt_tokens
+    assert usage.completion_tokens == spent["generated_tokens"]
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+async def test_plain_usage_counts_every_samples_prompt(base_url, engine):
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    messages = [{"role": "user", "content": "Count to three."}]
+    response = await client.chat.completions.create(
+        model=TINY_MODEL_NAME, messages=messages, max_tokens=6, n=3, seed=1
+    )
+    prompt = len(await engine.render_chat(messages))
+    assert len(response.choices) == 3
+    assert response.usage.prompt_tokens == 3 * prompt
+    assert response.usage.prompt_tokens_details.cached_tokens <= response.usage.prompt_tokens
+    assert 3 <= response.usage.completion_tokens <= 3 * 6
     await client.close()
 
 
