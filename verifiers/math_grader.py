@@ -2,12 +2,26 @@
 
 Every sympy-touching call runs in a worker process with a timeout; a worker that
 overruns is killed and replaced (pebble), so an adversarial answer costs one timeout
-and never a stuck event loop or a stuck worker. Results are cached per grader.
+and never a stuck event loop or a stuck worker.
 
-Grouping N answers into equivalence classes (self-consistency votes) is cheap where it
-can be: identical normalised strings are merged without sympy, each distinct answer is
-parsed once into a canonical key (numbers by value), and only pairs of classes whose
-keys cannot decide (non-numeric forms) are compared through math-verify.
+Equivalence is decided in three steps, cheapest first, and is symmetric by
+construction: (1) equal normalised strings (`normalize.normalize_answer`) are
+equivalent; (2) otherwise each string's canonical key (`math_worker.canonical`, cached
+per grader) decides: equal keys are equivalent, unequal exact keys are not; (3) only
+pairs the keys cannot decide go to math-verify, which must accept them in both orders.
+Verdicts are cached by the (unordered) pair of keys, so one request never checks a
+pair twice and later requests reuse it.
+
+Grouping for votes is a partition in which every member of a class is equivalent to
+the class's representative (never a transitive chain: `(15,-29)` and `\\{15,-29\\}` never
+meet through a third answer). Distinct keys are visited in a fixed order (sorted by
+key, not by input position), each joining the first class whose representative it is
+equivalent to, so the partition does not depend on the order of the answers.
+
+Time bounds: `is_equivalent` runs at most one worker task (limit `timeout_s`).
+`group` has a wall-clock budget of `2 * timeout_s`: an answer whose key is not ready by
+then is grouped by its normalised string alone, and pairs not checked by then count as
+different; late results still land in the caches for the next call.
 """
 
 from __future__ import annotations
@@ -16,18 +30,20 @@ import asyncio
 import logging
 import multiprocessing
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from pebble import ProcessPool
 
 from . import math_worker
+from .math_worker import needs_check
 from .normalize import normalize_answer
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_FAILED = object()
 
 
 class _LRU(OrderedDict):
@@ -42,31 +58,8 @@ class _LRU(OrderedDict):
             self.popitem(last=False)
 
 
-class _UnionFind:
-    def __init__(self, size: int) -> None:
-        self.parent = list(range(size))
-
-    def find(self, item: int) -> int:
-        while self.parent[item] != item:
-            self.parent[item] = self.parent[self.parent[item]]
-            item = self.parent[item]
-        return item
-
-    def union(self, a: int, b: int) -> None:
-        root_a, root_b = self.find(a), self.find(b)
-        if root_a != root_b:
-            self.parent[max(root_a, root_b)] = min(root_a, root_b)
-
-
-def _needs_check(key_a: str, key_b: str) -> bool:
-    """Can two different canonical keys still be the same answer?
-
-    Two numbers with different keys differ in value; a number never equals a symbolic
-    expression, set or tuple. Expressions may (an interval and a tuple, two forms of a
-    polynomial), and so may anything that did not parse.
-    """
-    kinds = {key_a.split(":", 1)[0], key_b.split(":", 1)[0]}
-    return "str" in kinds or kinds == {"expr"}
+def _pair(key_a: str, key_b: str) -> tuple[str, str]:
+    return (key_a, key_b) if key_a <= key_b else (key_b, key_a)
 
 
 class MathGrader:
@@ -79,8 +72,10 @@ class MathGrader:
         self._pool = ProcessPool(
             max_workers=workers, max_tasks=2000, context=multiprocessing.get_context("spawn")
         )
-        self._keys = _LRU(cache_size)
-        self._pairs = _LRU(cache_size)
+        self._keys = _LRU(cache_size)  # normalised answer -> canonical key
+        self._reps = _LRU(cache_size)  # canonical key -> the normalised answer checked for it
+        self._pairs = _LRU(cache_size)  # unordered key pair -> verdict
+        self._background: set[asyncio.Future] = set()
         self.timeouts = 0
         self.string_matches = 0
         self.sympy_checks = 0
@@ -90,96 +85,134 @@ class MathGrader:
         future = self._pool.schedule(fn, args=args, timeout=limit_s or self.timeout_s)
         return await asyncio.wrap_future(future)
 
+    async def _try(self, fn: Callable[..., T], *args: str) -> T | object:
+        """`_run`, with a timeout or a sympy failure reported as `_FAILED`."""
+        try:
+            return await self._run(fn, *args)
+        except (FutureTimeout, TimeoutError):
+            self.timeouts += 1
+            logger.warning("%s timed out on %.80r", fn.__name__, args)
+        except Exception as exc:  # sympy/antlr failures on malformed LaTeX
+            logger.debug("%s failed (%s) on %.80r", fn.__name__, exc, args)
+        return _FAILED
+
     async def warm_up(self) -> None:
         """Start the workers and import sympy there (seconds), before the first request."""
         await asyncio.gather(*(self._run(math_worker.warm_up, limit_s=60) for _ in range(2)))
 
     async def is_equivalent(self, gold: str | None, prediction: str | None) -> bool:
-        """Is `prediction` the same answer as `gold`? False on no answer or timeout."""
+        """Is `prediction` the same answer as `gold`? Symmetric; False on no answer or
+        timeout."""
         if gold is None or prediction is None:
             return False
-        gold, prediction = gold.strip(), prediction.strip()
-        if not gold or not prediction:
+        a, b = normalize_answer(gold), normalize_answer(prediction)
+        if not a or not b:
             return False
-        if normalize_answer(gold) == normalize_answer(prediction):
+        if a == b:
             self.string_matches += 1
             return True
-        key = (gold, prediction)
-        if key in self._pairs:
-            return self._pairs[key]
+        if a in self._keys and b in self._keys:
+            return await self._verdict(a, self._keys[a], b, self._keys[b])
+        failed = ("failed", *sorted((a, b)))
+        if failed in self._pairs:
+            return False
+        result = await self._try(math_worker.decide, a, b)
+        if result is _FAILED:
+            self._pairs.put(failed, False)  # one timeout per pair, not one per request
+            return False
+        key_a, key_b, same = result
+        self._remember_key(a, key_a)
+        self._remember_key(b, key_b)
+        if needs_check(key_a, key_b):
+            self.sympy_checks += 1
+            self._pairs.put(_pair(key_a, key_b), same)
+        return same
+
+    def _remember_key(self, text: str, key: str) -> None:
+        self._keys.put(text, key)
+        if key not in self._reps:
+            self._reps.put(key, text)
+
+    async def _verdict(self, a: str, key_a: str, b: str, key_b: str) -> bool:
+        """Equivalence of two answers with known keys: the keys, else a cached check."""
+        if key_a == key_b:
+            return True
+        if not needs_check(key_a, key_b):
+            return False
+        pair = _pair(key_a, key_b)
+        if pair in self._pairs:
+            return self._pairs[pair]
         self.sympy_checks += 1
-        try:
-            result = await self._run(math_worker.equivalent, gold, prediction)
-        except (FutureTimeout, TimeoutError):
-            self.timeouts += 1
-            logger.warning("equivalence check timed out: %.80r vs %.80r", gold, prediction)
-            result = False
-        except Exception as exc:  # sympy/antlr failures on malformed LaTeX
-            logger.debug("equivalence check failed (%s): %.80r vs %.80r", exc, gold, prediction)
-            result = False
-        self._pairs.put(key, result)
-        return result
+        rep_a, rep_b = self._reps.get(key_a, a), self._reps.get(key_b, b)
+        result = await self._try(math_worker.check_pair, rep_a, rep_b)
+        same = result is True
+        self._pairs.put(pair, same)
+        return same
 
     async def canonical_key(self, answer: str) -> str:
-        normalized = normalize_answer(answer)
-        if normalized in self._keys:
-            return self._keys[normalized]
-        try:
-            key = await self._run(math_worker.canonical_key, answer)
-        except (FutureTimeout, TimeoutError):
-            self.timeouts += 1
-            logger.warning("answer parsing timed out: %.80r", answer)
-            key = "str:" + normalized
-        except Exception:
-            key = "str:" + normalized
-        self._keys.put(normalized, key)
-        return key
+        """The canonical key of an answer (computed once per grader)."""
+        text = normalize_answer(answer)
+        if text not in self._keys:
+            key = await self._try(math_worker.canonical_key, text)
+            self._remember_key(text, key if isinstance(key, str) else "=str:" + text)
+        return self._keys[text]
+
+    def _in_background(self, awaitable: Awaitable[Any]) -> asyncio.Future:
+        future = asyncio.ensure_future(awaitable)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+        return future
+
+    async def _wait(self, futures: list[asyncio.Future], deadline: float) -> None:
+        """Wait for the futures until the deadline; late ones go on (and fill caches)."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        if futures and remaining > 0:
+            await asyncio.wait(futures, timeout=remaining)
+
+    async def _keys_for(self, texts: list[str], deadline: float) -> dict[str, str]:
+        missing = [text for text in texts if text not in self._keys]
+        await self._wait([self._in_background(self.canonical_key(t)) for t in missing], deadline)
+        return {text: self._keys.get(text, "=str:" + text) for text in texts}
 
     async def group(self, answers: Sequence[str | None]) -> list[int | None]:
-        """Equivalence-class id per answer (ids are 0, 1, ... in order of first
-        appearance); None for a missing answer."""
-        present = [i for i, a in enumerate(answers) if a is not None and a.strip()]
-        distinct: dict[str, int] = {}
-        for i in present:
-            distinct.setdefault(normalize_answer(answers[i]), i)
-        reps = list(distinct.values())
-        keys = await asyncio.gather(*(self.canonical_key(answers[i]) for i in reps))
-
-        by_key: dict[str, int] = {}
-        classes: list[int] = []  # representative answer index of each class
-        class_of_rep: dict[int, int] = {}
-        for rep, key in zip(reps, keys, strict=True):
-            if key not in by_key:
-                by_key[key] = len(classes)
-                classes.append(rep)
-            class_of_rep[rep] = by_key[key]
-        class_keys = [None] * len(classes)
-        for key, index in by_key.items():
-            class_keys[index] = key
-
-        union = _UnionFind(len(classes))
-        undecided = [
-            (a, b)
-            for a in range(len(classes))
-            for b in range(a + 1, len(classes))
-            if _needs_check(class_keys[a], class_keys[b])
-        ]
-        verdicts = await asyncio.gather(
-            *(self._either_way(answers[classes[a]], answers[classes[b]]) for a, b in undecided)
-        )
-        for (a, b), same in zip(undecided, verdicts, strict=True):
-            if same:
-                union.union(a, b)
-
+        """Vote-class id per answer (ids are 0, 1, ... in order of first appearance);
+        None for a missing answer (or one that normalises to nothing)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * self.timeout_s
+        texts = [normalize_answer(a) if a is not None else "" for a in answers]
+        distinct = sorted({text for text in texts if text})
+        keys = await self._keys_for(distinct, deadline)
+        rep_of_key: dict[str, str] = {}
+        for text in distinct:  # sorted: the representative of a key is its smallest text
+            rep_of_key.setdefault(keys[text], text)
+        class_of_key: dict[str, str] = {}
+        for key in sorted(rep_of_key):
+            class_of_key[key] = await self._join(key, rep_of_key, class_of_key, deadline)
         labels: list[int | None] = [None] * len(answers)
-        renumber: dict[int, int] = {}
-        for i in present:
-            root = union.find(class_of_rep[distinct[normalize_answer(answers[i])]])
-            labels[i] = renumber.setdefault(root, len(renumber))
+        renumber: dict[str, int] = {}
+        for index, text in enumerate(texts):
+            if text:
+                labels[index] = renumber.setdefault(class_of_key[keys[text]], len(renumber))
         return labels
 
-    async def _either_way(self, a: str, b: str) -> bool:
-        return await self.is_equivalent(a, b) or await self.is_equivalent(b, a)
+    async def _join(
+        self, key: str, rep_of_key: dict[str, str], class_of_key: dict[str, str], deadline: float
+    ) -> str:
+        """The class (its representative's key) that `key` joins: the first existing
+        class whose representative is equivalent to it, else a new class of its own."""
+        reps = list(dict.fromkeys(class_of_key.values()))  # in order of creation
+        candidates = [rep for rep in reps if needs_check(key, rep)]
+        if not candidates or asyncio.get_running_loop().time() >= deadline:
+            return key
+        checks = [
+            self._in_background(self._verdict(rep_of_key[key], key, rep_of_key[rep], rep))
+            for rep in candidates
+        ]
+        await self._wait(checks, deadline)
+        for rep, check in zip(candidates, checks, strict=True):
+            if check.done() and check.result():
+                return rep
+        return key
 
     def close(self) -> None:
         self._pool.stop()
