@@ -32,7 +32,8 @@ MAX_ANSWER_CHARS = 500
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _ANSWER_IS = re.compile(
     r"(?:final answer|the answer|answer)\s*(?:is|should be|would be|:)\s*"
-    r"(?:actually\s+)?[:\s]*(.+?)(?:\.\s|\.$|\n|$)",
+    r"(?:actually\s+)?[:\s]*(.+?)"
+    r"(?:\.\s|\.$|\n|$|,?\s+(?:since|because|as|which|so that|for)\b)",
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")

@@ -12,11 +12,12 @@ pairs the keys cannot decide go to math-verify, which must accept them in both o
 Verdicts are cached by the (unordered) pair of keys, so one request never checks a
 pair twice and later requests reuse it.
 
-Grouping for votes is a partition in which every member of a class is equivalent to
-the class's representative (never a transitive chain: `(15,-29)` and `\\{15,-29\\}` never
-meet through a third answer). Distinct keys are visited in a fixed order (sorted by
-key, not by input position), each joining the first class whose representative it is
-equivalent to, so the partition does not depend on the order of the answers.
+Grouping for votes is a partition in which the members of a class are pairwise
+equivalent (never a transitive chain: `(15,-29)` and `\\{15,-29\\}` never meet through a
+third answer). Distinct keys are visited in a fixed order (sorted by key, not by input
+position); each joins the first class whose representative, and every other member,
+it is equivalent to (equal keys are one member; exact keys settle most pairs without a
+check), else opens a class. The partition does not depend on the order of the answers.
 
 Time bounds: `is_equivalent` runs at most one worker task (limit `timeout_s`).
 `group` has a wall-clock budget of `2 * timeout_s`: an answer whose key is not ready by
@@ -177,42 +178,51 @@ class MathGrader:
     async def group(self, answers: Sequence[str | None]) -> list[int | None]:
         """Vote-class id per answer (ids are 0, 1, ... in order of first appearance);
         None for a missing answer (or one that normalises to nothing)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2 * self.timeout_s
+        deadline = asyncio.get_running_loop().time() + 2 * self.timeout_s
         texts = [normalize_answer(a) if a is not None else "" for a in answers]
         distinct = sorted({text for text in texts if text})
         keys = await self._keys_for(distinct, deadline)
         rep_of_key: dict[str, str] = {}
         for text in distinct:  # sorted: the representative of a key is its smallest text
             rep_of_key.setdefault(keys[text], text)
-        class_of_key: dict[str, str] = {}
+        classes: list[list[str]] = []  # the keys in each class, representative first
+        class_of_key: dict[str, int] = {}
         for key in sorted(rep_of_key):
-            class_of_key[key] = await self._join(key, rep_of_key, class_of_key, deadline)
+            joined = await self._join(key, classes, rep_of_key, deadline)
+            if joined is None:
+                joined = len(classes)
+                classes.append([])
+            classes[joined].append(key)
+            class_of_key[key] = joined
         labels: list[int | None] = [None] * len(answers)
-        renumber: dict[str, int] = {}
+        renumber: dict[int, int] = {}
         for index, text in enumerate(texts):
             if text:
                 labels[index] = renumber.setdefault(class_of_key[keys[text]], len(renumber))
         return labels
 
     async def _join(
-        self, key: str, rep_of_key: dict[str, str], class_of_key: dict[str, str], deadline: float
-    ) -> str:
-        """The class (its representative's key) that `key` joins: the first existing
-        class whose representative is equivalent to it, else a new class of its own."""
-        reps = list(dict.fromkeys(class_of_key.values()))  # in order of creation
-        candidates = [rep for rep in reps if needs_check(key, rep)]
+        self, key: str, classes: list[list[str]], rep_of_key: dict[str, str], deadline: float
+    ) -> int | None:
+        """The first class whose representative -- and every other member, so that a
+        class never holds two answers that are not equivalent -- is equivalent to `key`;
+        None when there is none (or no time is left to check)."""
+        candidates = [i for i, members in enumerate(classes) if needs_check(key, members[0])]
         if not candidates or asyncio.get_running_loop().time() >= deadline:
-            return key
-        checks = [
-            self._in_background(self._verdict(rep_of_key[key], key, rep_of_key[rep], rep))
-            for rep in candidates
-        ]
-        await self._wait(checks, deadline)
-        for rep, check in zip(candidates, checks, strict=True):
-            if check.done() and check.result():
-                return rep
-        return key
+            return None
+        checks = {
+            (i, member): self._in_background(
+                self._verdict(rep_of_key[key], key, rep_of_key[member], member)
+            )
+            for i in candidates
+            for member in classes[i]
+        }
+        await self._wait(list(checks.values()), deadline)
+        for i in candidates:
+            verdicts = [checks[(i, member)] for member in classes[i]]
+            if all(check.done() and check.result() for check in verdicts):
+                return i
+        return None
 
     def close(self) -> None:
         self._pool.stop()
