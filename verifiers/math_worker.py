@@ -439,6 +439,13 @@ def equivalent(gold: str, prediction: str) -> bool:
     return bool(a and b) and (a == b or check_pair(a, b))
 
 
+def equivalent_by_keys(gold: str, prediction: str) -> bool:
+    """`equivalent` without the string match: both answers are parsed and keyed, and
+    math-verify decides what the keys cannot (benchmarks the sympy path alone)."""
+    a, b = normalize_answer(gold), normalize_answer(prediction)
+    return bool(a and b) and check_pair(a, b)
+
+
 def equivalent_pairs(pairs: list[tuple[str, str]]) -> list[bool]:
     return [equivalent(a, b) for a, b in pairs]
 
