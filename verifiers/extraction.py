@@ -59,26 +59,32 @@ class Box:
     content: str
 
 
-def _box_at(text: str, start: int) -> Box | None:
+def _closing_braces(text: str) -> dict[int, int]:
+    """The index of the matching `}` for every `{` that closes (one pass)."""
+    closing, stack = {}, []
+    for index, char in enumerate(text):
+        if char == "{":
+            stack.append(index)
+        elif char == "}" and stack:
+            closing[stack.pop()] = index
+    return closing
+
+
+def _box_at(text: str, start: int, closing: dict[int, int]) -> Box | None:
     """The box whose command starts at `start`; None when it never closes."""
-    index = start
-    while index < len(text) and text[index] not in "{ ":
+    index = start + (len("\\boxed") if text.startswith("\\boxed", start) else len("\\fbox"))
+    while index < len(text) and text[index] == " " and text[index + 1 : index + 2] in " {":
         index += 1
     if index >= len(text):
         return None
     if text[index] == " ":  # "\boxed 5" form
-        rest = text[index + 1 :].split("$")[0]
-        stripped = rest.strip()
-        return Box(start, index + 1 + len(rest), stripped) if stripped else None
-    depth = 0
-    for end in range(index, len(text)):
-        if text[end] == "{":
-            depth += 1
-        elif text[end] == "}":
-            depth -= 1
-            if depth == 0:
-                return Box(start, end + 1, text[index + 1 : end].strip())
-    return None  # unbalanced braces
+        end = text.find("$", index + 1)
+        end = len(text) if end < 0 else end
+        stripped = text[index + 1 : end].strip()
+        return Box(start, end, stripped) if stripped else None
+    if text[index] != "{" or index not in closing:
+        return None  # unbalanced braces
+    return Box(start, closing[index] + 1, text[index + 1 : closing[index]].strip())
 
 
 def find_boxes(text: str) -> list[Box] | None:
@@ -88,11 +94,12 @@ def find_boxes(text: str) -> list[Box] | None:
         for command in _BOX_COMMANDS
         for match in re.finditer(re.escape(command) + r"(?![A-Za-z])", text)
     )
+    closing = _closing_braces(text) if starts else {}
     boxes: list[Box] = []
     for start in starts:
         if boxes and start < boxes[-1].end:
             continue  # a box inside a box is part of it
-        box = _box_at(text, start)
+        box = _box_at(text, start, closing)
         if box is None:
             if start == starts[-1]:
                 return None

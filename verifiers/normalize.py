@@ -33,7 +33,8 @@ import unicodedata
 from dataclasses import dataclass
 
 MAX_NORMALIZED_CHARS = 2_000
-"""Longer strings are not answers; they are cut here so that no regex sees a megabyte."""
+"""Longer strings are not answers: no rule runs on them (so no regex sees a megabyte);
+they only lose invisible characters and whitespace, and compare as whole strings."""
 
 _UNICODE = {
     "\u2212": "-", "\u2013": "-", "\u00d7": "\\times ", "\u00b7": "\\cdot ", "\u00f7": "\\div ",
@@ -45,7 +46,7 @@ _SPACING = re.compile(
     r"(?<!\\)\\[,;:! ]|\\(?:left|right|big|Big|bigg|Bigg|displaystyle|quad|qquad)(?![A-Za-z])"
 )
 _FRAC_VARIANTS = re.compile(r"\\[dtc]frac(?![A-Za-z])")
-_WRAPPER = r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mbox)\s*"
+_WRAPPER = r"(?<!\\)\\(?:text|textbf|textit|textrm|textnormal|mathrm|mbox)\s*"
 _MATH_WRAPPER = r"\\(?:mathbf|boldsymbol|operatorname|mathit)\s*"
 _WHOLE_WRAPPER = re.compile(rf"^{_WRAPPER}\{{([^{{}}]*)\}}$")
 _CONNECTIVE = re.compile(rf"{_WRAPPER}\{{\s*(?:or|and|,)\s*\}}", re.IGNORECASE)
@@ -60,9 +61,10 @@ _UNIT_WORDS = (
     "pounds?|ounces?|oz|liters?|litres?|ml|gallons?"
 )
 _BARE_UNITS = re.compile(rf"^(.*[\d}})])(?:\s*\b(?:{_UNIT_WORDS})\b\.?(?:\^\{{?\d\}}?)?)+$")
-_REPEATING = re.compile(r"(\d*)\.(\d*)\s*\\(?:overline|bar)\s*(?:\{(\d+)\}|(\d))")
-_BASE = re.compile(r"(?<![\w\\^_{.])([0-9A-Z]*\d[0-9A-Z]*)_\{?\(?(\d{1,2})\)?\}?(?![\d}])")
+_REPEATING = re.compile(r"(?<![\d.])(\d*)\.(\d*)\s*\\(?:overline|bar)\s*(?:\{(\d+)\}|(\d))")
+_BASE = re.compile(r"(?<![\w\\^_{.])([0-9A-Z]+)_\{?\(?(\d{1,2})\)?\}?(?![\d}_])")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_MAX_PASSES = 4
 _COMMAND_SPACE = re.compile(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])")
 
 
@@ -106,7 +108,7 @@ def _strip_delimiters(text: str) -> str:
     for opening, closing in (("\\(", "\\)"), ("\\[", "\\]")):
         if text.startswith(opening) and text.endswith(closing):
             text = text[2:-2]
-    text = re.sub(r",\s*\\!\s*", ",", text).replace("{,}", ",")  # 32,\!348 and 10{,}080
+    text = re.sub(r",\s*\\!\s*", ",", text)  # 32,\!348
     text = _SPACING.sub(" ", text)
     text = _FRAC_VARIANTS.sub(r"\\frac", text)
     text = text.replace("\\lbrace", "\\{").replace("\\rbrace", "\\}")
@@ -140,15 +142,15 @@ def _repeating_to_fraction(match: re.Match) -> str:
 
 
 def _base_subscript(match: re.Match) -> str:
+    if not any(char.isdigit() for char in match.group(1)):
+        return match.group(0)  # A_{12} is a subscripted symbol, not a number
     digits, base = match.group(1).lstrip("0") or "0", int(match.group(2))
     return digits if base == 10 else f"{digits}_{{{base}}}"
 
 
 def _number_format(text: str) -> str:
-    """Whole-answer number spelling: separators, signs, trailing and leading zeros."""
-    if _THOUSANDS.match(text):
-        text = text.replace(",", "")
-    text = text.removeprefix("+")
+    """Whole-answer number spelling: signs, trailing and leading zeros."""
+    text = re.sub(r"^\++(?=[\d.])", "", text)
     if re.fullmatch(r"-?\d*\.\d+", text) and text.lstrip("-").startswith("."):
         text = text.replace(".", "0.", 1)
     if re.fullmatch(r"-?\d+\.\d*", text):
@@ -160,22 +162,41 @@ def _number_format(text: str) -> str:
     return "0" if text == "-0" else text
 
 
-def normalize_answer(answer: str) -> str:
-    """One string per notation-only variant of an answer (rules: module docstring)."""
-    text = strip_invisible(answer[:MAX_NORMALIZED_CHARS])
-    text = _strip_delimiters(text)
-    text = _strip_units(text)
-    text = _REPEATING.sub(_repeating_to_fraction, text)
-    text = _BASE.sub(_base_subscript, text)
-    text = text.strip().rstrip(".").strip()
-    if re.fullmatch(r"\(\s*([A-Z])\s*\)", text):  # multiple choice "(C)"
-        text = text.strip("() ")
-    text = _number_format(text)
+def _squeeze(text: str) -> str:
+    """Whitespace goes, except after a command before a letter (`\\pi r`, not `\\pir`)."""
     if " " not in text:
         return text
-    text = _COMMAND_SPACE.sub("\\1\x02", text)  # "\pi r" keeps its space; "2 \times 3" not
-    text = "".join(text.split()).replace("\x02", " ")
-    return text.replace(",", ", ") if _THOUSANDS.match(text) else text  # the list "1, 234"
+    text = _COMMAND_SPACE.sub("\\1\x02", text)
+    return "".join(text.split()).replace("\x02", " ")
+
+
+def normalize_answer(answer: str) -> str:
+    """One string per notation-only variant of an answer (rules: module docstring).
+
+    The rules run until nothing changes (a removal can expose another spelling, as in
+    `\\{\\text{or}}`), so that normalising a normalised answer changes nothing."""
+    text = strip_invisible(answer)
+    if len(text) > MAX_NORMALIZED_CHARS:
+        return "".join(text.split())
+    for _ in range(_MAX_PASSES):
+        once = _normalize_once(text)
+        if once == text:
+            break
+        text = once
+    return text
+
+
+def _normalize_once(text: str) -> str:
+    text = _strip_units(_strip_delimiters(text)).replace("{,}", ",").rstrip(".").strip()
+    if _THOUSANDS.match(text):  # "1,234" but not the list "1, 234"
+        text = text.replace(",", "")
+    text = _squeeze(text).rstrip(".")
+    text = _REPEATING.sub(_repeating_to_fraction, text)
+    text = _BASE.sub(_base_subscript, text)
+    if re.fullmatch(r"\(([A-Z])\)", text):  # multiple choice "(C)"
+        text = text[1]
+    text = _number_format(text)
+    return text.replace(",", ", ") if _THOUSANDS.match(text) else text  # keep "1, 234" a list
 
 
 @dataclass(frozen=True)
