@@ -381,17 +381,21 @@ def _canon_polynomial(expr: Any) -> Canon:
     """A polynomial by its terms (so `(x+1)^2` is `x^2+2x+1`); other expressions stay."""
     import sympy
 
-    symbols = sorted(expr.free_symbols, key=lambda s: str(s))
     try:
+        symbols = sorted(expr.free_symbols, key=str)
         if not expr.is_polynomial(*symbols):
             return _inexact("expr", expr)
-        terms = sympy.Poly(expr, *symbols).terms()
+        poly = sympy.Poly(expr, *symbols)
+        used = [s for i, s in enumerate(symbols) if any(m[i] for m, _ in poly.terms())]
+        if not used:  # x^0, x - x + 2
+            return _canon_number(poly.as_expr())
+        terms = sympy.Poly(poly.as_expr(), *used).terms()
     except (sympy.PolynomialError, TypeError, ValueError):
         return _inexact("expr", expr)
     coefficients = [_canon_number(coefficient) for _, coefficient in terms]
     if not all(is_exact(c.key) and key_kind(c.key) == "num" for c in coefficients):
         return _inexact("expr", expr)
-    names = ",".join(str(s) for s in symbols)
+    names = ",".join(str(s) for s in used)
     body = ";".join(f"{m}:{c.key}" for (m, _), c in zip(terms, coefficients, strict=True))
     return Canon(f"=poly:{names}{{{body}}}", expr)
 
