@@ -108,7 +108,7 @@ class InProcessBackend:
 
     async def close(self) -> None:
         if self._owns_engine:
-            self.service.verifiers.grader.close()
+            await self.service.verifiers.close()
             await self.service.engine.close()
 
 

@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--url", help="benchmark a running ttscale server instead of in process")
     run.add_argument("--api-key", default=os.environ.get("TTSCALE_API_KEY"))
     run.add_argument("--model", help="model directory for in-process runs (default: embedded)")
+    run.add_argument(
+        "--prm", action="append", default=[],
+        help="in-process runs: process reward model [NAME=]DIR_OR_URL, repeatable (name: prm)",
+    )  # fmt: skip
+    run.add_argument(
+        "--orm", action="append", default=[],
+        help="in-process runs: outcome reward model [NAME=]DIR_OR_URL, repeatable (name: orm)",
+    )  # fmt: skip
     run.add_argument("--max-model-len", type=int, default=4096)
     run.add_argument("--concurrency", type=_positive, default=4, help="problems in flight")
     run.add_argument("--out", type=Path, help="run directory (default bench-out/DATASETS-MODEL)")
@@ -137,11 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
 async def _open_backend(args: argparse.Namespace) -> tuple[Backend, MathGrader, bool]:
     """The backend, and the grader (the in-process backend lends its own)."""
     if args.url:
+        if args.prm or args.orm:
+            raise BenchError("--prm/--orm load reward models in process; a server has its own")
         backend = await HttpBackend.connect(args.url, args.api_key)
         grader = MathGrader()
         await grader.warm_up()
         return backend, grader, True
-    overrides = {"max_model_len": args.max_model_len}
+    overrides = {"max_model_len": args.max_model_len, "prm": args.prm, "orm": args.orm}
     if args.model:
         overrides["model"] = args.model
     local = await InProcessBackend.open(Settings(**overrides))

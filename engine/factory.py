@@ -30,6 +30,8 @@ class EngineConfig:
     max_model_len: int | None = None
     dtype: str = "auto"
     seed: int = 0
+    gpu_memory_utilization: float | None = None
+    """GPU memory fraction for this engine (None: vLLM's default)."""
 
 
 def resolve_model(config: EngineConfig) -> tuple[Path, str]:
@@ -66,4 +68,5 @@ async def open_engine(config: EngineConfig) -> Engine:
         max_model_len=config.max_model_len,
         dtype=config.dtype,
         seed=config.seed,
+        gpu_memory_utilization=config.gpu_memory_utilization,
     )

@@ -34,7 +34,7 @@ def apply_cpu_defaults() -> None:
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    if _has_cuda_device():
+    if has_cuda_device():
         return
     cpus = sorted(os.sched_getaffinity(0))
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
@@ -52,12 +52,12 @@ def resolve_dtype(requested: str = "auto") -> tuple[str, str]:
     """
     if requested != "auto":
         return requested, "as configured"
-    if _has_cuda_device():
+    if has_cuda_device():
         return "auto", "GPU: the checkpoint's dtype"
     return "float32", "CPU default (bf16/fp16 only when asked: --dtype)"
 
 
-def _has_cuda_device() -> bool:
+def has_cuda_device() -> bool:
     return Path("/dev/nvidia0").exists() or bool(os.environ.get("TTSCALE_FORCE_GPU"))
 
 
@@ -117,7 +117,7 @@ class LocalVLLMEngine:
         args: dict[str, Any] = {
             "model": str(model_path),
             "served_model_name": served_model_name,
-            "enforce_eager": not _has_cuda_device(),
+            "enforce_eager": not has_cuda_device(),
             "enable_prefix_caching": True,
             "dtype": dtype,
             "seed": seed,

@@ -26,6 +26,9 @@ class PoolingEngine(Protocol):
 
     max_model_len: int
     shape: ModelShape | None
+    model: str
+    """The model directory or the served model's name, for listings and logs."""
+    backend: str
 
     async def render(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of a whole conversation (no generation prompt)."""
@@ -45,9 +48,14 @@ class PoolingEngine(Protocol):
 class LocalPoolingEngine:
     """A pooling model on an in-process vLLM `AsyncLLM`."""
 
-    def __init__(self, llm: Any, shape: ModelShape | None, step_token_id: int | None) -> None:
+    backend = "vllm-pooling-local"
+
+    def __init__(
+        self, llm: Any, shape: ModelShape | None, step_token_id: int | None, model: str = ""
+    ) -> None:
         from vllm import PoolingParams
 
+        self.model = model
         self._llm = llm
         self._tokenizer = llm.get_tokenizer()
         self._pooling_params = PoolingParams
@@ -64,6 +72,7 @@ class LocalPoolingEngine:
         step_token: str | None = None,
         max_model_len: int | None = None,
         dtype: str = "auto",
+        gpu_memory_utilization: float | None = None,
     ) -> LocalPoolingEngine:
         """Start the engine (blocking, tens of seconds: call it off the event loop).
 
@@ -89,11 +98,13 @@ class LocalPoolingEngine:
             args["pooler_config"] = _step_pooler(step_token_id)
         if max_model_len:
             args["max_model_len"] = max_model_len
+        if gpu_memory_utilization is not None:
+            args["gpu_memory_utilization"] = gpu_memory_utilization
         try:
             llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
         except Exception as exc:
             raise EngineUnavailable(f"vLLM could not load {model_path}: {exc}") from exc
-        return cls(llm, read_model_shape(model_path), step_token_id)
+        return cls(llm, read_model_shape(model_path), step_token_id, str(model_path))
 
     async def render(self, messages: list[dict[str, str]]) -> list[int]:
         text = self._tokenizer.apply_chat_template(
@@ -151,6 +162,7 @@ class RemotePoolingEngine:
     """
 
     shape: ModelShape | None = None
+    backend = "vllm-pooling-remote"
 
     def __init__(
         self,
@@ -162,6 +174,7 @@ class RemotePoolingEngine:
     ) -> None:
         self._base = base_url.rstrip("/")
         self._model = model_name
+        self.model = f"{model_name} at {self._base}"
         self.max_model_len = max_model_len
         self._tasks = tasks
         self._client = client

@@ -36,6 +36,8 @@ from .api.schemas import (
     ModelList,
     StrategyCard,
     StrategyList,
+    VerifierCard,
+    VerifierList,
 )
 from .config import Settings
 from .metrics import CONTENT_TYPE_LATEST, Metrics
@@ -100,7 +102,7 @@ class Runtime:
     async def close(self) -> None:
         service, self.service = self.service, None
         if service is not None:
-            service.verifiers.grader.close()
+            await service.verifiers.close()
             logger.info("stopping engine")
             await service.engine.close()
 
@@ -181,6 +183,12 @@ def _add_api_routes(app: FastAPI, runtime: Runtime) -> None:
             for name, s in runtime.strategies.items()
         ]
         return StrategyList(data=cards)
+
+    @app.get("/v1/verifiers", response_model=VerifierList, dependencies=guarded)
+    async def list_verifiers() -> VerifierList:
+        """Every verifier a strategy may name: kinds (outcome, process), model, backend."""
+        verifiers = runtime.completions().service.verifiers
+        return VerifierList(data=[VerifierCard(**entry) for entry in verifiers.catalog()])
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, dependencies=guarded)
     async def chat_completions(body: ChatCompletionRequest, request: Request):

@@ -62,6 +62,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         action="append",
         help="accepted Bearer key, repeatable (env TTSCALE_API_KEYS, comma-separated)",
     )
+    serve.add_argument(
+        "--prm",
+        action="append",
+        help="process reward model [NAME=]DIR_OR_URL, repeatable (verifier name: prm)",
+    )
+    serve.add_argument(
+        "--orm",
+        action="append",
+        help="outcome reward model [NAME=]DIR_OR_URL, repeatable (verifier name: orm)",
+    )
     serve.add_argument("--max-model-len", type=int, help="context length to serve")
     serve.add_argument(
         "--dtype", help="weights dtype (default auto: float32 on CPU, the checkpoint's on GPU)"
@@ -95,7 +105,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = (
         "model served_model_name host port engine remote_urls api_keys max_model_len dtype "
-        "cache_dir max_n log_level log_format"
+        "cache_dir max_n log_level log_format prm orm"
     ).split()
     overrides: dict[str, Any] = {
         key: getattr(args, key) for key in keys if getattr(args, key, None) is not None
@@ -118,6 +128,9 @@ def check_port_free(host: str, port: int) -> None:
 def preflight(settings: Settings) -> None:
     """Catch what can be caught before spending tens of seconds starting vLLM."""
     check_port_free(settings.host, settings.port)
+    for spec in settings.reward_models():
+        if not spec.is_remote:
+            validate_model_dir(Path(spec.source))
     if settings.engine == "remote":
         if not settings.remote_urls:
             raise StartupError("--engine remote needs at least one --remote-url")

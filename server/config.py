@@ -6,10 +6,12 @@ validated parameters and only takes defaults and limits from here.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -32,6 +34,17 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="accepted Bearer keys (comma-separated); none: open"
     )
+    prm: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="process reward models, [NAME=]DIR_OR_URL, comma-separated (name: prm)",
+    )
+    orm: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="outcome reward models, [NAME=]DIR_OR_URL, comma-separated (name: orm)",
+    )
+    reward_gpu_share: float = Field(
+        0.3, gt=0.0, lt=0.9, description="GPU memory fraction for in-process reward models"
+    )
     cache_dir: Path | None = Field(None, description="Where converted models are kept")
     max_model_len: int | None = Field(None, ge=16)
     dtype: str = "auto"
@@ -48,9 +61,47 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one object a line")
 
-    @field_validator("remote_urls", "api_keys", mode="before")
+    @field_validator("remote_urls", "api_keys", "prm", "orm", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):
             return [url.strip() for url in value.split(",") if url.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _reward_names(self) -> Settings:
+        names = [spec.name for spec in self.reward_models()]
+        if "judge" in names:
+            raise ValueError("the verifier name 'judge' is taken by the LLM judge")
+        if len(set(names)) != len(names):
+            raise ValueError(f"reward model names must be distinct: {', '.join(names)}")
+        return self
+
+    def reward_models(self) -> list[RewardSpec]:
+        """The --prm/--orm entries, named: `NAME=SOURCE`, or the kind (prm, prm2, ...)."""
+        specs: list[RewardSpec] = []
+        for kind, entries in (("prm", self.prm), ("orm", self.orm)):
+            for number, entry in enumerate(entries, start=1):
+                name, sep, source = entry.partition("=")
+                if not sep or "/" in name or ":" in name:
+                    name, source = (kind if number == 1 else f"{kind}{number}"), entry
+                if not _NAME.fullmatch(name):
+                    raise ValueError(f"reward model name {name!r}: use letters, digits, _ . -")
+                specs.append(RewardSpec(name, kind, source))
+        return specs
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """One reward model to serve: its verifier name, kind, and directory or URL."""
+
+    name: str
+    kind: Literal["prm", "orm"]
+    source: str
+
+    @property
+    def is_remote(self) -> bool:
+        return self.source.startswith(("http://", "https://"))

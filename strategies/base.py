@@ -20,6 +20,7 @@ from ttscale.verifiers.math_grader import MathGrader
 from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
 
 from .budget import Budget, Usage
+from .errors import InvalidRequest
 from .sampling import OnSample, SamplingOutcome, sample_until
 
 StopReason = Literal["completed", "budget", "early_stop"]
@@ -30,6 +31,18 @@ DEFAULT_SAMPLING = SamplingSpec(temperature=0.8, max_tokens=512)
 diverse samples (T=0.8) are what voting and search need."""
 
 
+VerifierKind = Literal["outcome", "process"]
+
+
+@dataclass(frozen=True)
+class VerifierUse:
+    """A verifier a strategy's parameters name: where, which, and as what (None: either)."""
+
+    param: str
+    name: str
+    kind: VerifierKind | None
+
+
 @dataclass
 class Verifiers:
     """The verifiers this server has; a strategy uses what its parameters name."""
@@ -37,6 +50,40 @@ class Verifiers:
     grader: MathGrader
     outcome: dict[str, OutcomeVerifier] = field(default_factory=dict)
     process: dict[str, ProcessVerifier] = field(default_factory=dict)
+
+    def catalog(self) -> list[dict[str, Any]]:
+        """Every verifier once: its name, kinds, model and backend."""
+        entries = []
+        for name in dict.fromkeys([*self.outcome, *self.process]):
+            verifier = self.outcome.get(name) or self.process.get(name)
+            kinds = [k for k, table in (("outcome", self.outcome), ("process", self.process))
+                     if name in table]  # fmt: skip
+            describe = getattr(verifier, "describe", None)
+            entries.append({"name": name, "kinds": kinds, **(describe() if describe else {})})
+        return entries
+
+    def check(self, use: VerifierUse) -> None:
+        """Refuse a verifier this server does not have, or has only as the other kind."""
+        tables = {"outcome": self.outcome, "process": self.process}
+        wanted = [use.kind] if use.kind else ["outcome", "process"]
+        if any(use.name in tables[kind] for kind in wanted):
+            return
+        valid = sorted({name for kind in wanted for name in tables[kind]})
+        what = f"{use.kind} verifier" if use.kind else "verifier"
+        raise InvalidRequest(
+            f"{use.param}: no {what} named {use.name!r}; valid: {', '.join(valid) or 'none'}",
+            param=use.param,
+            code="unknown_verifier",
+        )
+
+    async def close(self) -> None:
+        """Stop the grading workers and every reward model this process runs."""
+        self.grader.close()
+        every = [*self.outcome.values(), *self.process.values()]
+        for verifier in {id(v): v for v in every}.values():  # a judge may be in both
+            close = getattr(verifier, "close", None)
+            if close is not None:
+                await close()
 
 
 @dataclass

@@ -15,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ttscale.engine.types import SamplingSpec
 from ttscale.verifiers.aggregate import PRMAggregation, aggregate_steps, argmax_first
 
-from .base import DEFAULT_SAMPLING, StrategyContext, StrategyResult, finish_result, to_candidate
+from .base import (
+    DEFAULT_SAMPLING,
+    StrategyContext,
+    StrategyResult,
+    VerifierUse,
+    finish_result,
+    to_candidate,
+)
 from .registry import Strategy
 from .scoring import score_outcomes, score_steps
 from .steps import split_steps
@@ -27,7 +34,9 @@ class BestOfNParams(BaseModel):
     n: int = Field(8, ge=1, le=1024)
     sampling: SamplingSpec = DEFAULT_SAMPLING
     verifier: str | None = Field(None, description="verifier name; none: mean logprob")
-    verifier_kind: Literal["outcome", "process"] = "outcome"
+    verifier_kind: Literal["outcome", "process"] | None = Field(
+        None, description="outcome (ORM, judge) or process (PRM); none: outcome if it is one"
+    )
     aggregation: PRMAggregation = "min"
     parallel: int | None = Field(None, ge=1)
 
@@ -36,6 +45,11 @@ class BestOfNParams(BaseModel):
         if self.verifier is None and self.verifier_kind == "process":
             raise ValueError("verifier_kind='process' needs a verifier")
         return self
+
+    def verifiers_used(self) -> list[VerifierUse]:
+        if self.verifier is None:
+            return []
+        return [VerifierUse("ttscale.params.verifier", self.verifier, self.verifier_kind)]
 
 
 async def run(ctx: StrategyContext, params: BestOfNParams) -> StrategyResult:
@@ -47,7 +61,8 @@ async def run(ctx: StrategyContext, params: BestOfNParams) -> StrategyResult:
 
     scores: list[float] | None = None
     name = params.verifier
-    if name is not None and params.verifier_kind == "outcome":
+    kind = params.verifier_kind or ("outcome" if name in ctx.verifiers.outcome else "process")
+    if name is not None and kind == "outcome":
         scores = await score_outcomes(ctx, name, texts)
         if scores is not None:
             for candidate, score in zip(candidates, scores, strict=True):
@@ -61,7 +76,7 @@ async def run(ctx: StrategyContext, params: BestOfNParams) -> StrategyResult:
                 candidate.scores[name] = score
 
     if scores is not None:
-        how = f" ({params.aggregation} over steps)" if params.verifier_kind == "process" else ""
+        how = f" ({params.aggregation} over steps)" if kind == "process" else ""
         explanation = f"highest {name} score{how} of {len(candidates)} samples"
     else:
         scores = [_or_minus_inf(c.mean_logprob) for c in candidates]

@@ -125,6 +125,8 @@ class Service:
             return PreparedRun(request, messages, prompt_ids, sampling, budget)
         choice = request.choice
         params = self._params(strategy, choice, request.sampling, sampling.max_tokens)
+        for use in getattr(params, "verifiers_used", list)():
+            self.verifiers.check(use)
         limits = self._budget_limits(params, choice.budget)
         budget = Budget(limits, policy_shape=self.engine.info.shape)
         return PreparedRun(request, messages, prompt_ids, sampling, budget, strategy, params)

@@ -21,6 +21,7 @@ from .base import (
     Candidate,
     StrategyContext,
     StrategyResult,
+    VerifierUse,
     finish_result,
     to_candidate,
 )
@@ -51,6 +52,11 @@ class SelfConsistencyParams(BaseModel):
         if self.adaptive and self.weighting != "none":
             raise ValueError("adaptive stopping counts votes: use it with weighting='none'")
         return self
+
+    def verifiers_used(self) -> list[VerifierUse]:
+        if self.weighting == "none" or self.verifier is None:
+            return []
+        return [VerifierUse("ttscale.params.verifier", self.verifier, "outcome")]
 
 
 async def run(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyResult:

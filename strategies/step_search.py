@@ -23,7 +23,14 @@ from ttscale.engine.types import Sample, SamplingSpec
 from ttscale.verifiers.aggregate import argmax_first
 from ttscale.verifiers.extraction import extract_answer
 
-from .base import DEFAULT_SAMPLING, Candidate, StrategyContext, StrategyResult, finish_result
+from .base import (
+    DEFAULT_SAMPLING,
+    Candidate,
+    StrategyContext,
+    StrategyResult,
+    VerifierUse,
+    finish_result,
+)
 from .registry import Strategy
 from .scoring import score_steps
 from .steps import STEP_SEPARATOR
@@ -48,6 +55,9 @@ class StepSearchParams(BaseModel):
     refine_threshold: float = Field(0.9, ge=0.0, le=1.0)
     refine_rounds: int = Field(3, ge=0, le=10)
     sampling: SamplingSpec = DEFAULT_SAMPLING
+
+    def verifiers_used(self) -> list[VerifierUse]:
+        return [VerifierUse("ttscale.params.verifier", self.verifier, "process")]
 
 
 @dataclass

@@ -53,6 +53,15 @@ def wait_for_http(url: str, process: subprocess.Popen, limit_s: float, log: Path
 @contextlib.contextmanager
 def vllm_api_server(args: list[str], env: dict[str, str], log_dir: Path) -> Iterator[str]:
     """A real `vllm.entrypoints.openai.api_server` on loopback; yields its base URL."""
+    with vllm_api_process(args, env, log_dir) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def vllm_api_process(
+    args: list[str], env: dict[str, str], log_dir: Path
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`vllm_api_server`, also yielding the process (for tests that crash it)."""
     port = free_port()
     log_path = log_dir / "server.log"
     command = [
@@ -71,7 +80,7 @@ def vllm_api_server(args: list[str], env: dict[str, str], log_dir: Path) -> Iter
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/v1/models", process, 300, log_path)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:

@@ -46,6 +46,10 @@ class JudgeScore:
 class LLMJudge:
     """Scores solutions or steps with P("Yes") from an engine's logprobs."""
 
+    def describe(self) -> dict[str, str]:
+        """What a verifier listing shows: the judging model and what runs it."""
+        return {"model": self._engine.info.model_name, "backend": self._engine.info.backend}
+
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._yes_ids: tuple[int, ...] | None = None

@@ -62,6 +62,7 @@ class RewardModel:
         max_model_len: int | None = None,
         dtype: str = "auto",
         step_token: str = STEP_TOKEN,
+        gpu_memory_utilization: float | None = None,
     ) -> RewardModel:
         """An in-process reward model (blocking, tens of seconds: call off the loop)."""
         engine = LocalPoolingEngine.load(
@@ -69,6 +70,7 @@ class RewardModel:
             step_token=step_token if kind == "prm" else None,
             max_model_len=max_model_len,
             dtype=dtype,
+            gpu_memory_utilization=gpu_memory_utilization,
         )
         return cls(engine, kind)
 
@@ -78,6 +80,10 @@ class RewardModel:
     ) -> RewardModel:
         """A reward model served by a vLLM server with the pooling runner."""
         return cls(await RemotePoolingEngine.connect(base_url, api_key=api_key), kind)
+
+    def describe(self) -> dict[str, str]:
+        """What a verifier listing shows: the model and what runs it."""
+        return {"model": self.engine.model, "backend": self.engine.backend}
 
     @property
     def max_model_len(self) -> int:

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ttscale.engine.protocol import EngineError
 from ttscale.strategies.errors import ModelNotFound, RequestError
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return error_response(exc.status, exc.message, param=exc.param, code=exc.code)
+
+    @app.exception_handler(EngineError)
+    async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", "?")
+        logger.error("request=%s: an engine failed: %s", request_id, exc)
+        return error_response(
+            503,
+            f"a model this request needs is unavailable; retry later (request {request_id})",
+            code="engine_unavailable",
+        )
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, exc: RequestError) -> JSONResponse:

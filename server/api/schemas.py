@@ -246,3 +246,17 @@ class StrategyList(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class VerifierCard(BaseModel):
+    name: str
+    kinds: list[Literal["outcome", "process"]] = Field(
+        description="outcome: scores whole solutions; process: scores each step"
+    )
+    model: str | None = None
+    backend: str | None = None
+
+
+class VerifierList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VerifierCard]
