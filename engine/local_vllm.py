@@ -139,6 +139,7 @@ class LocalVLLMEngine:
             model_path=str(model_path),
             shape=read_model_shape(model_path),
             dtype=str(llm.model_config.dtype).removeprefix("torch."),
+            max_token_id=_max_token_id(llm.get_tokenizer()),
         )
         return cls(llm, info)
 
@@ -224,6 +225,10 @@ class LocalVLLMEngine:
         llm, self._llm = self._llm, None
         if llm is not None:
             await shutdown_async_llm(llm)
+
+
+def _max_token_id(tokenizer: Any) -> int:
+    return int(getattr(tokenizer, "max_token_id", len(tokenizer) - 1))
 
 
 async def shutdown_async_llm(llm: Any) -> None:

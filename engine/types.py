@@ -149,3 +149,5 @@ class EngineInfo:
     shape: ModelShape | None = None
     dtype: str | None = None
     """The weights dtype the engine computes in, where it is known."""
+    max_token_id: int | None = None
+    """The largest token id a prompt may hold, where it is known."""

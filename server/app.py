@@ -9,6 +9,7 @@ The engine loads in the background after start-up so that `/health` can answer
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -163,8 +164,15 @@ def _add_api_routes(app: FastAPI, runtime: Runtime) -> None:
         if not keys:
             return
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or key not in keys:
-            raise APIError(401, "invalid or missing API key", code="invalid_api_key")
+        # every key compared, in constant time: the reply's timing says nothing
+        matches = [hmac.compare_digest(key.encode(), k.encode()) for k in keys]
+        if scheme.lower() != "bearer" or not any(matches):
+            raise APIError(
+                401,
+                "invalid or missing API key",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     guarded = [Depends(check_api_key)]
 

@@ -36,6 +36,7 @@ class ServiceLimits(BaseModel):
     max_request_tokens: int = Field(65536, ge=1)
     min_sample_tokens: int = Field(16, ge=1)
     default_max_tokens: int = Field(512, ge=1)
+    min_wall_s: float = Field(0.05, ge=0.0, description="a wall-time budget below this is refused")
 
 
 class ServiceRequest(BaseModel):
@@ -125,6 +126,7 @@ class Service:
             return PreparedRun(request, messages, prompt_ids, sampling, budget)
         choice = request.choice
         params = self._params(strategy, choice, request.sampling, sampling.max_tokens)
+        self._check_lengths(params, len(prompt_ids))
         for use in getattr(params, "verifiers_used", list)():
             self.verifiers.check(use)
         limits = self._budget_limits(params, choice.budget)
@@ -197,6 +199,12 @@ class Service:
         ids = list(request.prompt or [])
         if not ids or any(t < 0 for t in ids):
             raise InvalidRequest("prompt token ids must be non-negative", param="prompt")
+        top = self.engine.info.max_token_id
+        if top is not None and max(ids) > top:
+            raise InvalidRequest(
+                f"token id {max(ids)} is not in this model's vocabulary (0..{top})",
+                param="prompt",
+            )
         text = await self.engine.detokenize(ids)
         return [{"role": "user", "content": text}], ids
 
@@ -251,6 +259,19 @@ class Service:
             message = "unknown parameter" if kind == "extra_forbidden" else message
             raise InvalidRequest(f"{param}: {message}", param=param) from exc
 
+    def _check_lengths(self, params: BaseModel, prompt_tokens: int) -> None:
+        """A per-sample length given in the parameters must fit the context too: one
+        rule for every place a length can be given."""
+        sampling = getattr(params, "sampling", None)
+        context = self.engine.info.max_model_len
+        if isinstance(sampling, SamplingSpec) and prompt_tokens + sampling.max_tokens > context:
+            raise InvalidRequest(
+                f"ttscale.params.sampling.max_tokens={sampling.max_tokens} does not fit: the "
+                f"prompt is {prompt_tokens} tokens and this model's context is {context}",
+                param="ttscale.params.sampling.max_tokens",
+                code="context_length_exceeded",
+            )
+
     def _budget_limits(self, params: BaseModel, limits: BudgetLimits) -> BudgetLimits:
         """Apply the service's limits: refuse what exceeds them, cap what is unset."""
         n = getattr(params, "n", None)
@@ -258,6 +279,13 @@ class Service:
             raise InvalidRequest(
                 f"n={n} exceeds this server's limit of {self.limits.max_n}",
                 param="ttscale.params.n",
+            )
+        wall = limits.max_wall_s
+        if wall is not None and wall < self.limits.min_wall_s:
+            raise InvalidRequest(
+                f"a budget of {wall} s cannot pay for one sample "
+                f"(at least {self.limits.min_wall_s} s)",
+                param="ttscale.budget.max_wall_s",
             )
         cap, floor = self.limits.max_request_tokens, self.limits.min_sample_tokens
         asked = limits.max_generated_tokens

@@ -397,13 +397,14 @@ async def test_http_backend_reports_an_unusable_server():
 
 
 async def test_a_problem_too_long_for_the_context_fails_alone(grader, tmp_path):
-    engine = ScriptedEngine(_script(), max_model_len=20)  # "What is 9 + 9?" fits, padded won't
+    engine = ScriptedEngine(_script(), max_model_len=50)  # the short prompt and 40 tokens fit
     long = Problem(dataset="toy", id="long", problem="What is 9 + 9? " * 3, answer="18")
     short = Problem(dataset="toy", id="short", problem="9 + 9?", answer="18")
     runner = _runner(engine, grader, tmp_path, prompt_template="{problem}", max_failures_in_a_row=2)
     outcome = await runner.run([long, short], _grid("self_consistency"))
     assert outcome.done == 2  # two failures in a row, but not a broken engine
-    assert outcome.failures[0].startswith("toy/long self_consistency@1: the prompt is 45 tokens")
+    assert outcome.failures[0].startswith("toy/long self_consistency@1: ")
+    assert "does not fit: the prompt is 45 tokens" in outcome.failures[0]
 
 
 async def test_http_context_overflow_is_a_problem_failure_not_a_rejection():

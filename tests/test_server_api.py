@@ -77,6 +77,47 @@ async def test_n_choices_and_usage_adds_up(client):
     assert response.headers["x-request-id"].startswith("req-")
 
 
+@pytest.mark.parametrize("given", ["x" * 129, "bad id", "new\tline", "a/b"])
+async def test_an_unusable_request_id_is_replaced(client, given):
+    response = await client.post(
+        "/v1/chat/completions", json=_chat(), headers={"x-request-id": given}
+    )
+    assert response.status_code == 200
+    assert response.headers["x-request-id"].startswith("req-")
+
+
+async def test_a_wrong_method_says_which_are_allowed(client):
+    response = await client.get("/v1/chat/completions")
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("ttscale", "param"),
+    [
+        ({"strategy": "self_consistency", "budget": {"max_wall_s": 1e-9}},
+         "ttscale.budget.max_wall_s"),
+        ({"strategy": "self_consistency", "params": {"sampling": {"max_tokens": 10**9}}},
+         "ttscale.params.sampling.max_tokens"),
+    ],
+)  # fmt: skip
+async def test_a_budget_or_length_that_cannot_work_is_a_400(client, ttscale, param):
+    response = await client.post("/v1/chat/completions", json=_chat(ttscale=ttscale))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+async def test_a_lone_surrogate_in_a_message_is_a_400_naming_it(client):
+    body = _chat(messages=[{"role": "user", "content": "\ud800"}])
+    response = await client.post(
+        "/v1/chat/completions",
+        content=json.dumps(body),  # ASCII-escaped: the JSON text holds "\\ud800"
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages.0.content"
+
+
 async def test_request_id_header_is_echoed(client):
     response = await client.post(
         "/v1/chat/completions", json=_chat(), headers={"x-request-id": "abc-123"}
@@ -459,6 +500,7 @@ async def test_api_keys_are_enforced_when_configured(engine):
             missing = await http.post("/v1/chat/completions", json=_chat())
             assert missing.status_code == 401
             assert missing.json()["error"]["type"] == "authentication_error"
+            assert missing.headers["www-authenticate"] == "Bearer"
             wrong = await http.get("/v1/models", headers={"authorization": "Bearer nope"})
             assert wrong.status_code == 401
         client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sekret")
@@ -507,11 +549,18 @@ async def test_text_completion_errors(client):
     for extra, param in [
         ({"prompt": ""}, "prompt"),
         ({"prompt": []}, "prompt"),
-        ({"prompt": [-1]}, "prompt"),
+        ({"prompt": [-1]}, "prompt.0"),
+        ({"prompt": [1_000_000_000]}, "prompt"),  # not in the vocabulary
+        ({"prompt": [2**64]}, "prompt.0"),
+        ({"prompt": "\ud800"}, "prompt"),  # a lone surrogate is not text
         ({"echo": True}, "echo"),
         ({"max_tokens": 5000}, "max_tokens"),
     ]:
-        response = await client.post("/v1/completions", json={**base, **extra})
+        response = await client.post(
+            "/v1/completions",
+            content=json.dumps({**base, **extra}),  # ASCII-escaped, surrogates included
+            headers={"content-type": "application/json"},
+        )
         assert response.status_code == 400, (extra, response.text)
         assert response.json()["error"]["param"] == param
 

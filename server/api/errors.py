@@ -36,17 +36,29 @@ class APIError(Exception):
     """An error to report to the client as-is."""
 
     def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.headers = headers
 
 
 def error_response(
-    status: int, message: str, *, param: str | None = None, code: str | None = None
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = {
         "error": {
@@ -56,26 +68,39 @@ def error_response(
             "code": code,
         }
     }
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+_TYPE_MISMATCHES = {"string_type", "list_type", "int_type", "float_type", "bool_type",
+                    "dict_type", "model_type", "model_attributes_type"}  # fmt: skip
+"""Errors a union's other branches report (`prompt` is a string *or* a token list): the
+branch that matched the value's type has the error worth reporting."""
+
+
+def _field(loc: tuple) -> str:
+    """Dotted field name, without pydantic's union-branch tags like `list[int]`."""
+    parts = [str(p) for p in loc if p != "body" and not (isinstance(p, str) and "[" in p)]
+    return ".".join(parts)
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
-    """First validation problem as a sentence and the dotted field it concerns."""
+    """The most telling validation problem as a sentence and the dotted field it concerns."""
     errors = exc.errors()
     if not errors:
         return "invalid request", None
-    first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part not in ("body",)]
-    param = ".".join(loc) or None
+    first = next((e for e in errors if e.get("type") not in _TYPE_MISMATCHES), errors[0])
     if first.get("type") == "json_invalid":
         return "request body is not valid JSON", None
-    message = first.get("msg", "invalid value")
+    param = _field(first.get("loc", ())) or None
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "extra_forbidden":
         message = "unsupported parameter"
     if param:
         message = f"{param}: {message}"
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    telling = [e for e in errors if e.get("type") not in _TYPE_MISMATCHES] or errors
+    others = {_field(e.get("loc", ())) for e in telling} - {param or ""}
+    if others:
+        message += f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})"
     return message, param
 
 
@@ -87,7 +112,9 @@ def status_of(exc: RequestError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.message, param=exc.param, code=exc.code)
+        return error_response(
+            exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers
+        )
 
     @app.exception_handler(EngineError)
     async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
@@ -111,7 +138,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        return error_response(exc.status_code, message)
+        return error_response(exc.status_code, message, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

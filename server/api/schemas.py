@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ttscale.engine.types import SamplingSpec
 from ttscale.strategies.budget import Usage as SpentUsage
@@ -19,17 +19,31 @@ from ttscale.strategies.run import ServiceRequest
 from ttscale.strategies.selection import StrategyChoice, split_model_name
 
 
+def _encodable(text: str) -> str:
+    """Lone surrogates (`"\\ud800"` in JSON) are not text: refuse them here, by name,
+    rather than fail deep in a tokenizer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("not valid Unicode text (a lone surrogate?)") from exc
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+TokenId = Annotated[int, Field(ge=0, lt=2**31)]
+
+
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: Text | list[TextPart]
+    name: Text | None = None
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -62,7 +76,7 @@ class SamplingRequest(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1)
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -144,7 +158,7 @@ class ChatCompletionRequest(SamplingRequest):
 class CompletionRequest(SamplingRequest):
     """`/v1/completions`: a raw prompt (text or token ids), no chat template."""
 
-    prompt: str | list[int] = Field(..., min_length=1)
+    prompt: Text | list[TokenId] = Field(..., min_length=1)
 
     def prompt_fields(self) -> dict[str, Any]:
         return {"prompt": self.prompt}
