@@ -221,6 +221,10 @@ class LocalVLLMEngine:
     async def num_running(self) -> int:
         return int(self._llm.get_num_unfinished_requests())
 
+    async def check_health(self) -> None:
+        if self._llm is None or self._llm.errored:
+            raise EngineUnavailable("the vLLM engine core is not running (it died or was closed)")
+
     async def close(self) -> None:
         llm, self._llm = self._llm, None
         if llm is not None:

@@ -177,6 +177,11 @@ class Engine(Protocol):
         """Samples this engine is still working on (all requests)."""
         ...
 
+    async def check_health(self) -> None:
+        """Raise `EngineUnavailable` if the engine can no longer serve (its process died,
+        its server does not answer)."""
+        ...
+
     async def close(self) -> None: ...
 
 

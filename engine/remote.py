@@ -201,6 +201,17 @@ class RemoteVLLMEngine:
     async def num_running(self) -> int:
         return sum(r.in_flight for r in self._replicas)
 
+    async def check_health(self) -> None:
+        """Healthy while at least one replica answers its `/health`."""
+        for replica in self._replicas:
+            try:
+                response = await self._client.get(f"{replica.base_url}/health", timeout=2.0)
+            except httpx.HTTPError:
+                continue
+            if response.status_code == 200:
+                return
+        raise EngineUnavailable("no vLLM replica answers its /health")
+
     async def close(self) -> None:
         await self._client.aclose()
 

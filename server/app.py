@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from ttscale.engine.factory import open_engine
-from ttscale.engine.protocol import Engine
+from ttscale.engine.protocol import Engine, EngineError
 from ttscale.strategies.registry import Strategy, discover
 from ttscale.strategies.run import Service
 
@@ -61,26 +61,45 @@ class Runtime:
     service: Service | None = None
     strategies: dict[str, Strategy[Any]] = field(default_factory=discover)
     metrics: Metrics = field(default_factory=Metrics)
-    load_error: str | None = None
+    failure: str | None = None
+    """Why this process cannot serve: the engine did not start, or it died."""
+    on_failure: Callable[[str], None] | None = None
+    health_interval_s: float = 1.0
 
     def completions(self) -> Completions:
+        if self.failure is not None:
+            raise APIError(503, self.failure, code="engine_failed")
         if self.service is None:
-            message = self.load_error or "the model is still loading; retry shortly"
-            raise APIError(503, message, code="engine_not_ready")
+            raise APIError(
+                503, "the model is still loading; retry shortly", code="engine_not_ready"
+            )
         return Completions(self.service, self.metrics)
 
-    async def load(
-        self, open_engine_fn: EngineOpener, on_failure: Callable[[str], None] | None
-    ) -> None:
+    def fail(self, message: str) -> None:
+        """Stop serving: /health and every request answer 503 from now on, and the
+        process is told to exit (non-zero) so that its supervisor restarts it."""
+        self.failure = message
+        logger.critical("%s", message)
+        if self.on_failure is not None:
+            self.on_failure(message)
+
+    async def run(self, open_engine_fn: EngineOpener) -> None:
+        """Load the engine, then watch it for as long as the process serves."""
+        await self.load(open_engine_fn)
+        while self.service is not None and self.failure is None:
+            await asyncio.sleep(self.health_interval_s)
+            try:
+                await self.service.engine.check_health()
+            except EngineError as exc:
+                self.fail(f"engine died: {exc}")
+
+    async def load(self, open_engine_fn: EngineOpener) -> None:
         started = time.perf_counter()
         try:
             self.service = await self._open_service(open_engine_fn)
         except Exception as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            self.load_error = f"engine failed to start: {detail}"
-            logger.error("%s", self.load_error)
-            if on_failure is not None:
-                on_failure(self.load_error)
+            self.fail(f"engine failed to start: {detail}")
             return
         info = self.service.engine.info
         logger.info(
@@ -114,11 +133,11 @@ def create_app(
     open_engine_fn: EngineOpener = _open_engine,
     on_engine_failure: Callable[[str], None] | None = None,
 ) -> FastAPI:
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, on_failure=on_engine_failure)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        loader = asyncio.create_task(runtime.load(open_engine_fn, on_engine_failure))
+        loader = asyncio.create_task(runtime.run(open_engine_fn), name="engine-runtime")
         try:
             yield
         finally:
@@ -145,10 +164,10 @@ def _add_open_routes(app: FastAPI, runtime: Runtime) -> None:
 
     @app.get("/health")
     async def health() -> JSONResponse:
+        if runtime.failure is not None:  # first: a dead engine still has a service
+            return error_response(503, runtime.failure, code="engine_failed")
         if runtime.service is not None:
             return JSONResponse({"status": "ok", "model": runtime.service.engine.info.model_name})
-        if runtime.load_error is not None:
-            return error_response(503, runtime.load_error, code="engine_failed")
         return JSONResponse({"status": "loading"}, status_code=503)
 
     @app.get("/metrics", include_in_schema=False)

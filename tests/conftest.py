@@ -181,6 +181,9 @@ class BorrowedEngine:
     async def num_running(self) -> int:
         return await self._inner.num_running()
 
+    async def check_health(self) -> None:
+        await self._inner.check_health()
+
     async def close(self) -> None:
         return None
 

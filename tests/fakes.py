@@ -102,5 +102,8 @@ class ScriptedEngine:
     async def num_running(self) -> int:
         return self._running
 
+    async def check_health(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -167,3 +168,41 @@ def test_engine_that_fails_to_load_exits_non_zero(tiny_model_path: Path, subproc
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ttscale: error: engine failed to start:"), result.stderr[-2000:]
+
+
+def test_a_dead_engine_turns_health_to_503_and_exits_non_zero(
+    tiny_model_path: Path, subprocess_env, tmp_path
+):
+    """The engine core process dies (here: killed): /health and requests answer 503 at
+    once, and the server exits with status 1 so that a supervisor restarts it."""
+    import psutil
+
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    command = [*TTSCALE, "serve", "--model", str(tiny_model_path), "--port", str(port),
+               "--max-model-len", "512"]  # fmt: skip
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/health", process, 240, log_path)
+        children = psutil.Process(process.pid).children(recursive=True)
+        core = next(c for c in children if "EngineCore" in " ".join([*c.cmdline(), c.name()]))
+        core.kill()
+        deadline = time.monotonic() + 15
+        while httpx.get(f"{url}/health", timeout=5).status_code != 503:
+            assert time.monotonic() < deadline, "health still ok after the engine died"
+            time.sleep(0.2)
+        reply = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": tiny_model_path.name, "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        assert reply.status_code == 503
+        assert process.wait(timeout=90) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "ttscale: error: engine died" in log_path.read_text()
