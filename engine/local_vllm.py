@@ -15,16 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .entropy import topk_entropy
 from .model_shape import read_model_shape
 from .protocol import EngineUnavailable, Generation, new_request_id, sample_request_id
-from .types import EngineInfo, Sample, SamplingSpec
+from .types import EngineInfo, EngineStats, Sample, SamplingSpec
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def apply_cpu_defaults() -> None:
@@ -78,8 +80,9 @@ def _cpu_list(cpus: Sequence[int]) -> str:
 class LocalVLLMEngine:
     """`Engine` backed by an in-process `vllm.v1.engine.async_llm.AsyncLLM`."""
 
-    def __init__(self, llm: Any, info: EngineInfo) -> None:
+    def __init__(self, llm: Any, info: EngineInfo, stats: EngineStats | None = None) -> None:
         self._llm = llm
+        self._stats = stats or EngineStats()
         self._info = info
         self._tokenizer = llm.get_tokenizer()
         from vllm import SamplingParams
@@ -132,8 +135,11 @@ class LocalVLLMEngine:
         if gpu_memory_utilization is not None:
             args["gpu_memory_utilization"] = gpu_memory_utilization
         args.update(extra_engine_args or {})
+        stats = EngineStats()
         try:
-            llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+            llm = AsyncLLM.from_engine_args(
+                AsyncEngineArgs(**args), stat_loggers=[_StatsRecorder.factory(stats)]
+            )
         except Exception as exc:
             raise EngineUnavailable(f"vLLM could not load {model_path}: {exc}") from exc
         info = EngineInfo(
@@ -145,7 +151,7 @@ class LocalVLLMEngine:
             dtype=str(llm.model_config.dtype).removeprefix("torch."),
             max_token_id=_max_token_id(llm.get_tokenizer()),
         )
-        return cls(llm, info)
+        return cls(llm, info, stats)
 
     @property
     def info(self) -> EngineInfo:
@@ -163,10 +169,12 @@ class LocalVLLMEngine:
         return await self.tokenize(text)
 
     async def tokenize(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
+        encode = partial(self._tokenizer.encode, text, add_special_tokens=False)
+        return list(await _off_the_loop_if_long(encode, len(text)))
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(list(token_ids), skip_special_tokens=False)
+        decode = partial(self._tokenizer.decode, list(token_ids), skip_special_tokens=False)
+        return await _off_the_loop_if_long(decode, len(token_ids))
 
     def generate(
         self,
@@ -225,6 +233,9 @@ class LocalVLLMEngine:
     async def num_running(self) -> int:
         return int(self._llm.get_num_unfinished_requests())
 
+    async def stats(self) -> EngineStats:
+        return self._stats
+
     async def check_health(self) -> None:
         if self._llm is None or self._llm.errored:
             raise EngineUnavailable("the vLLM engine core is not running (it died or was closed)")
@@ -235,8 +246,53 @@ class LocalVLLMEngine:
             await shutdown_async_llm(llm)
 
 
+class _StatsRecorder:
+    """A vLLM stat logger that keeps the scheduler's latest figures in `EngineStats`
+    (vLLM calls `record` after each engine step)."""
+
+    def __init__(self, stats: EngineStats) -> None:
+        self._stats = stats
+
+    @classmethod
+    def factory(cls, stats: EngineStats) -> Callable[..., _StatsRecorder]:
+        return lambda vllm_config, engine_index=0: cls(stats)
+
+    def record(self, scheduler_stats: Any, iteration_stats: Any, *args: Any, **kwargs: Any) -> None:
+        if scheduler_stats is None:
+            return
+        stats = self._stats
+        stats.running = int(scheduler_stats.num_running_reqs)
+        stats.waiting = int(scheduler_stats.num_waiting_reqs)
+        stats.kv_cache_usage = float(scheduler_stats.kv_cache_usage)
+        prefix = scheduler_stats.prefix_cache_stats
+        if prefix is not None:
+            stats.prefix_cache_queries += int(prefix.queries)
+            stats.prefix_cache_hits += int(prefix.hits)
+
+    def log_engine_initialized(self) -> None:
+        return None
+
+    def log(self) -> None:
+        return None
+
+    def record_sleep_state(self, *args: Any) -> None:
+        return None
+
+
 def _max_token_id(tokenizer: Any) -> int:
     return int(getattr(tokenizer, "max_token_id", len(tokenizer) - 1))
+
+
+_INLINE_LIMIT = 4096
+"""Texts (characters) or token lists shorter than this are (de)tokenised on the event
+loop, where it takes microseconds; longer ones in a thread, so one huge prompt cannot
+stall every other request (and /health)."""
+
+
+async def _off_the_loop_if_long(work: Callable[[], T], size: int) -> T:
+    if size < _INLINE_LIMIT:
+        return work()
+    return await asyncio.to_thread(work)
 
 
 async def shutdown_async_llm(llm: Any) -> None:

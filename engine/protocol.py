@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from .types import EngineInfo, GenerationResult, Sample, SamplingSpec
+from .types import EngineInfo, EngineStats, GenerationResult, Sample, SamplingSpec
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +180,10 @@ class Engine(Protocol):
     async def check_health(self) -> None:
         """Raise `EngineUnavailable` if the engine can no longer serve (its process died,
         its server does not answer)."""
+        ...
+
+    async def stats(self) -> EngineStats:
+        """Running and waiting requests, KV-cache use and prefix-cache counters."""
         ...
 
     async def close(self) -> None: ...

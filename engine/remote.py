@@ -26,7 +26,7 @@ from .protocol import (
     new_request_id,
     sample_request_id,
 )
-from .types import EngineInfo, ModelShape, Sample, SamplingSpec
+from .types import EngineInfo, EngineStats, ModelShape, Sample, SamplingSpec
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +201,28 @@ class RemoteVLLMEngine:
     async def num_running(self) -> int:
         return sum(r.in_flight for r in self._replicas)
 
+    async def stats(self) -> EngineStats:
+        """The replicas' own Prometheus figures, summed (KV-cache use: averaged)."""
+        scraped = [await self._scrape(r.base_url) for r in self._replicas]
+        alive = [s for s in scraped if s is not None]
+        total = EngineStats()
+        for values in alive:
+            total.running += int(values.get("vllm:num_requests_running", 0))
+            total.waiting += int(values.get("vllm:num_requests_waiting", 0))
+            total.kv_cache_usage += values.get("vllm:kv_cache_usage_perc", 0.0) / len(alive)
+            total.prefix_cache_queries += int(values.get("vllm:prefix_cache_queries_total", 0))
+            total.prefix_cache_hits += int(values.get("vllm:prefix_cache_hits_total", 0))
+        return total
+
+    async def _scrape(self, base_url: str) -> dict[str, float] | None:
+        try:
+            response = await self._client.get(f"{base_url}/metrics", timeout=2.0)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        return parse_prometheus(response.text)
+
     async def check_health(self) -> None:
         """Healthy while at least one replica answers its `/health`."""
         for replica in self._replicas:
@@ -214,6 +236,21 @@ class RemoteVLLMEngine:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Metric name -> value summed over its label sets, from Prometheus text format."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_and_labels, _, value = line.rpartition(" ")
+        name = name_and_labels.split("{", 1)[0]
+        try:
+            values[name] = values.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return values
 
 
 def _completion_body(

@@ -138,6 +138,19 @@ class ModelShape:
     vocab_size: int
 
 
+@dataclass(slots=True)
+class EngineStats:
+    """The engine's load as its scheduler last saw it (for operators' metrics)."""
+
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float = 0.0
+    """Fraction of the KV cache in use, 0..1 (the mean over replicas, remotely)."""
+    prefix_cache_queries: int = 0
+    """Prompt tokens looked up in the prefix cache since start (a counter)."""
+    prefix_cache_hits: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class EngineInfo:
     """What a served model is, as the API and the budget need to know it."""

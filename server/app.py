@@ -25,6 +25,8 @@ from ttscale.engine.protocol import Engine, EngineError
 from ttscale.strategies.registry import Strategy, discover
 from ttscale.strategies.run import Service
 
+from .api.admission import AdmissionMiddleware
+from .api.body_limit import BodyLimitMiddleware
 from .api.completions import Completions
 from .api.errors import APIError, error_response, install_error_handlers
 from .api.request_ids import RequestIdMiddleware
@@ -153,6 +155,10 @@ def create_app(
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        AdmissionMiddleware, metrics=runtime.metrics, max_in_flight=settings.max_in_flight
+    )
     app.add_middleware(RequestIdMiddleware)
     _add_open_routes(app, runtime)
     _add_api_routes(app, runtime)
@@ -172,6 +178,8 @@ def _add_open_routes(app: FastAPI, runtime: Runtime) -> None:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
+        if runtime.service is not None and runtime.failure is None:
+            runtime.metrics.observe_engine(await runtime.service.engine.stats())
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

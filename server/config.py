@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     min_sample_tokens: int = Field(
         16, ge=1, description="A token budget below this cannot pay for one sample"
     )
+    max_body_bytes: int = Field(
+        4 * 2**20, ge=1024, description="larger request bodies are refused (413) unread"
+    )
+    max_in_flight: int = Field(
+        256, ge=1, description="completion requests served at once; more get a 429"
+    )
     grader_workers: int = Field(2, ge=1, description="Processes grading math answers")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one object a line")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ttscale.engine.types import EngineStats
 from ttscale.strategies.budget import Usage
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -37,6 +38,48 @@ class Metrics:
             "Samples aborted (early stops, budgets, disconnects)",
             registry=self.registry,
         )
+        self.responses = Counter(
+            "ttscale_http_responses",
+            "HTTP responses by route and status code",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "ttscale_completions_in_flight",
+            "Completion requests being served (queued in the engine included)",
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "ttscale_admission_rejections",
+            "Completion requests refused because too many were in flight (429)",
+            registry=self.registry,
+        )
+        self.engine_running = Gauge(
+            "ttscale_engine_running_requests", "Engine requests running", registry=self.registry
+        )
+        self.engine_waiting = Gauge(
+            "ttscale_engine_waiting_requests", "Engine requests waiting", registry=self.registry
+        )
+        self.kv_cache_usage = Gauge(
+            "ttscale_engine_kv_cache_usage",
+            "Fraction of the KV cache in use",
+            registry=self.registry,
+        )
+        self.prefix_cache_queries = Gauge(
+            "ttscale_engine_prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache since the engine started",
+            registry=self.registry,
+        )
+        self.prefix_cache_hits = Gauge(
+            "ttscale_engine_prefix_cache_hits",
+            "Prompt tokens served from the prefix cache since the engine started",
+            registry=self.registry,
+        )
+        self.prefix_cache_hit_rate = Gauge(
+            "ttscale_engine_prefix_cache_hit_rate",
+            "Prefix-cache hits / queries since the engine started",
+            registry=self.registry,
+        )
         self.budget_stops = Counter(
             "ttscale_budget_stops",
             "Strategy runs stopped by their budget",
@@ -55,6 +98,19 @@ class Metrics:
         self.tokens.labels("aborted").inc(usage.aborted_tokens)
         self.tokens.labels("verifier").inc(usage.verifier_tokens)
         self.samples_aborted.inc(usage.samples_aborted)
+
+    def observe_engine(self, stats: EngineStats) -> None:
+        """The engine's load at scrape time."""
+        self.engine_running.set(stats.running)
+        self.engine_waiting.set(stats.waiting)
+        self.kv_cache_usage.set(stats.kv_cache_usage)
+        self.prefix_cache_queries.set(stats.prefix_cache_queries)
+        self.prefix_cache_hits.set(stats.prefix_cache_hits)
+        queries = stats.prefix_cache_queries
+        self.prefix_cache_hit_rate.set(stats.prefix_cache_hits / queries if queries else 0.0)
+
+    def response(self, route: str, status: int) -> None:
+        self.responses.labels(route, str(status)).inc()
 
     def budget_stop(self, strategy: str) -> None:
         self.budget_stops.labels(strategy).inc()

@@ -21,7 +21,7 @@ from ttscale.engine.local_vllm import LocalVLLMEngine, apply_cpu_defaults
 from ttscale.engine.model_store import ensure_default_model
 from ttscale.engine.protocol import Generation
 from ttscale.engine.tiny_models import TINY_MODEL_NAME, tiny_model_dir
-from ttscale.engine.types import EngineInfo, SamplingSpec
+from ttscale.engine.types import EngineInfo, EngineStats, SamplingSpec
 from ttscale.verifiers.math_grader import MathGrader
 
 apply_cpu_defaults()
@@ -183,6 +183,9 @@ class BorrowedEngine:
 
     async def check_health(self) -> None:
         await self._inner.check_health()
+
+    async def stats(self) -> EngineStats:
+        return await self._inner.stats()
 
     async def close(self) -> None:
         return None

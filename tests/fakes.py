@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttscale.engine.protocol import Generation, new_request_id
-from ttscale.engine.types import EngineInfo, Sample, SamplingSpec
+from ttscale.engine.types import EngineInfo, EngineStats, Sample, SamplingSpec
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,9 @@ class ScriptedEngine:
 
     async def check_health(self) -> None:
         return None
+
+    async def stats(self) -> EngineStats:
+        return EngineStats(running=self._running)
 
     async def close(self) -> None:
         return None

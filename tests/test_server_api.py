@@ -121,6 +121,29 @@ async def test_a_lone_surrogate_in_a_message_is_a_400_naming_it(client):
     assert response.json()["error"]["param"] == "messages.0.content"
 
 
+async def test_a_body_over_the_limit_is_refused_unread_with_a_413(engine):
+    big = _chat(messages=[{"role": "user", "content": "x" * 5000}])
+
+    async def chunks():  # no content-length: the limit counts the bytes received
+        data = json.dumps(big).encode()
+        for start in range(0, len(data), 1000):
+            yield data[start : start + 1000]
+
+    async with serving_engine(engine, max_body_bytes=2000) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            declared = await http.post("/v1/chat/completions", json=big)
+            streamed = await http.post(
+                "/v1/chat/completions",
+                content=chunks(),
+                headers={"content-type": "application/json"},
+            )
+            small = await http.post("/v1/chat/completions", json=_chat())
+    for refused in (declared, streamed):
+        assert refused.status_code == 413
+        assert refused.json()["error"]["code"] == "request_too_large"
+    assert small.status_code == 200
+
+
 async def test_request_id_header_is_echoed(client):
     response = await client.post(
         "/v1/chat/completions", json=_chat(), headers={"x-request-id": "abc-123"}
@@ -516,6 +539,37 @@ async def test_metrics_count_requests_and_tokens(client):
     generated = re.search(r'ttscale_tokens_total\{kind="generated"\} ([0-9.e+]+)', text)
     assert generated and float(generated.group(1)) > 0
     assert "ttscale_strategy_latency_seconds_bucket" in text
+    assert 'ttscale_http_responses_total{route="/v1/chat/completions",status="200"}' in text
+    queries = re.search(r"ttscale_engine_prefix_cache_queries ([0-9.e+]+)", text)
+    assert queries and float(queries.group(1)) > 0  # the engine's own counters
+    for gauge in (
+        "running_requests",
+        "waiting_requests",
+        "kv_cache_usage",
+        "prefix_cache_hit_rate",
+    ):
+        assert f"ttscale_engine_{gauge} " in text
+
+
+async def test_requests_beyond_the_admission_cap_get_a_429_with_retry_after(engine):
+    long = _chat(max_tokens=900, n=2)
+    async with serving_engine(engine, max_in_flight=1) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            first = asyncio.create_task(http.post("/v1/chat/completions", json=long))
+            while await engine.num_running() == 0:
+                await asyncio.sleep(0.02)
+            refused = await http.post("/v1/chat/completions", json=_chat())
+            health = await http.get("/health")
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+            await wait_until_idle(engine)
+            after = await http.post("/v1/chat/completions", json=_chat())
+            text = (await http.get("/metrics")).text
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert health.status_code == 200  # only completions are capped
+    assert after.status_code == 200
+    assert "ttscale_admission_rejections_total 1.0" in text
 
 
 async def test_api_keys_are_enforced_when_configured(engine):
