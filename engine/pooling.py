@@ -6,10 +6,23 @@ verifiers' business (`ttscale.verifiers.reward_model`). Two adapters:
 - `LocalPoolingEngine`: an in-process `AsyncLLM` with `runner="pooling"`;
 - `RemotePoolingEngine`: a vLLM server started with the pooling runner, over HTTP
   (`/tokenize` and `/pooling`).
+
+A plain causal LM scored at step tags (Math-Shepherd-style PRMs: `MistralForCausalLM`,
+`LlamaForCausalLM`, `Qwen2ForCausalLM`, ...) runs on the same pooling runner, converted
+by vLLM itself (`lm_head_step_engine_args`): `convert="classify"` wraps the model as a
+sequence classifier, and the hf_overrides `classifier_from_token=[A, B]` with
+`method="no_post_processing"` make its classifier exactly the LM head's rows of those
+vocabulary tokens (`vllm.model_executor.models.adapters.load_weights_no_post_processing`);
+the STEP pooler (`step_tag_id`) then keeps the rows at the step tag. Each row is thus
+[logit(A), logit(B)] of the next-token distribution at a tag, as the causal LM computes
+it. (`PoolerConfig.returned_token_ids` is no way to the same end in this vLLM: the STEP
+pooler applies it to the hidden states, before the classifier, not to vocabulary logits.)
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +45,10 @@ class PoolingEngine(Protocol):
 
     async def render(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of a whole conversation (no generation prompt)."""
+        ...
+
+    async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of plain text (with the tokenizer's own BOS etc. by default)."""
         ...
 
     async def pool(
@@ -73,14 +90,20 @@ class LocalPoolingEngine:
         max_model_len: int | None = None,
         dtype: str = "auto",
         gpu_memory_utilization: float | None = None,
+        step_token_id: int | None = None,
+        label_token_ids: Sequence[int] | None = None,
     ) -> LocalPoolingEngine:
         """Start the engine (blocking, tens of seconds: call it off the event loop).
 
-        With `step_token` (a PRM), the STEP pooler returns one row per occurrence of that
-        token; vLLM's default step id is Qwen2.5's, so it is read from this tokenizer.
+        With `step_token` (a PRM with a classification head), the STEP pooler returns one
+        row per occurrence of that token; vLLM's default step id is Qwen2.5's, so it is
+        read from this tokenizer (or given as `step_token_id`). With `label_token_ids` (a
+        causal LM scored at step tags, see `lm_head_step_engine_args`), one row per
+        occurrence of `step_token_id` with the LM's logits of those tokens, in order.
         """
         apply_cpu_defaults()
         try:
+            from vllm.config import PoolerConfig
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:
@@ -92,9 +115,14 @@ class LocalPoolingEngine:
             "enforce_eager": True,
             "seed": 0,
         }
-        step_token_id = None
-        if step_token is not None:
-            step_token_id = _step_token_id(model_path, step_token)
+        if label_token_ids is not None:
+            if step_token_id is None:
+                raise ValueError("label_token_ids need the step_token_id to read them at")
+            converted = lm_head_step_engine_args(model_path, step_token_id, label_token_ids)
+            args.update(converted, pooler_config=PoolerConfig(**converted["pooler_config"]))
+        elif step_token is not None or step_token_id is not None:
+            if step_token is not None:
+                step_token_id = _step_token_id(model_path, step_token)
             args["pooler_config"] = _step_pooler(step_token_id)
         if max_model_len:
             args["max_model_len"] = max_model_len
@@ -111,6 +139,9 @@ class LocalPoolingEngine:
             messages, tokenize=False, add_generation_prompt=False
         )
         return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
     async def pool(
         self, prompt_ids: list[int], task: str, request_id: str | None = None
@@ -152,6 +183,72 @@ def _step_pooler(step_token_id: int) -> Any:
     return PoolerConfig(pooling_type="STEP", step_tag_id=step_token_id)
 
 
+def _load_tokenizer(model_path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError) as exc:
+        raise EngineUnavailable(f"{model_path}: cannot load the tokenizer: {exc}") from exc
+
+
+def tokenize_texts(model_path: Path, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text with the model's own tokenizer, without special tokens
+    (blocking: it loads the tokenizer)."""
+    tokenizer = _load_tokenizer(model_path)
+    return [list(tokenizer.encode(text, add_special_tokens=False)) for text in texts]
+
+
+def lm_head_step_engine_args(
+    model_path: Path, step_token_id: int, label_token_ids: Sequence[int]
+) -> dict[str, Any]:
+    """vLLM engine arguments that serve a causal LM as a step-tag PRM (blocking).
+
+    Rows: one per occurrence of `step_token_id` in the prompt, each the LM's next-token
+    logits of `label_token_ids`, in that order. `classifier_from_token` names vocabulary
+    entries (vLLM looks them up with `convert_tokens_to_ids`), so the ids are turned into
+    this tokenizer's token strings, e.g. "▁+" in a SentencePiece vocabulary.
+    """
+    tokenizer = _load_tokenizer(model_path)
+    labels = [tokenizer.convert_ids_to_tokens(int(i)) for i in label_token_ids]
+    for token_id, token in zip(label_token_ids, labels, strict=True):
+        if token is None or tokenizer.convert_tokens_to_ids(token) != token_id:
+            raise EngineUnavailable(f"{model_path}: token id {token_id} has no vocabulary entry")
+    return {
+        "runner": "pooling",
+        "convert": "classify",
+        "hf_overrides": {"classifier_from_token": labels, "method": "no_post_processing"},
+        "pooler_config": {
+            "task": "token_classify",
+            "pooling_type": "STEP",
+            "step_tag_id": int(step_token_id),
+        },
+    }
+
+
+def lm_head_step_server_args(
+    model_path: Path, step_token_id: int, label_token_ids: Sequence[int]
+) -> list[str]:
+    """`vllm.entrypoints.openai.api_server` flags for the same model as
+    `lm_head_step_engine_args` (add `--model`, `--dtype`, host and port).
+
+    The pooler's `task` must be named on a server: its `/pooling` endpoint serves only
+    the model's one pooling task, which for a converted classifier is "classify" unless
+    told otherwise.
+    """
+    args = lm_head_step_engine_args(model_path, step_token_id, label_token_ids)
+    return [
+        "--runner",
+        args["runner"],
+        "--convert",
+        args["convert"],
+        "--hf-overrides",
+        json.dumps(args["hf_overrides"], ensure_ascii=False),
+        "--pooler-config",
+        json.dumps(args["pooler_config"]),
+    ]
+
+
 class RemotePoolingEngine:
     """A pooling model behind a vLLM server (`/tokenize` and `/pooling`).
 
@@ -159,6 +256,13 @@ class RemotePoolingEngine:
     tell it the step token id:
     `python -m vllm.entrypoints.openai.api_server --model DIR --runner pooling
      --pooler-config '{"pooling_type": "STEP", "step_tag_id": ID}'`.
+    For a causal LM scored at step tags (Math-Shepherd), `lm_head_step_server_args`
+    gives the flags:
+    `python -m vllm.entrypoints.openai.api_server --model DIR --runner pooling
+     --convert classify
+     --hf-overrides '{"classifier_from_token": [GOOD, BAD], "method": "no_post_processing"}'
+     --pooler-config '{"task": "token_classify", "pooling_type": "STEP", "step_tag_id": ID}'`
+    where GOOD and BAD are vocabulary token strings (e.g. "▁+", "▁-") and ID the tag's id.
     """
 
     shape: ModelShape | None = None
@@ -218,6 +322,10 @@ class RemotePoolingEngine:
             "add_generation_prompt": False,
             "add_special_tokens": False,
         }
+        return (await self._post("/tokenize", body))["tokens"]
+
+    async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        body = {"model": self._model, "prompt": text, "add_special_tokens": add_special_tokens}
         return (await self._post("/tokenize", body))["tokens"]
 
     async def pool(

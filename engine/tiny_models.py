@@ -123,3 +123,60 @@ def reference_reward_logits(model_dir: Path, token_ids: list[int]):
     head.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("score.")})
     with torch.no_grad():
         return head(body(input_ids=torch.tensor([token_ids])).last_hidden_state)[0]
+
+
+SHEPHERD_STEP_TAG = " ки"
+_SHEPHERD_VERSION = "1"
+
+
+def tiny_shepherd_prm_dir(cache_dir: Path | None = None) -> Path:
+    """A tiny random Math-Shepherd-style PRM: a plain causal LM (`MistralForCausalLM`,
+    like math-shepherd-mistral-7b-prm; 2 layers, hidden 128, head_dim 64, untied LM head).
+
+    The tokenizer is SmolLM2's with the step tag " ки" added as one (non-special) token:
+    in SmolLM2's vocabulary it is two tokens, while in the real model's it is one. The
+    labels "+" and "-" are single tokens in SmolLM2 already. The LM head is drawn wider
+    than usual so that P("+") at the tags lies well away from 1/2. Weights are float32.
+    """
+    cache = cache_dir or default_cache_dir()
+    target = cache / "test-models" / f"tiny-shepherd-prm-v{_SHEPHERD_VERSION}"
+    if (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import AddedToken, AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_default_model(cache_dir))
+    tokenizer.add_tokens([AddedToken(SHEPHERD_STEP_TAG, normalized=False, special=False)])
+    config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=2048,
+        sliding_window=None,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids(tokenizer.eos_token),
+        dtype=torch.float32,
+    )
+    torch.manual_seed(3)
+    model = MistralForCausalLM(config).eval().float()
+    torch.nn.init.normal_(model.lm_head.weight, std=0.3)
+    with staged_directory(target) as staging:
+        tokenizer.save_pretrained(staging)
+        model.save_pretrained(staging, safe_serialization=True)
+    return target
+
+
+def reference_causal_lm_logits(model_dir: Path, token_ids: list[int]):
+    """Next-token logits at every position of a tiny causal LM, with transformers in
+    float32 (no vLLM): a [len(token_ids), vocab] tensor."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([token_ids])).logits[0]

@@ -65,6 +65,11 @@ async def test_prm_usage_counts_the_prompts_it_read(prm):
     assert await prm.estimate_step_tokens(QUESTION, SOLUTIONS) >= read
 
 
+async def test_prm_describes_its_format(prm, orm):
+    assert prm.prm_format == "qwen" and prm.describe()["format"] == "qwen"
+    assert "format" not in orm.describe()
+
+
 async def test_prm_handles_empty_and_overlong_solutions(prm):
     result = await prm.score_steps(QUESTION, [[], ["word " * 5000]])
     assert result.scores == [[], [0.0]]
