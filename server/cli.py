@@ -68,6 +68,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="process reward model [NAME=]DIR_OR_URL, repeatable (verifier name: prm)",
     )
     serve.add_argument(
+        "--prm-format",
+        dest="prm_formats",
+        action="append",
+        help="NAME=math-shepherd for a Math-Shepherd-style PRM (default: qwen), repeatable",
+    )
+    serve.add_argument(
         "--orm",
         action="append",
         help="outcome reward model [NAME=]DIR_OR_URL, repeatable (verifier name: orm)",
@@ -105,7 +111,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = (
         "model served_model_name host port engine remote_urls api_keys max_model_len dtype "
-        "cache_dir max_n log_level log_format prm orm"
+        "cache_dir max_n log_level log_format prm orm prm_formats"
     ).split()
     overrides: dict[str, Any] = {
         key: getattr(args, key) for key in keys if getattr(args, key, None) is not None

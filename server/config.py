@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="outcome reward models, [NAME=]DIR_OR_URL, comma-separated (name: orm)",
     )
+    prm_formats: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="NAME=FORMAT for PRMs not in the Qwen2.5-Math-PRM format "
+        "(math-shepherd: a causal LM read at ' ки' step tags), comma-separated",
+    )
     reward_gpu_share: float = Field(
         0.3, gt=0.0, lt=0.9, description="GPU memory fraction for in-process reward models"
     )
@@ -67,7 +72,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one object a line")
 
-    @field_validator("remote_urls", "api_keys", "prm", "orm", mode="before")
+    @field_validator("remote_urls", "api_keys", "prm", "orm", "prm_formats", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):
@@ -76,7 +81,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _reward_names(self) -> Settings:
-        names = [spec.name for spec in self.reward_models()]
+        specs = self.reward_models()
+        names = [spec.name for spec in specs]
+        unknown = set(self.prm_format_by_name()) - {s.name for s in specs if s.kind == "prm"}
+        if unknown:
+            raise ValueError(f"prm_formats names no --prm: {', '.join(sorted(unknown))}")
         if "judge" in names:
             raise ValueError("the verifier name 'judge' is taken by the LLM judge")
         if len(set(names)) != len(names):
@@ -93,11 +102,24 @@ class Settings(BaseSettings):
                     name, source = (kind if number == 1 else f"{kind}{number}"), entry
                 if not _NAME.fullmatch(name):
                     raise ValueError(f"reward model name {name!r}: use letters, digits, _ . -")
-                specs.append(RewardSpec(name, kind, source))
+                prm_format = (
+                    self.prm_format_by_name().get(name, "qwen") if kind == "prm" else "qwen"
+                )
+                specs.append(RewardSpec(name, kind, source, prm_format))
         return specs
+
+    def prm_format_by_name(self) -> dict[str, str]:
+        formats: dict[str, str] = {}
+        for entry in self.prm_formats:
+            name, sep, value = entry.partition("=")
+            if not sep or value not in _PRM_FORMATS:
+                raise ValueError(f"prm format {entry!r}: use NAME=qwen or NAME=math-shepherd")
+            formats[name] = value
+        return formats
 
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_PRM_FORMATS = ("qwen", "math-shepherd")
 
 
 @dataclass(frozen=True)
@@ -107,6 +129,7 @@ class RewardSpec:
     name: str
     kind: Literal["prm", "orm"]
     source: str
+    prm_format: str = "qwen"
 
     @property
     def is_remote(self) -> bool:

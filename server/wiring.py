@@ -87,7 +87,9 @@ def _log_memory_split(settings: Settings) -> None:
 async def load_reward_model(settings: Settings, spec: RewardSpec) -> RewardModel:
     """A reward model on the pooling runner: in this process, or a remote pooling server."""
     if spec.is_remote:
-        return await RewardModel.connect(spec.source, spec.kind, api_key=settings.remote_api_key)
+        return await RewardModel.connect(
+            spec.source, spec.kind, api_key=settings.remote_api_key, prm_format=spec.prm_format
+        )
     path = validate_model_dir(Path(spec.source))
     return await asyncio.to_thread(
         RewardModel.load,
@@ -95,6 +97,7 @@ async def load_reward_model(settings: Settings, spec: RewardSpec) -> RewardModel
         spec.kind,
         dtype=settings.dtype,
         gpu_memory_utilization=_reward_gpu_share(settings),
+        prm_format=spec.prm_format,
     )
 
 

@@ -104,3 +104,29 @@ def test_json_log_lines_carry_key_value_fields():
     assert entry["level"] == "info" and entry["logger"] == "ttscale.server"
     assert entry["request"] == "req-1" and entry["strategy"] == "best_of_n"
     assert entry["latency_s"] == "0.50"
+
+
+def test_reward_models_are_named_by_kind_or_explicitly(monkeypatch):
+    monkeypatch.setenv("TTSCALE_PRM", "/models/a,math=http://127.0.0.1:8002")
+    monkeypatch.setenv("TTSCALE_PRM_FORMATS", "math=math-shepherd")
+    settings = Settings(orm=["/models/rm", "/models/rm2"])
+    specs = {s.name: s for s in settings.reward_models()}
+    assert list(specs) == ["prm", "math", "orm", "orm2"]
+    assert specs["prm"].prm_format == "qwen" and not specs["prm"].is_remote
+    assert specs["math"].prm_format == "math-shepherd" and specs["math"].is_remote
+    assert specs["orm2"].kind == "orm" and specs["orm2"].source == "/models/rm2"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"prm": ["judge=/m"]}, "'judge' is taken"),
+        ({"prm": ["a=/m"], "orm": ["a=/n"]}, "must be distinct"),
+        ({"prm": ["a=/m"], "prm_formats": ["b=math-shepherd"]}, "names no --prm: b"),
+        ({"prm": ["a=/m"], "prm_formats": ["a=other"]}, "use NAME=qwen or NAME=math-shepherd"),
+        ({"prm": ["bad name=/m"]}, "use letters, digits"),
+    ],
+)
+def test_reward_model_settings_are_checked(fields, message):
+    with pytest.raises(ValidationError, match=message):
+        Settings(**fields)

@@ -269,6 +269,7 @@ class VerifierCard(BaseModel):
     )
     model: str | None = None
     backend: str | None = None
+    format: str | None = Field(None, description="a PRM's input format: qwen or math-shepherd")
 
 
 class VerifierList(BaseModel):
