@@ -7,7 +7,7 @@ with a `SamplingSpec` and gets back `Sample`s, whichever adapter ran them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,15 +26,15 @@ class SamplingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    temperature: float = Field(1.0, ge=0.0, le=10.0)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0, description="0 disables top-k filtering")
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     max_tokens: int = Field(256, ge=1)
     min_tokens: int = Field(0, ge=0)
-    stop: tuple[str, ...] = ()
+    stop: tuple[Annotated[str, Field(min_length=1)], ...] = Field((), max_length=16)
     include_stop_str_in_output: bool = False
-    stop_token_ids: tuple[int, ...] = ()
+    stop_token_ids: tuple[Annotated[int, Field(ge=0)], ...] = ()
     ignore_eos: bool = False
     seed: int | None = None
     logprobs: int | None = Field(None, ge=0, le=20)

@@ -9,7 +9,6 @@ The engine loads in the background after start-up so that `/health` can answer
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from ttscale.engine.factory import open_engine
@@ -26,6 +25,7 @@ from ttscale.strategies.registry import Strategy, discover
 from ttscale.strategies.run import Service
 
 from .api.admission import AdmissionMiddleware
+from .api.auth import ApiKeyMiddleware
 from .api.body_limit import BodyLimitMiddleware
 from .api.completions import Completions
 from .api.errors import APIError, error_response, install_error_handlers
@@ -67,6 +67,8 @@ class Runtime:
     """Why this process cannot serve: the engine did not start, or it died."""
     on_failure: Callable[[str], None] | None = None
     health_interval_s: float = 1.0
+    health_failures_allowed: int = 2
+    """Failed checks in a row that are tolerated (a replica restarting, one slow probe)."""
 
     def completions(self) -> Completions:
         if self.failure is not None:
@@ -88,12 +90,19 @@ class Runtime:
     async def run(self, open_engine_fn: EngineOpener) -> None:
         """Load the engine, then watch it for as long as the process serves."""
         await self.load(open_engine_fn)
+        failed = 0
         while self.service is not None and self.failure is None:
             await asyncio.sleep(self.health_interval_s)
             try:
                 await self.service.engine.check_health()
+                failed = 0
             except EngineError as exc:
-                self.fail(f"engine died: {exc}")
+                failed += 1
+                logger.warning("engine health check failed (%d in a row): %s", failed, exc)
+                if failed > self.health_failures_allowed:
+                    self.fail(f"engine died: {exc}")
+            except Exception:  # a bug in a check must not silently end the watch
+                logger.exception("engine health check raised")
 
     async def load(self, open_engine_fn: EngineOpener) -> None:
         started = time.perf_counter()
@@ -159,6 +168,7 @@ def create_app(
     app.add_middleware(
         AdmissionMiddleware, metrics=runtime.metrics, max_in_flight=settings.max_in_flight
     )
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(RequestIdMiddleware)
     _add_open_routes(app, runtime)
     _add_api_routes(app, runtime)
@@ -184,33 +194,16 @@ def _add_open_routes(app: FastAPI, runtime: Runtime) -> None:
 
 
 def _add_api_routes(app: FastAPI, runtime: Runtime) -> None:
-    """The `/v1` routes, behind the API key when keys are configured."""
-    keys = runtime.settings.api_keys
+    """The `/v1` routes (behind `ApiKeyMiddleware` when keys are configured)."""
 
-    def check_api_key(request: Request) -> None:
-        if not keys:
-            return
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        # every key compared, in constant time: the reply's timing says nothing
-        matches = [hmac.compare_digest(key.encode(), k.encode()) for k in keys]
-        if scheme.lower() != "bearer" or not any(matches):
-            raise APIError(
-                401,
-                "invalid or missing API key",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    guarded = [Depends(check_api_key)]
-
-    @app.get("/v1/models", response_model=ModelList, dependencies=guarded)
+    @app.get("/v1/models", response_model=ModelList)
     async def list_models() -> ModelList:
         info = runtime.completions().service.engine.info
         schemas = {name: s.json_schema() for name, s in runtime.strategies.items()}
         card = ModelCard(id=info.model_name, max_model_len=info.max_model_len, strategies=schemas)
         return ModelList(data=[card])
 
-    @app.get("/v1/strategies", response_model=StrategyList, dependencies=guarded)
+    @app.get("/v1/strategies", response_model=StrategyList)
     async def list_strategies() -> StrategyList:
         """Every strategy with the JSON Schema of its `ttscale.params`."""
         cards = [
@@ -219,17 +212,17 @@ def _add_api_routes(app: FastAPI, runtime: Runtime) -> None:
         ]
         return StrategyList(data=cards)
 
-    @app.get("/v1/verifiers", response_model=VerifierList, dependencies=guarded)
+    @app.get("/v1/verifiers", response_model=VerifierList)
     async def list_verifiers() -> VerifierList:
         """Every verifier a strategy may name: kinds (outcome, process), model, backend."""
         verifiers = runtime.completions().service.verifiers
         return VerifierList(data=[VerifierCard(**entry) for entry in verifiers.catalog()])
 
-    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, dependencies=guarded)
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse)
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         return await runtime.completions().handle(body, request, "chat")
 
-    @app.post("/v1/completions", response_model=CompletionResponse, dependencies=guarded)
+    @app.post("/v1/completions", response_model=CompletionResponse)
     async def completions(body: CompletionRequest, request: Request):
         """Text completion of a raw prompt (no chat template); same strategies."""
         return await runtime.completions().handle(body, request, "text")

@@ -21,9 +21,8 @@ from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
 
 from .budget import Budget, Usage
 from .errors import InvalidRequest
-from .sampling import OnSample, SamplingOutcome, sample_until
+from .sampling import OnSample, SamplingOutcome, StopReason, sample_until
 
-StopReason = Literal["completed", "budget", "early_stop"]
 ProgressCallback = Callable[[dict[str, Any]], Awaitable[None]]
 
 DEFAULT_SAMPLING = SamplingSpec(temperature=0.8, max_tokens=512)
@@ -110,10 +109,18 @@ class StrategyContext:
         first_index: int = 0,
     ) -> SamplingOutcome:
         """`sample_until` on this request's engine, budget, id and progress reporting;
-        the prompt is the request's own unless `prompt_ids` says otherwise."""
+        the prompt is the request's own unless `prompt_ids` says otherwise. A prompt the
+        strategy grew past the context (refinements, continuations) draws nothing and
+        says "budget": the context is a budget too."""
+        prompt = self.prompt_ids if prompt_ids is None else prompt_ids
+        if len(prompt) >= self.engine.info.max_model_len:
+            return SamplingOutcome(stop_reason="budget")
+        spec = spec.replace(
+            max_tokens=min(spec.max_tokens, self.engine.info.max_model_len - len(prompt))
+        )
         return await sample_until(
             self.engine,
-            self.prompt_ids if prompt_ids is None else prompt_ids,
+            prompt,
             spec,
             count,
             self.budget,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ttscale.engine.types import Sample, SamplingSpec
 from ttscale.verifiers.aggregate import weighted_vote
@@ -40,6 +40,17 @@ class InverseEntropyParams(BaseModel):
         REFINE_PROMPT, description="sequential mode; {previous} = last attempt"
     )
     parallel: int | None = Field(None, ge=1)
+
+    @field_validator("refine_prompt")
+    @classmethod
+    def _one_placeholder(cls, template: str) -> str:
+        try:
+            template.format(previous="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                "the only placeholder is {previous}; write other braces as {{ }}"
+            ) from exc
+        return template
 
 
 def chain_weight(sample: Sample) -> float:

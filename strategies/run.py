@@ -10,21 +10,20 @@ behaves the same from either.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ttscale.engine.protocol import Engine
-from ttscale.engine.types import SamplingSpec
+from ttscale.engine.types import FinishReason, SamplingSpec
 
 from .base import ProgressCallback, StrategyContext, StrategyResult, Verifiers
 from .budget import Budget, BudgetLimits, Usage
 from .errors import InvalidRequest, ModelNotFound, first_problem
 from .registry import Strategy
 from .selection import StrategyChoice
-
-FinishReason = Literal["stop", "length", "abort"]
 
 
 class ServiceLimits(BaseModel):
@@ -122,7 +121,9 @@ class Service:
         messages, prompt_ids = await self._prompt(request)
         sampling = request.sampling.replace(max_tokens=self._max_tokens(request, len(prompt_ids)))
         if strategy is None:
-            budget = Budget(BudgetLimits(), policy_shape=self.engine.info.shape)
+            budget = Budget(
+                self._plain_limits(request, sampling), policy_shape=self.engine.info.shape
+            )
             return PreparedRun(request, messages, prompt_ids, sampling, budget)
         choice = request.choice
         params = self._params(strategy, choice, request.sampling, sampling.max_tokens)
@@ -144,7 +145,8 @@ class Service:
             messages=prepared.messages,
             prompt_ids=prepared.prompt_ids,
             question=prepared.messages[-1]["content"] if prepared.messages else "",
-            request_id=prepared.request.request_id,
+            # unique per run: a client's id may repeat (retries), and vLLM aborts by id
+            request_id=f"{prepared.request.request_id}-{uuid.uuid4().hex[:8]}",
             progress=progress,
         )
         model = self.engine.info.model_name
@@ -154,7 +156,7 @@ class Service:
             choices = [Choice(s.index, s.text, s.finish_reason) for s in samples]
             return ServiceResult(model, "none", choices, prepared.spent())
         result = await prepared.strategy.run(context, prepared.params)
-        choice = Choice(0, result.text, "stop" if result.text else "length")
+        choice = Choice(0, result.text, _finish_reason(result))
         include_text = prepared.request.choice.include_text
         evidence = _evidence(result, prepared.params, prepared.budget.limits, include_text)
         return ServiceResult(
@@ -259,6 +261,24 @@ class Service:
             message = "unknown parameter" if kind == "extra_forbidden" else message
             raise InvalidRequest(f"{param}: {message}", param=param) from exc
 
+    def _plain_limits(self, request: ServiceRequest, sampling: SamplingSpec) -> BudgetLimits:
+        """Plain sampling obeys the same cap as a strategy: n x max_tokens within the
+        request cap; `ttscale.params`/`budget` without a strategy are a mistake."""
+        choice = request.choice
+        if choice is not None and (choice.params or choice.budget != BudgetLimits()):
+            raise InvalidRequest(
+                "ttscale.params and ttscale.budget need a ttscale.strategy",
+                param="ttscale.strategy",
+            )
+        asked = request.n * sampling.max_tokens
+        cap = self.limits.max_request_tokens
+        if asked > cap:
+            raise InvalidRequest(
+                f"n x max_tokens = {asked} exceeds this server's limit of {cap} tokens",
+                param=request.max_tokens_param,
+            )
+        return BudgetLimits(max_generated_tokens=cap)
+
     def _check_lengths(self, params: BaseModel, prompt_tokens: int) -> None:
         """A per-sample length given in the parameters must fit the context too: one
         rule for every place a length can be given."""
@@ -303,6 +323,14 @@ class Service:
                 param=param,
             )
         return limits
+
+
+def _finish_reason(result: StrategyResult) -> FinishReason:
+    """The chosen candidate's own finish reason ("length" when nothing was chosen)."""
+    chosen = next((c for c in result.candidates if c.index == result.chosen), None)
+    if chosen is None or not result.text:
+        return "length"
+    return "length" if chosen.finish_reason == "abort" else chosen.finish_reason
 
 
 def _evidence(

@@ -58,7 +58,7 @@ class _Draw:
     def start_more(self) -> None:
         """Start samples while there is room in flight and in the budget."""
         while self.started < self.count and len(self.running) < self.limit:
-            reservation = self.budget.reserve(self.spec.max_tokens)
+            reservation = self.budget.reserve(self.spec.max_tokens, self.spec.min_tokens)
             if reservation is None:
                 self.budget_refused = True
                 return

@@ -61,7 +61,8 @@ class SelfConsistencyParams(BaseModel):
 
 async def run(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyResult:
     stop_rule: list[str] = []
-    on_sample = _vote_watcher(ctx, params, stop_rule)
+    watching = params.adaptive or ctx.progress is not None  # else votes are counted once
+    on_sample = _vote_watcher(ctx, params, stop_rule) if watching else None
     outcome = await ctx.sample(
         params.sampling, params.n, parallel=params.parallel, on_sample=on_sample
     )

@@ -8,6 +8,7 @@ the samples and bills them; the request's sampling fields are a strategy's defau
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -46,8 +47,11 @@ async def test_the_request_id_reaches_every_engine_request_and_verifier(grader):
     params = {"n": 3, "weighting": "verifier", "verifier": "judge", "sampling": {"seed": 0}}
     result = await svc.complete(request(choice=choose("self_consistency", **params)))
     assert result.strategy == "self_consistency" and result.evidence["answer"] == "42"
-    assert sorted(engine.request_ids) == ["req-abc-0", "req-abc-1", "req-abc-2"]
-    assert judge.request_ids == ["req-abc"]
+    # the client's id, made unique per run (ids may repeat; vLLM aborts by id), then
+    # the sample number
+    run_id = judge.request_ids[0]
+    assert re.fullmatch(r"req-abc-[0-9a-f]{8}", run_id)
+    assert sorted(engine.request_ids) == [f"{run_id}-{i}" for i in range(3)]
 
 
 async def test_plain_sampling_returns_n_choices_and_bills_every_prompt_read(grader):
@@ -85,6 +89,23 @@ async def test_prepare_refuses_bad_requests_before_any_sample(grader, fields, er
     with pytest.raises(error) as caught:
         await svc.prepare(request(**fields))
     assert caught.value.param == param
+    assert engine.calls == []
+
+
+async def test_plain_sampling_obeys_the_request_cap_and_refuses_strategy_fields(grader):
+    svc, _ = service(answers_engine(["1"]), grader, max_request_tokens=100)
+    with pytest.raises(InvalidRequest, match="n x max_tokens = 120 exceeds"):
+        await svc.prepare(request(n=3, sampling=SamplingSpec(max_tokens=40)))
+    with pytest.raises(InvalidRequest, match=r"need a ttscale\.strategy"):
+        await svc.prepare(request(choice=StrategyChoice(params={"n": 4})))
+
+
+async def test_a_refine_prompt_with_a_stray_placeholder_is_refused_before_sampling(grader):
+    engine = answers_engine(["1"])
+    svc, _ = service(engine, grader)
+    choice = choose("inverse_entropy", mode="sequential", refine_prompt="fix {x}")
+    with pytest.raises(InvalidRequest, match="only placeholder is"):
+        await svc.prepare(request(choice=choice))
     assert engine.calls == []
 
 

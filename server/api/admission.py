@@ -8,11 +8,10 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..metrics import Metrics
+from .errors import send_error
 
 COMPLETIONS = ("/v1/chat/completions", "/v1/completions")
 ROUTES = (*COMPLETIONS, "/v1/models", "/v1/strategies", "/v1/verifiers", "/health", "/metrics")
@@ -55,20 +54,7 @@ class AdmissionMiddleware:
 
 
 async def _too_many(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {
-            "error": {
-                "message": f"more than {limit} completion requests in flight; retry shortly",
-                "type": "rate_limit_error",
-                "param": None,
-                "code": "server_busy",
-            }
-        }
-    ).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"retry-after", str(RETRY_AFTER_S).encode()),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": 429, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    message = f"more than {limit} completion requests in flight; retry shortly"
+    await send_error(
+        send, 429, message, code="server_busy", headers={"Retry-After": str(RETRY_AFTER_S)}
+    )

@@ -6,10 +6,10 @@ client sends one and against the bytes actually received otherwise (chunked uplo
 
 from __future__ import annotations
 
-import json
-
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import send_error
 
 
 class BodyLimitMiddleware:
@@ -48,19 +48,5 @@ class BodyLimitMiddleware:
         await self.app(scope, counted_receive, guarded_send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "message": f"the request body is larger than {self.max_bytes} bytes",
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "request_too_large",
-                }
-            }
-        ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        message = f"the request body is larger than {self.max_bytes} bytes"
+        await send_error(send, 413, message, code="request_too_large")

@@ -56,6 +56,9 @@ class Completions:
         except ClientDisconnected:
             self._cancelled(prepared, started)
             return JSONResponse({"error": "client closed request"}, status_code=_CLIENT_CLOSED)
+        except Exception:
+            self._failed(prepared, started)
+            raise
         self._finished(prepared, result, started)
         return format_response(kind, result)
 
@@ -63,7 +66,11 @@ class Completions:
         self, body: SamplingRequest, prepared: PreparedRun, kind: Kind, started: float
     ) -> StreamingResponse:
         async def run(progress: ProgressCallback) -> ServiceResult:
-            result = await self.service.run(prepared, progress)
+            try:
+                result = await self.service.run(prepared, progress)
+            except Exception:
+                self._failed(prepared, started)
+                raise
             self._finished(prepared, result, started)
             return result
 
@@ -83,6 +90,10 @@ class Completions:
         if result.stop_reason == "budget":
             self.metrics.budget_stop(result.strategy)
         _log(prepared, result.usage, seconds)
+
+    def _failed(self, prepared: PreparedRun, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.metrics.record(prepared.strategy_name, "error", seconds, prepared.spent())
 
     def _cancelled(self, prepared: PreparedRun, started: float) -> None:
         spent = prepared.spent()

@@ -6,6 +6,7 @@ Clients of the official `openai` package turn these into typed exceptions
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from ttscale.engine.protocol import EngineError
 from ttscale.strategies.errors import ModelNotFound, RequestError
@@ -52,6 +54,14 @@ class APIError(Exception):
         self.headers = headers
 
 
+def error_body(
+    status: int, message: str, *, param: str | None = None, code: str | None = None
+) -> dict:
+    """The OpenAI error object, typed by status: the one shape every error has."""
+    error_type = _ERROR_TYPES.get(status, "server_error")
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
 def error_response(
     status: int,
     message: str,
@@ -60,15 +70,25 @@ def error_response(
     code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {
-        "error": {
-            "message": message,
-            "type": _ERROR_TYPES.get(status, "server_error"),
-            "param": param,
-            "code": code,
-        }
-    }
+    body = error_body(status, message, param=param, code=code)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """An error response written straight to ASGI, for middlewares that answer before
+    the app (body limit, admission, API keys)."""
+    body = json.dumps(error_body(status, message, code=code)).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 _TYPE_MISMATCHES = {"string_type", "list_type", "int_type", "float_type", "bool_type",
