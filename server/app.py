@@ -79,13 +79,17 @@ class Runtime:
             )
         return Completions(self.service, self.metrics)
 
-    def fail(self, message: str) -> None:
+    exit_grace_s: float = 5.0
+    """After the engine dies, how long /health and requests keep answering 503 (so load
+    balancers and clients see why) before the process exits."""
+
+    def fail(self, message: str, exit_after_s: float = 0.0) -> None:
         """Stop serving: /health and every request answer 503 from now on, and the
         process is told to exit (non-zero) so that its supervisor restarts it."""
         self.failure = message
         logger.critical("%s", message)
         if self.on_failure is not None:
-            self.on_failure(message)
+            asyncio.get_running_loop().call_later(exit_after_s, self.on_failure, message)
 
     async def run(self, open_engine_fn: EngineOpener) -> None:
         """Load the engine, then watch it for as long as the process serves."""
@@ -100,7 +104,7 @@ class Runtime:
                 failed += 1
                 logger.warning("engine health check failed (%d in a row): %s", failed, exc)
                 if failed > self.health_failures_allowed:
-                    self.fail(f"engine died: {exc}")
+                    self.fail(f"engine died: {exc}", exit_after_s=self.exit_grace_s)
             except Exception:  # a bug in a check must not silently end the watch
                 logger.exception("engine health check raised")
 
