@@ -206,3 +206,25 @@ def test_a_dead_engine_turns_health_to_503_and_exits_non_zero(
         if process.poll() is None:
             process.kill()
     assert "ttscale: error: engine died" in log_path.read_text()
+
+
+def test_bench_reward_models_load_in_process_and_not_with_a_server(monkeypatch, capsys):
+    """`ttscale bench run --prm/--orm` hands them to the in-process service's settings;
+    with --url the server has its own, and asking for them there is an error."""
+    from ttscale.benchmarks import cli as bench_cli
+    from ttscale.benchmarks.backends import InProcessBackend
+
+    seen = []
+
+    async def fake_open(settings):
+        seen.append(settings)
+        raise bench_cli.BenchError("stop here")
+
+    monkeypatch.setattr(InProcessBackend, "open", staticmethod(fake_open))
+    common = ["bench", "run", "--dataset", "gsm8k", "--limit", "1"]
+    status = ttscale_cli.main([*common, "--prm", "math=/m/prm", "--orm", "/m/orm"])
+    assert status == 2 and "stop here" in capsys.readouterr().err
+    assert [s.name for s in seen[0].reward_models()] == ["math", "orm"]
+    status = ttscale_cli.main([*common, "--url", "http://127.0.0.1:9", "--prm", "/m/prm"])
+    assert status == 2
+    assert "--prm/--orm load reward models in process" in capsys.readouterr().err
