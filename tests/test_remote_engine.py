@@ -37,6 +37,7 @@ def vllm_server(default_model_path: Path, subprocess_env, tmp_path_factory) -> I
         "--enable-prefix-caching",
         "--dtype",
         "float32",  # content assertions stand on float32, checked below against transformers
+        "--no-enable-chunked-prefill",  # as the README says for CPU servers (seeded samples)
     ]
     with vllm_api_server(args, subprocess_env, tmp_path_factory.mktemp("vllm")) as url:
         yield url
