@@ -80,6 +80,9 @@ def _report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
+BENCH_MAX_N = 4096
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ttscale bench",
@@ -151,7 +154,12 @@ async def _open_backend(args: argparse.Namespace) -> tuple[Backend, MathGrader, 
         grader = MathGrader()
         await grader.warm_up()
         return backend, grader, True
-    overrides = {"max_model_len": args.max_model_len, "prm": args.prm, "orm": args.orm}
+    overrides = {
+        "max_model_len": args.max_model_len,
+        "prm": args.prm,
+        "orm": args.orm,
+        "max_n": BENCH_MAX_N,  # the grid is the user's own: no server-side cap on samples
+    }
     if args.model:
         overrides["model"] = args.model
     local = await InProcessBackend.open(Settings(**overrides))

@@ -170,11 +170,11 @@ class LocalVLLMEngine:
 
     async def tokenize(self, text: str) -> list[int]:
         encode = partial(self._tokenizer.encode, text, add_special_tokens=False)
-        return list(await _off_the_loop_if_long(encode, len(text)))
+        return list(await off_the_loop_if_long(encode, len(text)))
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:
         decode = partial(self._tokenizer.decode, list(token_ids), skip_special_tokens=False)
-        return await _off_the_loop_if_long(decode, len(token_ids))
+        return await off_the_loop_if_long(decode, len(token_ids))
 
     def generate(
         self,
@@ -289,7 +289,7 @@ loop, where it takes microseconds; longer ones in a thread, so one huge prompt c
 stall every other request (and /health)."""
 
 
-async def _off_the_loop_if_long(work: Callable[[], T], size: int) -> T:
+async def off_the_loop_if_long(work: Callable[[], T], size: int) -> T:
     if size < _INLINE_LIMIT:
         return work()
     return await asyncio.to_thread(work)

@@ -23,12 +23,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
-from .local_vllm import apply_cpu_defaults, resolve_dtype, shutdown_async_llm
+from .local_vllm import (
+    apply_cpu_defaults,
+    off_the_loop_if_long,
+    resolve_dtype,
+    shutdown_async_llm,
+)
 from .model_shape import read_model_shape
 from .protocol import EngineError, EngineUnavailable, new_request_id
 from .types import ModelShape
@@ -138,10 +144,11 @@ class LocalPoolingEngine:
         text = self._tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=False
         )
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
+        return await self.tokenize(text, add_special_tokens=False)
 
     async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))
+        encode = partial(self._tokenizer.encode, text, add_special_tokens=add_special_tokens)
+        return list(await off_the_loop_if_long(encode, len(text)))
 
     async def pool(
         self, prompt_ids: list[int], task: str, request_id: str | None = None

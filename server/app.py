@@ -28,7 +28,12 @@ from .api.admission import AdmissionMiddleware
 from .api.auth import ApiKeyMiddleware
 from .api.body_limit import BodyLimitMiddleware
 from .api.completions import Completions
-from .api.errors import APIError, error_response, install_error_handlers
+from .api.errors import (
+    APIError,
+    UnexpectedErrorMiddleware,
+    error_response,
+    install_error_handlers,
+)
 from .api.request_ids import RequestIdMiddleware
 from .api.schemas import (
     ChatCompletionRequest,
@@ -168,6 +173,7 @@ def create_app(
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    app.add_middleware(UnexpectedErrorMiddleware)  # innermost: its 500s pass the others
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         AdmissionMiddleware, metrics=runtime.metrics, max_in_flight=settings.max_in_flight

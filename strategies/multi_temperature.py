@@ -53,6 +53,12 @@ class MultiTemperatureParams(BaseModel):
             raise ValueError("temperatures must be distinct")
         return values
 
+    def samples_at_once(self) -> int:
+        """The most samples one round draws together (the server's max_n bounds it)."""
+        first = sum(min(self.first_round, self.quota(t)) for t in self.temperatures)
+        total = sum(self.quota(t) for t in self.temperatures)
+        return max(first, total - first)
+
     def quota(self, temperature: float) -> int:
         return 1 if temperature == 0 else self.samples_per_temperature
 

@@ -300,6 +300,13 @@ class Service:
                 f"n={n} exceeds this server's limit of {self.limits.max_n}",
                 param="ttscale.params.n",
             )
+        planned = getattr(params, "samples_at_once", lambda: None)()
+        if planned is not None and planned > self.limits.max_n:
+            raise InvalidRequest(
+                f"these parameters draw {planned} samples at once; this server's limit is "
+                f"{self.limits.max_n}",
+                param="ttscale.params",
+            )
         wall = limits.max_wall_s
         if wall is not None and wall < self.limits.min_wall_s:
             raise InvalidRequest(

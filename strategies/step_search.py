@@ -59,6 +59,10 @@ class StepSearchParams(BaseModel):
     def verifiers_used(self) -> list[VerifierUse]:
         return [VerifierUse("ttscale.params.verifier", self.verifier, "process")]
 
+    def samples_at_once(self) -> int:
+        """Candidate steps drawn per depth (the server's max_n bounds it)."""
+        return self.beam_width * self.expansions
+
 
 @dataclass
 class Beam:

@@ -202,6 +202,52 @@ async def test_openai_client_raises_typed_errors(base_url):
     await client.close()
 
 
+async def test_a_bug_is_a_500_that_still_carries_the_request_id_and_is_counted(engine):
+    from pydantic import BaseModel
+
+    from ttscale.strategies.registry import Strategy
+
+    class NoParams(BaseModel):
+        pass
+
+    async def broken(ctx, params):
+        raise ZeroDivisionError("a bug")
+
+    port = free_port()
+
+    async def borrow(_: Settings) -> BorrowedEngine:
+        return BorrowedEngine(engine)
+
+    app = create_app(Settings(port=port), open_engine_fn=borrow)
+    app.state.runtime.strategies["broken"] = Strategy("broken", NoParams, broken)
+    server, task = await start_uvicorn(app, port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            while (await http.get("/health")).status_code != 200:
+                await asyncio.sleep(0.05)
+            reply = await http.post(
+                "/v1/chat/completions",
+                json=_chat(ttscale={"strategy": "broken"}),
+                headers={"x-request-id": "bug-1"},
+            )
+            text = (await http.get("/metrics")).text
+    finally:
+        server.should_exit = True
+        await task
+    assert reply.status_code == 500 and reply.headers["x-request-id"] == "bug-1"
+    assert reply.json()["error"]["message"] == "internal error: ZeroDivisionError (request bug-1)"
+    assert 'ttscale_http_responses_total{route="/v1/chat/completions",status="500"}' in text
+    assert 'ttscale_requests_total{outcome="error",strategy="broken"}' in text
+
+
+async def test_parameters_that_draw_too_many_samples_at_once_are_a_400(client):
+    many = {"temperatures": [0.2, 0.4, 0.6], "samples_per_temperature": 5, "first_round": 1}
+    body = _chat(ttscale={"strategy": "multi_temperature", "params": many})
+    response = await client.post("/v1/chat/completions", json=body)  # max_n is 8 here
+    assert response.status_code == 400
+    assert "draw 12 samples at once" in response.json()["error"]["message"]
+
+
 async def test_health_is_503_while_the_engine_loads():
     release = asyncio.Event()
 

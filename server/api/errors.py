@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ttscale.engine.protocol import EngineError
 from ttscale.strategies.errors import ModelNotFound, RequestError
@@ -160,7 +160,29 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return error_response(exc.status_code, message, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, f"internal error: {type(exc).__name__}")
+
+class UnexpectedErrorMiddleware:
+    """The last net, innermost: a bug becomes an OpenAI-style 500 that still passes
+    through the request-id and metrics middlewares (Starlette's own 500 handler sits
+    outside every middleware), and the details go to the log with the request id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            request_id = scope.get("state", {}).get("request_id", "?")
+            logger.exception("request=%s: unhandled error on %s", request_id, scope.get("path"))
+            if started or scope["type"] != "http":
+                raise
+            message = f"internal error: {type(exc).__name__} (request {request_id})"
+            await send_error(send, 500, message)
