@@ -18,19 +18,25 @@ TINY_MODEL_NAME = "tiny-qwen2-test"
 _TINY_VERSION = "1"
 
 
+TINY_SHAPE = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 64,
+    "max_position_embeddings": 2048,
+}
+"""Every tiny test model's shape: 2 layers, hidden 128, head_dim 64 (vLLM refuses 16)."""
+
+
 def tiny_qwen2_config(tokenizer, **overrides):
     """2 layers, hidden 128, head_dim 64 (vLLM refuses 16), the tokenizer's vocabulary."""
     from transformers import Qwen2Config
 
     return Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=64,
-        max_position_embeddings=2048,
+        **TINY_SHAPE,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.convert_tokens_to_ids(tokenizer.eos_token),
         **overrides,
@@ -149,13 +155,7 @@ def tiny_shepherd_prm_dir(cache_dir: Path | None = None) -> Path:
     tokenizer.add_tokens([AddedToken(SHEPHERD_STEP_TAG, normalized=False, special=False)])
     config = MistralConfig(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=64,
-        max_position_embeddings=2048,
+        **TINY_SHAPE,
         sliding_window=None,
         tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
