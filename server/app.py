@@ -14,9 +14,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from ttscale.engine.factory import open_engine
@@ -36,6 +38,9 @@ from .api.errors import (
 )
 from .api.request_ids import RequestIdMiddleware
 from .api.schemas import (
+    API_ERRORS,
+    COMPLETION_ERRORS,
+    STREAM_CONTENT,
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionRequest,
@@ -182,7 +187,21 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     _add_open_routes(app, runtime)
     _add_api_routes(app, runtime)
+    app.openapi = partial(_openapi_without_422, app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
+    """FastAPI documents a 422 for every body; this server answers a 400 instead (the
+    OpenAI shape), so the description says what the server does."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)  # fmt: skip
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _add_open_routes(app: FastAPI, runtime: Runtime) -> None:
@@ -206,14 +225,14 @@ def _add_open_routes(app: FastAPI, runtime: Runtime) -> None:
 def _add_api_routes(app: FastAPI, runtime: Runtime) -> None:
     """The `/v1` routes (behind `ApiKeyMiddleware` when keys are configured)."""
 
-    @app.get("/v1/models", response_model=ModelList)
+    @app.get("/v1/models", response_model=ModelList, responses=API_ERRORS)
     async def list_models() -> ModelList:
         info = runtime.completions().service.engine.info
         schemas = {name: s.json_schema() for name, s in runtime.strategies.items()}
         card = ModelCard(id=info.model_name, max_model_len=info.max_model_len, strategies=schemas)
         return ModelList(data=[card])
 
-    @app.get("/v1/strategies", response_model=StrategyList)
+    @app.get("/v1/strategies", response_model=StrategyList, responses=API_ERRORS)
     async def list_strategies() -> StrategyList:
         """Every strategy with the JSON Schema of its `ttscale.params`."""
         cards = [
@@ -222,17 +241,25 @@ def _add_api_routes(app: FastAPI, runtime: Runtime) -> None:
         ]
         return StrategyList(data=cards)
 
-    @app.get("/v1/verifiers", response_model=VerifierList)
+    @app.get("/v1/verifiers", response_model=VerifierList, responses=API_ERRORS)
     async def list_verifiers() -> VerifierList:
         """Every verifier a strategy may name: kinds (outcome, process), model, backend."""
         verifiers = runtime.completions().service.verifiers
         return VerifierList(data=[VerifierCard(**entry) for entry in verifiers.catalog()])
 
-    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse)
+    @app.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletionResponse,
+        responses={**COMPLETION_ERRORS, 200: {"content": STREAM_CONTENT}},
+    )
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         return await runtime.completions().handle(body, request, "chat")
 
-    @app.post("/v1/completions", response_model=CompletionResponse)
+    @app.post(
+        "/v1/completions",
+        response_model=CompletionResponse,
+        responses={**COMPLETION_ERRORS, 200: {"content": STREAM_CONTENT}},
+    )
     async def completions(body: CompletionRequest, request: Request):
         """Text completion of a raw prompt (no chat template); same strategies."""
         return await runtime.completions().handle(body, request, "text")

@@ -144,6 +144,23 @@ async def test_a_body_over_the_limit_is_refused_unread_with_a_413(engine):
     assert small.status_code == 200
 
 
+async def test_the_openapi_description_lists_the_errors_the_server_gives(client):
+    schema = (await client.get("/openapi.json")).json()
+    chat = schema["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert {"400", "401", "404", "413", "429", "499", "500", "503"} <= set(chat)
+    assert chat["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert "text/event-stream" in chat["200"]["content"]
+    every = [code for path in schema["paths"].values() for op in path.values()
+             for code in op.get("responses", {})]  # fmt: skip
+    assert "422" not in every  # the server answers 400, never 422
+
+
+@pytest.mark.parametrize("field", ["n", "max_tokens", "seed"])
+async def test_a_boolean_is_not_an_integer(client, field):
+    response = await client.post("/v1/chat/completions", json=_chat(**{field: True}))
+    assert response.status_code == 400 and response.json()["error"]["param"] == field
+
+
 async def test_request_id_header_is_echoed(client):
     response = await client.post(
         "/v1/chat/completions", json=_chat(), headers={"x-request-id": "abc-123"}

@@ -34,13 +34,13 @@ TokenId = Annotated[int, Field(ge=0, lt=2**31)]
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: no true for 1
     type: Literal["text"]
     text: Text
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: no true for 1
     role: Literal["system", "user", "assistant"]
     content: Text | list[TextPart]
     name: Text | None = None
@@ -52,7 +52,7 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: no true for 1
     include_usage: bool = False
 
 
@@ -69,7 +69,7 @@ _SAMPLING_FIELDS = (
 class SamplingRequest(BaseModel):
     """Fields shared by chat and text completion requests."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: no true for 1
 
     model: str = Field(..., min_length=1)
     max_tokens: int | None = Field(None, ge=1)
@@ -275,3 +275,44 @@ class VerifierCard(BaseModel):
 class VerifierList(BaseModel):
     object: Literal["list"] = "list"
     data: list[VerifierCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response: the OpenAI error object."""
+
+    error: ErrorDetail
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+API_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("invalid request: the message names the field (`param`)"),
+    401: _error("missing or wrong API key (when keys are configured)"),
+    404: _error("the model is not served here"),
+    413: _error("the request body is over the size limit"),
+    429: _error("too many completion requests in flight; see Retry-After"),
+    500: _error("an unexpected server error (the message names the request id)"),
+    503: _error("the engine is loading, failed, or a model server is unavailable"),
+}
+"""Error responses every /v1 route may give, for the OpenAPI description."""
+
+COMPLETION_ERRORS: dict[int | str, dict[str, Any]] = {
+    **API_ERRORS,
+    499: {"description": "the client closed the connection; the work was cancelled"},
+}
+STREAM_CONTENT = {
+    "text/event-stream": {
+        "schema": {"type": "string"},
+        "example": 'data: {"object": "chat.completion.chunk", ...}\n\ndata: [DONE]\n\n',
+    }
+}
+"""With `"stream": true` the 200 is a server-sent event stream of OpenAI chunks."""
