@@ -1,17 +1,15 @@
-"""Reward models served to strategies: `ttscale serve --prm/--orm`, in process and remote.
+"""Reward models served to strategies by `ttscale serve --prm DIR --orm DIR`: in the
+server's process, on vLLM's pooling runner beside the generator.
 
 Tiny random reward models (built by `ttscale.engine.tiny_models`; no weights of a real
-PRM can be downloaded here) run on vLLM's pooling runner: (1) in the server's process,
-started by `ttscale serve --prm DIR --orm DIR`; (2) in a separate vLLM pooling server
-that the ttscale server reaches over HTTP, and that dies mid-run.
+PRM can be downloaded here). The remote form is in test_reward_remote.py: a module of its
+own, so that this module's three engines have stopped before its server starts.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pytest
 
 from ttscale.engine.tiny_models import TINY_MODEL_NAME, tiny_reward_model_dir
 
-from .conftest import free_port, serving_engine, vllm_api_process, wait_for_http
+from .conftest import free_port, wait_for_http
 
 QUESTION = [{"role": "user", "content": "What is 2 + 3? Think step by step."}]
 
@@ -134,41 +132,3 @@ def test_an_unknown_or_wrong_kind_verifier_is_a_400(served_with_rewards, strateg
     error = reply.json()["error"]
     assert error["param"] == "ttscale.params.verifier" and error["code"] == "unknown_verifier"
     assert message in error["message"]
-
-
-@pytest.fixture(scope="module")
-def remote_prm(subprocess_env, tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
-    """The tiny PRM behind its own vLLM pooling server (killed by the test below)."""
-    from transformers import AutoTokenizer
-
-    path = tiny_reward_model_dir("prm")
-    step_id = AutoTokenizer.from_pretrained(path).convert_tokens_to_ids("<extra_0>")
-    args = [
-        "--model", str(path), "--runner", "pooling", "--dtype", "float32",
-        "--pooler-config", json.dumps({"pooling_type": "STEP", "step_tag_id": step_id}),
-    ]  # fmt: skip
-    with vllm_api_process(args, subprocess_env, tmp_path_factory.mktemp("prm")) as server:
-        yield server
-
-
-async def test_a_remote_prm_guides_best_of_n_and_its_death_is_a_503(engine, remote_prm):
-    prm_url, prm_process = remote_prm
-    async with serving_engine(engine, prm=[f"remote-prm={prm_url}"]) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-            listing = (await http.get("/v1/verifiers")).json()["data"]
-            entry = next(e for e in listing if e["name"] == "remote-prm")
-            assert entry["kinds"] == ["process"] and entry["backend"] == "vllm-pooling-remote"
-            body = _chat(TINY_MODEL_NAME, "best_of_n", n=2, verifier="remote-prm")
-            reply = await http.post("/v1/chat/completions", json=body)
-            assert reply.status_code == 200, reply.text
-            evidence = reply.json()["ttscale"]
-            assert all(c["scores"]["remote-prm_steps"] for c in evidence["candidates"])
-            assert evidence["budget"]["spent"]["verifier_tokens"] > 0
-            prm_process.kill()  # as a crash would
-            prm_process.wait(timeout=30)
-            started = time.monotonic()
-            reply = await http.post("/v1/chat/completions", json=body)
-            assert reply.status_code == 503
-            assert reply.json()["error"]["code"] == "engine_unavailable"
-            assert time.monotonic() - started < 30
-            assert (await http.get("/health")).status_code == 200  # the server itself is fine
