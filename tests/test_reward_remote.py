@@ -46,11 +46,23 @@ async def test_a_remote_prm_guides_best_of_n_and_its_death_is_a_503(engine, remo
             evidence = reply.json()["ttscale"]
             assert all(c["scores"]["remote-prm_steps"] for c in evidence["candidates"])
             assert evidence["budget"]["spent"]["verifier_tokens"] > 0
-            prm_process.kill()  # as a crash would
-            prm_process.wait(timeout=30)
+            _crash(prm_process)
             started = time.monotonic()
             reply = await http.post("/v1/chat/completions", json=body)
             assert reply.status_code == 503
             assert reply.json()["error"]["code"] == "engine_unavailable"
             assert time.monotonic() - started < 30
             assert (await http.get("/health")).status_code == 200  # the server itself is fine
+
+
+def _crash(process: subprocess.Popen) -> None:
+    """Kill a vLLM server and its engine processes at once, as a crash of the machine's
+    process group would (killing only the parent would leave its engine running)."""
+    import psutil
+
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.kill()
+    for child in children:
+        child.kill()
+    process.wait(timeout=30)
+    psutil.wait_procs(children, timeout=30)
