@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -48,6 +49,20 @@ def wait_for_http(url: str, process: subprocess.Popen, limit_s: float, log: Path
             pass
         time.sleep(0.5)
     raise AssertionError(f"{url} did not answer 200 within {limit_s} s")
+
+
+def tiny_prm_server_args() -> list[str]:
+    """`api_server` flags serving the tiny PRM on the pooling runner (its step token is
+    not Qwen2.5's, so the STEP pooler is told its id)."""
+    from transformers import AutoTokenizer
+
+    from ttscale.engine.tiny_models import STEP_TOKEN, tiny_reward_model_dir
+
+    path = tiny_reward_model_dir("prm")
+    step_id = AutoTokenizer.from_pretrained(path).convert_tokens_to_ids(STEP_TOKEN)
+    pooler = json.dumps({"pooling_type": "STEP", "step_tag_id": step_id})
+    return ["--model", str(path), "--runner", "pooling", "--dtype", "float32",
+            "--pooler-config", pooler]  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ pin the real loading, prompt format and step-token handling, not just the shapes
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 
 import pytest
@@ -16,7 +15,7 @@ from ttscale.engine.tiny_models import reference_reward_logits, tiny_reward_mode
 from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
 from ttscale.verifiers.reward_model import RewardModel
 
-from .conftest import vllm_api_server
+from .conftest import tiny_prm_server_args, vllm_api_server
 
 QUESTION = "What is 2 + 3 * 4?"
 SOLUTIONS = [
@@ -98,20 +97,7 @@ async def test_the_wrong_kind_of_question_is_refused(prm, orm):
 @pytest.fixture(scope="module")
 def prm_server(default_model_path, subprocess_env, tmp_path_factory):
     """A separate vLLM server running the tiny PRM with the pooling runner."""
-    path = tiny_reward_model_dir("prm")
-    from transformers import AutoTokenizer
-
-    step_id = AutoTokenizer.from_pretrained(path).convert_tokens_to_ids("<extra_0>")
-    args = [
-        "--model",
-        str(path),
-        "--runner",
-        "pooling",
-        "--dtype",
-        "float32",
-        "--pooler-config",
-        json.dumps({"pooling_type": "STEP", "step_tag_id": step_id}),
-    ]
+    args = tiny_prm_server_args()
     with vllm_api_server(args, subprocess_env, tmp_path_factory.mktemp("prm")) as url:
         yield url
 

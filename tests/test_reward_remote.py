@@ -4,7 +4,6 @@ ttscale server stays up."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,23 +11,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ttscale.engine.tiny_models import TINY_MODEL_NAME, tiny_reward_model_dir
+from ttscale.engine.tiny_models import TINY_MODEL_NAME
 
-from .conftest import serving_engine, vllm_api_process
+from .conftest import serving_engine, tiny_prm_server_args, vllm_api_process
 from .test_reward_serving import _chat
 
 
 @pytest.fixture(scope="module")
 def remote_prm(subprocess_env, tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
     """The tiny PRM behind its own vLLM pooling server (killed by the test below)."""
-    from transformers import AutoTokenizer
-
-    path = tiny_reward_model_dir("prm")
-    step_id = AutoTokenizer.from_pretrained(path).convert_tokens_to_ids("<extra_0>")
-    args = [
-        "--model", str(path), "--runner", "pooling", "--dtype", "float32",
-        "--pooler-config", json.dumps({"pooling_type": "STEP", "step_tag_id": step_id}),
-    ]  # fmt: skip
+    args = tiny_prm_server_args()
     with vllm_api_process(args, subprocess_env, tmp_path_factory.mktemp("prm")) as server:
         yield server
 

@@ -22,13 +22,7 @@ from ttscale.verifiers.protocol import ProcessVerifier
 from ttscale.verifiers.reward_model import RewardModel, math_shepherd_server_args, shepherd_text
 
 from .conftest import vllm_api_server
-
-QUESTION = "What is 2 + 3 * 4?"
-SOLUTIONS = [
-    ["First compute 3 * 4 = 12.", "Then 2 + 12 = 14.", "The answer is \\boxed{14}."],
-    ["2 + 3 = 5, times 4 is 20.", "The answer is \\boxed{20}."],
-    ["\\boxed{14}"],
-]
+from .test_reward_models import QUESTION, SOLUTIONS
 
 
 @pytest.fixture(scope="module")
