@@ -9,9 +9,9 @@ running and bills the partial work.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from ttscale.engine.protocol import Engine, Generation
 from ttscale.engine.types import Sample, SamplingSpec
@@ -23,6 +23,7 @@ StopReason = Literal["completed", "budget", "early_stop"]
 OnSample = Callable[[Sample], Awaitable[bool]]
 """Called with each finished sample; returning True stops the run (early exit)."""
 Report = Callable[..., Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,3 +174,18 @@ async def _abort_all(
         else:  # finished in the race with the abort: keep it, it is paid for
             outcome.finished.append(sample)
     running.clear()
+
+
+async def gather_or_cancel(work: Iterable[Awaitable[T]]) -> list[T]:
+    """Run `work` concurrently (so the engine batches it) and return the results in
+    order. If one fails or the caller is cancelled, the others are cancelled and waited
+    for, so their engine samples are aborted and billed rather than left running
+    (plain `asyncio.gather` would leave the siblings of a failure running)."""
+    tasks = [asyncio.ensure_future(item) for item in work]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
+        raise

@@ -32,6 +32,7 @@ from .base import (
     finish_result,
 )
 from .registry import Strategy
+from .sampling import gather_or_cancel
 from .scoring import score_steps
 from .steps import STEP_SEPARATOR
 
@@ -41,6 +42,9 @@ REWRITE_PROMPT = (
     "then write a corrected version of the step after the line 'Rewritten step:'."
 )
 _REWRITE_MARK = "Rewritten step:"
+_DEPTH_STRIDE = 10_000
+"""Sample indices of one depth's expansions (beam_width x expansions <= 64 x 64)."""
+_REFINE_BASE = 1_000_000
 
 
 class StepSearchParams(BaseModel):
@@ -111,9 +115,18 @@ async def _replace_last_step(ctx: StrategyContext, beam: Beam, rewrite: str, sco
     beam.finished = beam.finished or "\\boxed" in rewrite
 
 
-async def _refine(ctx: StrategyContext, params: StepSearchParams, beam: Beam) -> Beam:
+def _refine_index(depth: int, slot: int, attempt: int) -> int:
+    """Sample index of a rewrite: distinct from every expansion and from the rewrites
+    of the other survivors, which run concurrently (the index names the engine request
+    and derives the seed)."""
+    return _REFINE_BASE + (depth * 64 + slot) * 16 + attempt
+
+
+async def _refine(
+    ctx: StrategyContext, params: StepSearchParams, beam: Beam, depth: int, slot: int
+) -> Beam:
     """Critique-and-rewrite the beam's newest step while it scores <= the threshold."""
-    for _ in range(params.refine_rounds):
+    for attempt in range(params.refine_rounds):
         if beam.scores[-1] > params.refine_threshold:
             break
         prompt = REWRITE_PROMPT.format(
@@ -127,7 +140,7 @@ async def _refine(ctx: StrategyContext, params: StepSearchParams, beam: Beam) ->
             spec,
             1,
             prompt_ids=await ctx.engine.render_chat(messages),
-            first_index=10_000 + len(beam.steps) * 10 + beam.refinements,
+            first_index=_refine_index(depth, slot, attempt),
         )
         beam.refinements += 1
         if not drawn.finished:
@@ -156,19 +169,27 @@ async def _expand(
     depth: int,
 ) -> tuple[list[Beam], bool]:
     """Every live beam grown by `expansions` sampled next steps, and whether the budget
-    ran out while drawing them."""
-    grown: list[Beam] = []
-    out_of_budget = False
-    for number, beam in enumerate(b for b in beams if not b.finished):
-        drawn = await ctx.sample(
-            spec,
-            params.expansions,
-            prompt_ids=ctx.prompt_ids + beam.token_ids,
-            first_index=depth * 1000 + number * params.expansions,
+    ran out while drawing them. All beams' samples are submitted together, so the
+    engine batches them (and each continues from its beam's token ids: prefix hits)."""
+    live = [b for b in beams if not b.finished]
+    draws = await gather_or_cancel(
+        (
+            ctx.sample(
+                spec,
+                params.expansions,
+                prompt_ids=ctx.prompt_ids + beam.token_ids,
+                first_index=depth * _DEPTH_STRIDE + number * params.expansions,
+            )
+            for number, beam in enumerate(live)
         )
-        grown += [_grow(beam, s) for s in drawn.finished if s.num_tokens > 0]
-        out_of_budget = out_of_budget or drawn.stop_reason == "budget"
-    return grown, out_of_budget
+    )
+    grown = [
+        _grow(beam, s)
+        for beam, drawn in zip(live, draws, strict=True)
+        for s in drawn.finished
+        if s.num_tokens > 0
+    ]
+    return grown, any(drawn.stop_reason == "budget" for drawn in draws)
 
 
 async def run(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
@@ -194,7 +215,9 @@ async def run(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
         grown.sort(key=lambda b: -b.scores[-1])
         survivors = grown[: params.beam_width]
         if params.refine:
-            survivors = [await _refine(ctx, params, b) for b in survivors]
+            survivors = await gather_or_cancel(
+                _refine(ctx, params, b, depth, slot) for slot, b in enumerate(survivors)
+            )
         beams = [b for b in beams if b.finished] + survivors
         await ctx.report(
             "depth", depth=depth, best_step_score=survivors[0].scores[-1], beams=len(beams)
@@ -225,8 +248,21 @@ async def run(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
             f"beam search (width {params.beam_width}, {params.expansions} expansions) over "
             f"{depth} steps scored by {params.verifier}; highest minimum step score"
         ),
-        details={"depth": depth, "refinements": sum(b.refinements for b in pool)},
+        details={
+            "depth": depth,
+            "refinements": sum(b.refinements for b in pool),
+            "prefix_cache_hit_rate": _prefix_hit_rate(ctx),
+        },
     )
+
+
+def _prefix_hit_rate(ctx: StrategyContext) -> float | None:
+    """Share of this request's policy prompt tokens the engine served from its prefix
+    cache: continuing from token ids should make nearly every step a cache hit."""
+    usage = ctx.budget.usage
+    if usage.prompt_tokens == 0:
+        return None
+    return round(usage.cached_prompt_tokens / usage.prompt_tokens, 4)
 
 
 STRATEGY = Strategy("step_search", StepSearchParams, run, __doc__)

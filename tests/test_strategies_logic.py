@@ -392,6 +392,31 @@ async def test_step_search_keeps_the_best_steps_and_picks_the_highest_minimum(gr
     )
 
 
+async def test_step_search_submits_every_live_beams_expansions_together(grader):
+    """All beams of a depth are sampled in one batch (the engine sees beam_width x
+    expansions samples in flight at once), and the evidence reports the prefix-cache
+    hit rate of the request's prompts."""
+    from ttscale.strategies.step_search import StepSearchParams
+    from ttscale.strategies.step_search import run as step_search
+
+    steps = step_engine()._script
+    in_flight: list[int] = []
+
+    def slow_step(prompt, spec, index):
+        in_flight.append(engine._running)  # samples already running as this one starts
+        return Scripted(steps(prompt, spec, index).text, seconds=0.05)
+
+    engine = ScriptedEngine(slow_step)
+    ctx = await context(engine, grader, process={"prm": step_verifier({})})
+    params = StepSearchParams(
+        verifier="prm", beam_width=2, expansions=4, max_steps=3, refine=False, sampling=SEEDED
+    )
+    result = await step_search(ctx, params)
+    assert result.details["depth"] == 3
+    assert max(in_flight) + 1 == params.beam_width * params.expansions
+    assert result.details["prefix_cache_hit_rate"] == 0.0  # the fake engine caches nothing
+
+
 async def test_step_refinement_is_accepted_only_if_the_score_rises(grader):
     from ttscale.strategies.step_search import StepSearchParams
     from ttscale.strategies.step_search import run as step_search
