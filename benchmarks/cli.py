@@ -4,6 +4,7 @@ r"""`ttscale bench`: run strategies x budgets on AIME/AMC/MATH/GSM8K, report, re
         --strategy inverse_entropy --n 1,4 --max-tokens 256
     ttscale bench report bench-out/gsm8k-smollm2-135m-instruct
     ttscale bench replay bench-out/gsm8k-smollm2-135m-instruct --k 1,2,4
+    ttscale bench replay bench-out/gsm8k-smollm2-135m-instruct --adaptive
 
 A rerun of the same `run` command skips what is recorded; Ctrl-C keeps what is done.
 """
@@ -27,11 +28,12 @@ from ttscale.strategies.errors import first_problem
 from ttscale.strategies.registry import discover
 from ttscale.verifiers.math_grader import MathGrader
 
+from .adaptive_replay import Schedule, format_table, replay_schedules
 from .backends import Backend, HttpBackend, InProcessBackend, RequestRejected
 from .datasets import DATASETS, BenchError, Problem, Selection, load_problems
 from .grid import SamplingConfig, Setting, build_grid
-from .records import RunConfig, open_run, read_records
-from .replay import replay
+from .records import Record, RunConfig, open_run, read_records
+from .replay import default_pool, replay
 from .report import build_report
 from .runner import DEFAULT_PROMPT, GivingUp, Runner, RunOutcome
 from .summary import complete_records
@@ -57,6 +59,18 @@ def _ints(text: str) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated positive integers, got {text!r}"
+        )
+    return values
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(0.5 < v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers in (0.5, 1), got {text!r}"
         )
     return values
 
@@ -142,6 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd.add_argument("--pool", help="setting whose samples to draw from")
     replay_cmd.add_argument("--k", type=_ints, help="subset sizes")
     replay_cmd.add_argument("--draws", type=_positive, default=500)
+    replay_cmd.add_argument(
+        "--adaptive", action="store_true",
+        help="replay adaptive self-consistency schedules against the pool's fixed N",
+    )  # fmt: skip
+    replay_cmd.add_argument(
+        "--parallel", type=_ints, default=[2, 4, 8, 16], help="adaptive: samples in flight"
+    )
+    replay_cmd.add_argument(
+        "--confidence", type=_fractions, default=[0.9, 0.95],
+        help="adaptive: Beta stopping thresholds",
+    )  # fmt: skip
     return parser
 
 
@@ -262,6 +287,9 @@ def _report(args: argparse.Namespace, out: Path) -> None:
 
 def _replay(args: argparse.Namespace) -> None:
     records, _ = complete_records(read_records(args.out))
+    if args.adaptive:
+        _replay_adaptive(args, records)
+        return
     points = replay(records, pool=args.pool, ks=args.k, draws=args.draws)
     print(f"pool: {points[0].pool} ({points[0].problems} problems)")
     for p in points:
@@ -269,6 +297,14 @@ def _replay(args: argparse.Namespace) -> None:
             f"{p.dataset:10} {p.method:24} k={p.k:<3} {p.accuracy.format()}  "
             f"tokens {p.generated_tokens:.0f}"
         )
+
+
+def _replay_adaptive(args: argparse.Namespace, records: Sequence[Record]) -> None:
+    pool = args.pool or default_pool(records)
+    schedules = [Schedule(p, c) for c in args.confidence for p in args.parallel]
+    results = replay_schedules(records, schedules, pool=pool, draws=min(args.draws, 200))
+    print(f"pool: {pool} ({results[0].problems} problems, {results[0].n} samples each)")
+    print(format_table(results))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,12 @@ from .scoring import score_outcomes
 from .stopping import beta_leader_probability, cannot_be_overtaken, leader_margin
 from .voting import candidate_votes, label_answers, pick_member, vote_table
 
+ADAPTIVE_PARALLEL = 4
+"""Samples in flight in adaptive mode unless `parallel` says otherwise. With all n in
+flight at once every sample is nearly done when the vote is decided, so stopping saves
+little; a few at a time, refilled as each finishes, lets the stop rule cut the rest.
+Chosen by `ttscale bench replay --adaptive` (see the README's adaptive stopping table)."""
+
 
 class SelfConsistencyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -43,7 +49,11 @@ class SelfConsistencyParams(BaseModel):
     adaptive: bool = False
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Beta stopping threshold")
     min_samples: int = Field(3, ge=1, description="samples before the Beta rule may stop")
-    parallel: int | None = Field(None, ge=1, description="samples in flight (default: n)")
+    parallel: int | None = Field(
+        None,
+        ge=1,
+        description=f"samples in flight (default: n; adaptive: {ADAPTIVE_PARALLEL})",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SelfConsistencyParams:
@@ -53,6 +63,12 @@ class SelfConsistencyParams(BaseModel):
             raise ValueError("adaptive stopping counts votes: use it with weighting='none'")
         return self
 
+    def in_flight(self) -> int:
+        """Samples drawn at once: all n, or a few at a time when stopping adaptively."""
+        if self.parallel is not None:
+            return min(self.parallel, self.n)
+        return min(ADAPTIVE_PARALLEL, self.n) if self.adaptive else self.n
+
     def verifiers_used(self) -> list[VerifierUse]:
         if self.weighting == "none" or self.verifier is None:
             return []
@@ -60,17 +76,17 @@ class SelfConsistencyParams(BaseModel):
 
 
 async def run(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyResult:
-    stop_rule: list[str] = []
+    stopped_by: list[str] = []
     watching = params.adaptive or ctx.progress is not None  # else votes are counted once
-    on_sample = _vote_watcher(ctx, params, stop_rule) if watching else None
+    on_sample = _vote_watcher(ctx, params, stopped_by) if watching else None
     outcome = await ctx.sample(
-        params.sampling, params.n, parallel=params.parallel, on_sample=on_sample
+        params.sampling, params.n, parallel=params.in_flight(), on_sample=on_sample
     )
     candidates = [to_candidate(s) for s in outcome.finished]
     labels = await label_answers(ctx.verifiers.grader, candidates)
     winner, totals, explanation = await _vote(ctx, params, candidates, labels)
-    if stop_rule:
-        explanation += f"; stopped early: {stop_rule[0]}"
+    if stopped_by:
+        explanation += f"; stopped early: {stopped_by[0]}"
     scored = params.verifier if params.weighting != "none" else None
     chosen = pick_member(
         candidates, winner, (lambda i: candidates[i].scores.get(scored, 0.0)) if scored else None
@@ -83,15 +99,15 @@ async def run(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyRe
         votes=candidate_votes(candidates, totals),
         stop_reason=outcome.stop_reason,
         explanation=explanation,
-        details={"aborted_samples": len(outcome.aborted)},
+        details={"aborted_samples": len(outcome.aborted), "parallel": params.in_flight()},
     )
 
 
 def _vote_watcher(
-    ctx: StrategyContext, params: SelfConsistencyParams, stop_rule: list[str]
+    ctx: StrategyContext, params: SelfConsistencyParams, stopped_by: list[str]
 ) -> OnSample:
     """Regroup the answers as each sample finishes, stream the votes, and (adaptive mode)
-    say when to stop; the rule that stopped the run is appended to `stop_rule`."""
+    say when to stop; the rule that stopped the run is appended to `stopped_by`."""
     answers: dict[int, str | None] = {}
 
     async def on_sample(sample: Sample) -> bool:
@@ -102,15 +118,15 @@ def _vote_watcher(
         await ctx.report("votes", votes=vote_table(ordered, labels, votes))
         if not params.adaptive:
             return False
-        rule = _stop_rule(votes, params, len(answers))
+        rule = stop_rule(votes, params, len(answers))
         if rule is not None:
-            stop_rule.append(rule)
+            stopped_by.append(rule)
         return rule is not None
 
     return on_sample
 
 
-def _stop_rule(votes: dict[int, float], params: SelfConsistencyParams, seen: int) -> str | None:
+def stop_rule(votes: dict[int, float], params: SelfConsistencyParams, seen: int) -> str | None:
     """Why adaptive sampling may stop now, or None to go on."""
     remaining = params.n - seen
     if cannot_be_overtaken(votes, remaining):

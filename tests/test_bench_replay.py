@@ -151,3 +151,48 @@ def test_replayed_flops_leave_out_the_verifier():
     with_judge = with_judge.model_copy(update={"flops": 5e12, "verifier_flops": 3e12})
     (point,) = [p for p in replay([with_judge], ks=[1]) if p.method == "majority"]
     assert point.tflops == pytest.approx(1.0)  # half the 2 TFLOPs of generating both
+
+
+def test_adaptive_replay_bills_what_a_schedule_would_generate():
+    """16 unanimous samples of 100 tokens: the Beta rule stops at the 4th vote. Four in
+    flight stop with the next three just started (nothing to bill for them); all 16 in
+    flight have every sample finished or nearly so: stopping saves nothing."""
+    from ttscale.benchmarks.adaptive_replay import Schedule, simulate
+
+    pool = [trace("1", 0, True, tokens=100)] * 16
+    order = list(range(16))
+    assert simulate(pool, order, Schedule(parallel=4, confidence=0.95)) == (1.0, 400.0)
+    assert simulate(pool, order, Schedule(parallel=16, confidence=0.95)) == (1.0, 1600.0)
+
+
+def test_adaptive_replay_bills_aborted_samples_their_partial_tokens():
+    """One sample at a time would never stop on a split vote; with two in flight the
+    slow sample still running at the stop is billed the tokens it had made."""
+    from ttscale.benchmarks.adaptive_replay import Schedule, simulate
+
+    pool = [trace("1", 0, True, tokens=10)] * 5 + [trace("2", 1, False, tokens=1000)]
+    # draw order: the slow wrong sample first, then five fast right ones
+    credit, tokens = simulate(pool, [5, 0, 1, 2, 3, 4], Schedule(parallel=2, confidence=0.95))
+    assert credit == 1.0
+    # the fast ones finish at t=10, 20, 30, 40; at 40 the four votes cannot be
+    # overtaken by the two to come, and the slow one is aborted after 40 tokens
+    assert tokens == 4 * 10 + 40
+
+
+def test_adaptive_replay_compares_schedules_with_the_fixed_pool():
+    from ttscale.benchmarks.adaptive_replay import Schedule, replay_schedules
+
+    right = [trace("1", 0, True, tokens=100)] * 8
+    split = [trace("1", 0, True, tokens=100)] * 4 + [trace("2", 1, False, tokens=100)] * 4
+    records = [
+        record("p1", "self_consistency", 8, True, right),
+        record("p2", "self_consistency", 8, True, split),
+    ]
+    fixed, waves = replay_schedules(
+        records, [Schedule(parallel=2, confidence=0.95)], pool="self_consistency@8", draws=20
+    )
+    assert fixed.schedule is None and fixed.n == 8 and fixed.tokens == 800.0
+    assert fixed.accuracy.mean == pytest.approx(0.75)  # p2 is a tie: half credit
+    assert waves.tokens < fixed.tokens
+    assert waves.token_saving == pytest.approx(1 - waves.tokens / 800.0)
+    assert waves.accuracy_change.mean == pytest.approx(waves.accuracy.mean - 0.75)

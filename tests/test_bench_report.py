@@ -128,3 +128,29 @@ def test_replay_command_prints_the_curves_of_a_run_directory(tmp_path, capsys):
     assert any(line.split()[1:4] == ["inverse_entropy", "k=5", "0.000"] for line in lines)
     assert bench_main(["replay", str(tmp_path), "--k", "6"]) == 2
     assert "k=6 exceeds the smallest pool (5 samples)" in capsys.readouterr().err
+
+
+def test_adaptive_replay_command_prints_one_row_per_schedule(tmp_path, capsys):
+    config = RunConfig(
+        model="m", backend="in-process", prompt_template="{problem}", sampling=SamplingConfig()
+    )
+    open_run(tmp_path, config)
+    writer = RecordWriter(tmp_path)
+    writer.write(record("p1", "self_consistency", 8, True, [trace("1", 0, True, tokens=50)] * 8))
+    writer.close()
+    argv = ["replay", str(tmp_path), "--adaptive", "--parallel", "2,8", "--confidence", "0.95"]
+    assert bench_main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "pool: self_consistency@8 (1 problems, 8 samples each)"
+    rows = [line.split(" | ") for line in lines if line.startswith("| fixed") or "adaptive" in line]
+    assert [r[0] for r in rows] == [
+        "| fixed N=8",
+        "| adaptive parallel=2 confidence=0.95",
+        "| adaptive parallel=8 confidence=0.95",
+    ]
+    # unanimous: two at a time stop after 4 votes (200 tokens, 50% saved); eight at a
+    # time have all finished by then
+    assert rows[1][3:] == ["200", "50.0% |"]
+    assert rows[2][3:] == ["400", "0.0% |"]
+    with pytest.raises(SystemExit):  # a threshold of 0.4 would stop on a losing leader
+        bench_main(["replay", str(tmp_path), "--adaptive", "--confidence", "0.4"])

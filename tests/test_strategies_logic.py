@@ -134,7 +134,7 @@ async def test_adaptive_aborts_samples_in_flight_and_bills_them(grader):
     fast_then_slow = ScriptedEngine(
         lambda p, spec, i: Scripted("\\boxed{5}" + "." * 50, 0.01 if spec.seed < 4 else 5.0)
     )
-    params = SelfConsistencyParams(n=8, sampling=SEEDED, adaptive=True)
+    params = SelfConsistencyParams(n=8, sampling=SEEDED, adaptive=True, parallel=8)
     result = await asyncio.wait_for(
         self_consistency(await context(fast_then_slow, grader), params), timeout=4
     )
@@ -144,6 +144,22 @@ async def test_adaptive_aborts_samples_in_flight_and_bills_them(grader):
     assert await fast_then_slow.num_running() == 0
     finished = sum(c.tokens for c in result.candidates)
     assert result.usage.generated_tokens == finished + result.usage.aborted_tokens
+
+
+async def test_adaptive_draws_a_few_at_a_time_by_default_so_stopping_saves(grader):
+    """With all 16 in flight a decided vote could only cut samples nearly done; the
+    default keeps 4 in flight and refills, so the unanimous run stops at 4 of 16."""
+    engine = ScriptedEngine(lambda p, spec, i: Scripted("\\boxed{5}", seconds=0.01))
+    params = SelfConsistencyParams(n=16, sampling=SEEDED, adaptive=True)
+    result = await self_consistency(await context(engine, grader), params)
+    assert result.details["parallel"] == 4
+    assert result.stop_reason == "early_stop"
+    assert result.usage.samples_started == 4
+    fixed = await self_consistency(
+        await context(engine, grader), SelfConsistencyParams(n=16, sampling=SEEDED)
+    )
+    assert fixed.details["parallel"] == 16
+    assert fixed.usage.samples_started == 16
 
 
 async def test_verifier_weighting_can_overturn_the_majority(grader):
