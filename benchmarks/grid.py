@@ -3,7 +3,7 @@
 A strategy is written as the model-name suffix of the API (`NAME?key=value&...`), with an
 optional label in front (`sc-adaptive=self_consistency?adaptive=true`). The budget `N`
 sets the strategy's scale knob (`n`, or samples per temperature, or expansions per
-beam). A setting may generate at most (samples it draws) x max_tokens per problem: N x
+beam, or particles). A setting may generate at most (samples it draws) x max_tokens per problem: N x
 max_tokens for the n-based strategies, so those are compute-matched at equal N; the
 report's cost axes compare the rest by what they actually spent.
 """
@@ -22,8 +22,14 @@ from ttscale.strategies.selection import split_model_name
 
 from .datasets import BenchError
 
-SCALE_KNOBS = {"multi_temperature": "samples_per_temperature", "step_search": "expansions"}
+SCALE_KNOBS = {
+    "multi_temperature": "samples_per_temperature",
+    "step_search": "expansions",
+    "particle_filtering": "particles",
+}
 """Strategies whose budget is not their `n` parameter."""
+STEP_LEVEL = {"step_search", "particle_filtering"}
+"""Strategies that draw steps, not whole samples: no fixed sample count."""
 
 
 class SamplingConfig(BaseModel):
@@ -70,7 +76,7 @@ def samples_drawn(strategy: str, params: BaseModel) -> int | None:
     if strategy == "multi_temperature":
         per = params.samples_per_temperature  # type: ignore[attr-defined]
         return sum(1 if t == 0 else per for t in params.temperatures)  # type: ignore[attr-defined]
-    if strategy == "step_search":
+    if strategy in STEP_LEVEL:
         return None
     return params.n  # type: ignore[attr-defined]
 
