@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
 from .entropy import topk_entropy
 from .model_shape import read_model_shape
 from .protocol import EngineUnavailable, Generation, new_request_id, sample_request_id
@@ -90,6 +91,7 @@ class LocalVLLMEngine:
 
         self._sampling_params_cls = SamplingParams
         self._final_only = RequestOutputKind.FINAL_ONLY
+        self._delta = RequestOutputKind.DELTA
         self._make_prompt = _prompt_factory()
 
     @classmethod
@@ -178,6 +180,8 @@ class LocalVLLMEngine:
         async def run_sample(index: int) -> Sample:
             if holder and holder[0].aborting:
                 return Sample(index, "", [], "abort", prompt_tokens=0)
+            if spec.confidence_stop is not None:
+                return await self._run_watched(prompt, len(prompt_ids), spec, index, request_id)
             params = self._sampling_params(spec, index)
             final = None
             async for output in self._llm.generate(
@@ -214,8 +218,24 @@ class LocalVLLMEngine:
             presence_penalty=spec.presence_penalty,
             frequency_penalty=spec.frequency_penalty,
             skip_special_tokens=spec.skip_special_tokens,
-            output_kind=self._final_only,
+            # tokens must arrive as they are made for the confidence watch to stop them
+            output_kind=self._final_only if spec.confidence_stop is None else self._delta,
         )
+
+    async def _run_watched(
+        self, prompt: Any, prompt_tokens: int, spec: SamplingSpec, index: int, request_id: str
+    ) -> Sample:
+        """One sample streamed as deltas and aborted in vLLM once its window confidence
+        falls below `spec.confidence_stop.threshold` (its stop reason then says so)."""
+        params = self._sampling_params(spec, index)
+        sample_id = sample_request_id(request_id, index)
+        final, low = await _generate_watched(self._llm, prompt, params, sample_id, spec)
+        if final is None:  # aborted before vLLM produced anything
+            return Sample(index, "", [], "abort", prompt_tokens=prompt_tokens)
+        sample = _to_sample(index, final, spec)
+        if low and sample.finish_reason == "abort":  # not when it finished in the race
+            sample.stop_reason = LOW_CONFIDENCE
+        return sample
 
     async def num_running(self) -> int:
         return int(self._llm.get_num_unfinished_requests())
@@ -345,9 +365,10 @@ def _to_sample(index: int, request_output: Any, spec: SamplingSpec) -> Sample:
     finish_reason = finish if finish in ("stop", "length") else "abort"
     token_logprobs: list[float] | None = None
     token_entropies: list[float] | None = None
+    token_confidences: list[float] | None = None
     label_logprobs: list[dict[int, float]] | None = None
     if spec.logprobs is not None and completion.logprobs is not None:
-        token_logprobs, token_entropies = _logprob_stats(
+        token_logprobs, token_entropies, token_confidences = _logprob_stats(
             completion.token_ids, completion.logprobs, spec.logprobs
         )
     if spec.logprob_token_ids and completion.logprobs is not None:
@@ -366,21 +387,60 @@ def _to_sample(index: int, request_output: Any, spec: SamplingSpec) -> Sample:
         cached_prompt_tokens=int(request_output.num_cached_tokens or 0),
         token_logprobs=token_logprobs,
         token_entropies=token_entropies,
+        token_confidences=token_confidences,
         label_logprobs=label_logprobs,
     )
 
 
 def _logprob_stats(
     token_ids: Sequence[int], positions: Sequence[Any], top_k: int
-) -> tuple[list[float], list[float]]:
-    """Sampled-token log-probabilities and top-k entropies, one per generated token."""
+) -> tuple[list[float], list[float], list[float]]:
+    """Sampled-token log-probabilities, top-k entropies and top-k confidences, one per
+    generated token."""
     sampled: list[float] = []
     entropies: list[float] = []
+    confidences: list[float] = []
     for token_id, position in zip(token_ids, positions, strict=False):
         if not position:
             continue
         chosen = position.get(token_id)
         sampled.append(chosen.logprob if chosen is not None else float("nan"))
-        top = [lp.logprob for lp in position.values() if lp.rank is not None and lp.rank <= top_k]
+        top = _top_logprobs(position, top_k)
         entropies.append(topk_entropy(top) if top_k > 0 else 0.0)
-    return sampled, entropies
+        confidences.append(topk_confidence(top))
+    return sampled, entropies, confidences
+
+
+def _top_logprobs(position: Any, top_k: int) -> list[float]:
+    """The top-k log-probabilities of one position (vLLM adds the sampled token's when
+    it ranks below k: it is left out)."""
+    return [lp.logprob for lp in position.values() if lp.rank is not None and lp.rank <= top_k]
+
+
+async def _generate_watched(
+    llm: Any, prompt: Any, params: Any, sample_id: str, spec: SamplingSpec
+) -> tuple[Any | None, bool]:
+    """Run one request with DELTA output, merging the deltas into one final output, and
+    abort it in vLLM as soon as a full window's mean confidence falls below the threshold;
+    (final output or None, whether this watch aborted it). vLLM still delivers a last
+    (empty) delta after the abort, so the merged output holds every token generated."""
+    stop, top_k = spec.confidence_stop, spec.logprobs or 0
+    assert stop is not None
+    merged = None
+    confidences: list[float] = []
+    low = False
+    async for delta in llm.generate(prompt, params, sample_id):
+        if merged is None:
+            merged = delta
+        else:
+            merged.add(delta, aggregate=True)
+        if low:
+            continue
+        since = len(confidences)
+        for position in delta.outputs[0].logprobs or ():
+            if position:
+                confidences.append(topk_confidence(_top_logprobs(position, top_k)))
+        if first_low_window(confidences, since, stop) is not None:
+            low = True
+            await llm.abort(sample_id)
+    return merged, low

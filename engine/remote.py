@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
 from .entropy import topk_entropy
 from .protocol import (
     EngineError,
@@ -45,7 +46,10 @@ class _Partial:
     token_ids: list[int] = field(default_factory=list)
     token_logprobs: list[float] = field(default_factory=list)
     token_entropies: list[float] = field(default_factory=list)
+    token_confidences: list[float] = field(default_factory=list)
     label_logprobs: list[dict[int, float]] = field(default_factory=list)
+    low_confidence: bool = False
+    """Its window confidence fell below `SamplingSpec.confidence_stop`: stop reading."""
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     prompt_tokens: int = 0
@@ -195,6 +199,8 @@ class RemoteVLLMEngine:
                     if payload == "[DONE]":
                         break
                     _apply_chunk(json.loads(payload), partial, spec)
+                    if partial.low_confidence:
+                        break  # leaving the stream closes it: vLLM aborts the request
         except httpx.HTTPError as exc:
             raise EngineError(f"{url}: {exc}") from exc
 
@@ -309,9 +315,12 @@ def _apply_chunk(chunk: dict[str, Any], partial: _Partial, spec: SamplingSpec) -
             partial.token_logprobs.extend(
                 lp if lp is not None else float("nan") for lp in logprobs["token_logprobs"]
             )
+            since = len(partial.token_confidences)
             for position in logprobs.get("top_logprobs") or []:
                 values = sorted((position or {}).values(), reverse=True)[:top_k]
                 partial.token_entropies.append(topk_entropy(values) if top_k > 0 else 0.0)
+                partial.token_confidences.append(topk_confidence(values))
+            _watch_confidence(partial, spec, since)
         if spec.logprob_token_ids and logprobs:
             wanted = set(spec.logprob_token_ids)
             for position in logprobs.get("top_logprobs") or []:
@@ -322,20 +331,33 @@ def _apply_chunk(chunk: dict[str, Any], partial: _Partial, spec: SamplingSpec) -
             partial.stop_reason = choice.get("stop_reason")
 
 
+def _watch_confidence(partial: _Partial, spec: SamplingSpec, since: int) -> None:
+    """Mark the sample for stopping once a full window's confidence is below the bar."""
+    stop = spec.confidence_stop
+    if stop is None or partial.low_confidence or partial.finish_reason:
+        return
+    if first_low_window(partial.token_confidences, since, stop) is not None:
+        partial.low_confidence = True
+
+
 def _to_sample(index: int, partial: _Partial, *, aborted: bool) -> Sample:
     finish = partial.finish_reason
     if aborted or finish not in ("stop", "length"):
         finish = "abort"
+    # a sample that finished in the chunk that crossed the bar keeps its own reason
+    low = partial.low_confidence and finish == "abort"
+    stop_reason = LOW_CONFIDENCE if low else partial.stop_reason
     has_logprobs = bool(partial.token_logprobs)
     return Sample(
         index=index,
         text="".join(partial.text),
         token_ids=list(partial.token_ids),
         finish_reason=finish,
-        stop_reason=partial.stop_reason,
+        stop_reason=stop_reason,
         prompt_tokens=partial.prompt_tokens,
         cached_prompt_tokens=partial.cached_prompt_tokens,
         token_logprobs=list(partial.token_logprobs) if has_logprobs else None,
         token_entropies=list(partial.token_entropies) if has_logprobs else None,
+        token_confidences=list(partial.token_confidences) if has_logprobs else None,
         label_logprobs=list(partial.label_logprobs) if partial.label_logprobs else None,
     )

@@ -14,14 +14,30 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 FinishReason = Literal["stop", "length", "abort"]
 
 
+class ConfidenceStop(BaseModel):
+    """Abort a sample in the engine once its confidence over the last `window` tokens
+    falls below `threshold` (DeepConf's online stop, see `confidence.py`).
+
+    The adapter watches the window as tokens arrive and returns the sample with the
+    tokens it had (billed like any aborted work), finish reason "abort" and stop reason
+    "low_confidence". Only full windows are checked.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: int = Field(ge=1, le=65536, description="tokens in the sliding window")
+    threshold: float = Field(description="stop when the window's mean confidence is below")
+
+
 class SamplingSpec(BaseModel):
     """How to sample a completion: the one sampling type from the API request to vLLM.
 
     How many completions to draw is not part of it (`Engine.generate(..., n=)`, or a
     strategy's own count), so a strategy's `sampling` block has no knob that would be
     ignored. `logprobs` asks for the top-k next-token log-probabilities at every generated
-    position; adapters reduce them to the per-token entropy (see `entropy.py`) and the
-    sampled token's log-probability rather than keeping k numbers per token.
+    position; adapters reduce them to the per-token entropy (see `entropy.py`), the
+    per-token confidence (see `confidence.py`) and the sampled token's log-probability
+    rather than keeping k numbers per token.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,6 +60,9 @@ class SamplingSpec(BaseModel):
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     skip_special_tokens: bool = True
+    confidence_stop: ConfidenceStop | None = Field(
+        None, description="abort the sample when its window confidence drops (needs logprobs)"
+    )
 
     @model_validator(mode="after")
     def _min_below_max(self) -> SamplingSpec:
@@ -51,6 +70,8 @@ class SamplingSpec(BaseModel):
             raise ValueError("min_tokens must not exceed max_tokens")
         if self.logprobs is not None and self.logprob_token_ids:
             raise ValueError("ask for either top-k logprobs or logprob_token_ids, not both")
+        if self.confidence_stop is not None and not self.logprobs:
+            raise ValueError("confidence_stop needs top-k logprobs (logprobs >= 1)")
         return self
 
     def replace(self, **changes: object) -> SamplingSpec:
@@ -79,6 +100,8 @@ class Sample:
     cached_prompt_tokens: int = 0
     token_logprobs: list[float] | None = None
     token_entropies: list[float] | None = None
+    token_confidences: list[float] | None = None
+    """Per position, -mean of the top-k log-probabilities (when `logprobs` was asked)."""
     label_logprobs: list[dict[int, float]] | None = None
     """Per position, the log-probabilities of `SamplingSpec.logprob_token_ids`."""
 

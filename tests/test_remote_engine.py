@@ -12,9 +12,10 @@ import httpx
 import pytest
 from transformers import AutoTokenizer
 
+from ttscale.engine.confidence import LOW_CONFIDENCE
 from ttscale.engine.parity import ParityReport, check_parity
 from ttscale.engine.remote import RemoteVLLMEngine
-from ttscale.engine.types import SamplingSpec
+from ttscale.engine.types import ConfidenceStop, SamplingSpec
 from ttscale.server.app import create_app
 from ttscale.server.config import Settings
 
@@ -180,3 +181,28 @@ async def test_judge_through_the_remote_adapter(remote, trusted_numerics):
         assert verdict.p_yes > 0.0 and verdict.p_no > 0.0
         assert verdict.usage.generated_tokens == 1
     assert right.score != wrong.score
+
+
+async def test_confidence_stop_closes_the_stream_and_vllm_aborts(remote, vllm_server):
+    """DeepConf's online stop through HTTP: a bar above any confidence stops the sample at
+    its first full window (the server stops too); a bar of -inf never stops it."""
+    prompt = await remote.render_chat(QUESTION)
+
+    def spec(threshold: float, max_tokens: int) -> SamplingSpec:
+        stop = ConfidenceStop(window=4, threshold=threshold)
+        return SamplingSpec(
+            max_tokens=max_tokens, ignore_eos=True, seed=2, logprobs=5, confidence_stop=stop
+        )
+
+    stopped = (await remote.generate(prompt, spec(1e9, 1500))).samples[0]
+    assert stopped.finish_reason == "abort" and stopped.stop_reason == LOW_CONFIDENCE
+    assert 4 <= stopped.num_tokens < 1500
+    assert len(stopped.token_confidences) == stopped.num_tokens
+    for _ in range(50):
+        if await _running_on_server(vllm_server) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await _running_on_server(vllm_server) == 0
+    full = (await remote.generate(prompt, spec(-math.inf, 12))).samples[0]
+    assert full.finish_reason == "length" and full.num_tokens == 12
+    assert len(full.token_confidences) == 12 and all(c > 0 for c in full.token_confidences)
