@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ttscale.engine.confidence import LOW_CONFIDENCE, first_low_window
 from ttscale.engine.protocol import Generation, new_request_id
 from ttscale.engine.types import EngineInfo, EngineStats, Sample, SamplingSpec
 
@@ -19,6 +20,8 @@ class Scripted:
     seconds: float = 0.0
     entropy: float | None = None
     logprob: float = -0.5
+    confidence: float | tuple[float, ...] = 1.0
+    """Token confidences: one value for every token, or one per token (the last repeats)."""
 
 
 Script = Callable[[list[int], SamplingSpec, int], Scripted]
@@ -67,6 +70,12 @@ class ScriptedEngine:
             tokens = [ord(c) for c in scripted.text][: spec.max_tokens]
             finish = "length" if len(scripted.text) > spec.max_tokens else "stop"
             stop_reason = next((s for s in spec.stop if scripted.text.endswith(s)), None)
+            confidences = _confidences(scripted, spec, len(tokens))
+            cut = _low_confidence_cut(spec, confidences)
+            if cut is not None:  # as the adapters do: aborted at the window that fell low
+                seconds *= cut / len(tokens)
+                tokens, confidences = tokens[:cut], confidences[:cut]
+                finish, stop_reason = "abort", LOW_CONFIDENCE
             per_token = None if spec.logprobs is None else [scripted.logprob] * len(tokens)
             entropies = None if spec.logprobs is None else [scripted.entropy or 0.0] * len(tokens)
             self._running += 1
@@ -85,10 +94,11 @@ class ScriptedEngine:
                     "".join(chr(t) for t in tokens),
                     tokens,
                     finish,
-                    stop_reason=stop_reason if finish == "stop" else None,
+                    stop_reason=stop_reason if finish != "length" else None,
                     prompt_tokens=len(prompt),
                     token_logprobs=per_token,
                     token_entropies=entropies,
+                    token_confidences=confidences,
                 )
             finally:
                 self._running -= 1
@@ -110,3 +120,22 @@ class ScriptedEngine:
 
     async def close(self) -> None:
         return None
+
+
+# --- DeepConf's online stop (`SamplingSpec.confidence_stop`), emulated -------------------
+
+
+def _confidences(scripted: Scripted, spec: SamplingSpec, count: int) -> list[float] | None:
+    """The scripted token confidences, reported when logprobs are asked (as the adapters)."""
+    if spec.logprobs is None:
+        return None
+    given = scripted.confidence
+    values = [float(given)] * count if isinstance(given, int | float) else list(given)[:count]
+    return values + [values[-1]] * (count - len(values)) if values else [1.0] * count
+
+
+def _low_confidence_cut(spec: SamplingSpec, confidences: list[float] | None) -> int | None:
+    """Tokens a sample keeps when `confidence_stop` aborts it (None: it runs to its end)."""
+    if spec.confidence_stop is None or confidences is None:
+        return None
+    return first_low_window(confidences, 0, spec.confidence_stop)

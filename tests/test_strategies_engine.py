@@ -29,6 +29,7 @@ async def make_context(engine, grader, limits: BudgetLimits) -> StrategyContext:
 SAMPLING = {"temperature": 1.0, "max_tokens": 24, "seed": 3}
 CASES = {
     "best_of_n": {"n": 4, "sampling": SAMPLING, "verifier": "judge"},
+    "deepconf": {"n": 4, "warmup": 2, "window": 8, "sampling": SAMPLING},
     "self_consistency": {
         "n": 6,
         "sampling": SAMPLING,
