@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         256, ge=1, description="completion requests served at once; more get a 429"
     )
     grader_workers: int = Field(2, ge=1, description="Processes grading math answers")
+    grading_timeout_s: float = Field(
+        5.0, gt=0.0, description="One grading check's limit; its worker is killed after it"
+    )
+    grading_deadline_s: float = Field(
+        15.0, gt=0.0, description="Total wall time one request may spend grading its answers"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one object a line")
 

@@ -7,6 +7,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ttscale.engine.types import EngineStats
 from ttscale.strategies.budget import Usage
+from ttscale.verifiers.request_grading import GradingTally
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -87,6 +88,23 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.grading_seconds = Histogram(
+            "ttscale_grading_seconds",
+            "Wall time one request spent grouping answers by math equivalence",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+        )
+        self.grading_timeouts = Counter(
+            "ttscale_grading_timeouts",
+            "Grading checks killed at their timeout (seen while their request graded)",
+            registry=self.registry,
+        )
+        self.grading_deadlines = Counter(
+            "ttscale_grading_deadline_reached",
+            "Requests whose grading ran out of their grading deadline",
+            registry=self.registry,
+        )
+
     def record(self, strategy: str, outcome: str, seconds: float, usage: Usage | None) -> None:
         self.requests.labels(strategy, outcome).inc()
         self.latency.labels(strategy).observe(seconds)
@@ -98,6 +116,15 @@ class Metrics:
         self.tokens.labels("aborted").inc(usage.aborted_tokens)
         self.tokens.labels("verifier").inc(usage.verifier_tokens)
         self.samples_aborted.inc(usage.samples_aborted)
+
+    def grading(self, tally: GradingTally | None) -> None:
+        """One request's grading, if it grouped answers."""
+        if tally is None or not tally.calls:
+            return
+        self.grading_seconds.observe(tally.seconds)
+        self.grading_timeouts.inc(tally.timeouts)
+        if tally.deadline_reached:
+            self.grading_deadlines.inc()
 
     def observe_engine(self, stats: EngineStats) -> None:
         """The engine's load at scrape time."""

@@ -104,7 +104,7 @@ async def load_reward_model(settings: Settings, spec: RewardSpec) -> RewardModel
 async def build_verifiers(settings: Settings, engine: Engine) -> Verifiers:
     """Math grading workers, the judge (the served model asked for P(Yes)), and the
     reward models the settings name, as process (PRM) or outcome (ORM) verifiers."""
-    grader = MathGrader(workers=settings.grader_workers)
+    grader = MathGrader(workers=settings.grader_workers, timeout_s=settings.grading_timeout_s)
     judge = LLMJudge(engine)
     verifiers = Verifiers(grader, outcome={"judge": judge}, process={"judge": judge})
     try:
@@ -127,6 +127,7 @@ def service_limits(settings: Settings) -> ServiceLimits:
         max_request_tokens=settings.max_request_tokens,
         min_sample_tokens=settings.min_sample_tokens,
         default_max_tokens=settings.default_max_tokens,
+        grading_deadline_s=settings.grading_deadline_s,
     )
 
 

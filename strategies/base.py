@@ -8,7 +8,7 @@ with another request except the engine and the (stateless to it) verifiers.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -74,6 +74,11 @@ class Verifiers:
             param=use.param,
             code="unknown_verifier",
         )
+
+    def for_request(self, grading_deadline_s: float) -> Verifiers:
+        """The same verifiers for one request, whose answer grading has a total
+        deadline and a capped share of the grading workers (`MathGrader.for_request`)."""
+        return replace(self, grader=self.grader.for_request(grading_deadline_s))
 
     async def close(self) -> None:
         """Stop the grading workers and every reward model this process runs."""
@@ -191,8 +196,12 @@ def finish_result(
     votes: dict[str, float] | None = None,
     details: dict[str, Any] | None = None,
 ) -> StrategyResult:
-    """The result with `candidates[chosen]` as the pick (None: no pick), usage closed."""
+    """The result with `candidates[chosen]` as the pick (None: no pick), usage closed;
+    a request that grouped answers also reports what the grading cost (`grading`)."""
     pick = candidates[chosen] if chosen is not None else None
+    tally = ctx.verifiers.grader.tally
+    if tally is not None and tally.calls:
+        details = {**(details or {}), "grading": tally.evidence()}
     return StrategyResult(
         strategy=strategy,
         text=pick.text if pick else "",

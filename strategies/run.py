@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ttscale.engine.protocol import Engine
 from ttscale.engine.types import FinishReason, SamplingSpec
+from ttscale.verifiers.request_grading import GradingTally
 
 from .base import ProgressCallback, StrategyContext, StrategyResult, Verifiers
 from .budget import Budget, BudgetLimits, Usage
@@ -36,6 +37,9 @@ class ServiceLimits(BaseModel):
     min_sample_tokens: int = Field(16, ge=1)
     default_max_tokens: int = Field(512, ge=1)
     min_wall_s: float = Field(0.05, ge=0.0, description="a wall-time budget below this is refused")
+    grading_deadline_s: float = Field(
+        15.0, gt=0.0, description="total wall time one request may spend grouping answers"
+    )
 
 
 class ServiceRequest(BaseModel):
@@ -82,12 +86,19 @@ class PreparedRun:
     prompt_ids: list[int]
     sampling: SamplingSpec
     budget: Budget
+    verifiers: Verifiers
+    """The service's verifiers with this request's grading deadline and tally."""
     strategy: Strategy[Any] | None = None
     params: BaseModel | None = None
 
     @property
     def strategy_name(self) -> str:
         return self.strategy.name if self.strategy is not None else "none"
+
+    @property
+    def grading(self) -> GradingTally | None:
+        """What grading this request's answers has cost so far."""
+        return self.verifiers.grader.tally
 
     def spent(self) -> Usage:
         """What the request has spent so far (after a cancellation, too)."""
@@ -120,11 +131,12 @@ class Service:
         strategy = self._strategy(request)
         messages, prompt_ids = await self._prompt(request)
         sampling = request.sampling.replace(max_tokens=self._max_tokens(request, len(prompt_ids)))
+        verifiers = self.verifiers.for_request(self.limits.grading_deadline_s)
         if strategy is None:
             budget = Budget(
                 self._plain_limits(request, sampling), policy_shape=self.engine.info.shape
             )
-            return PreparedRun(request, messages, prompt_ids, sampling, budget)
+            return PreparedRun(request, messages, prompt_ids, sampling, budget, verifiers)
         choice = request.choice
         params = self._params(strategy, choice, request.sampling, sampling.max_tokens)
         self._check_lengths(params, len(prompt_ids))
@@ -132,7 +144,9 @@ class Service:
             self.verifiers.check(use)
         limits = self._budget_limits(params, choice.budget)
         budget = Budget(limits, policy_shape=self.engine.info.shape)
-        return PreparedRun(request, messages, prompt_ids, sampling, budget, strategy, params)
+        return PreparedRun(
+            request, messages, prompt_ids, sampling, budget, verifiers, strategy, params
+        )
 
     async def run(
         self, prepared: PreparedRun, progress: ProgressCallback | None = None
@@ -140,7 +154,7 @@ class Service:
         """Generate. Cancelling this coroutine aborts every sample it started."""
         context = StrategyContext(
             engine=self.engine,
-            verifiers=self.verifiers,
+            verifiers=prepared.verifiers,
             budget=prepared.budget,
             messages=prepared.messages,
             prompt_ids=prepared.prompt_ids,

@@ -22,16 +22,21 @@ check), else opens a class. The partition does not depend on the order of the an
 Time bounds: `is_equivalent` runs at most one worker task (limit `timeout_s`).
 `group` has a wall-clock budget of `2 * timeout_s`: an answer whose key is not ready by
 then is grouped by its normalised string alone, and pairs not checked by then count as
-different; late results still land in the caches for the next call.
+different; late results still land in the caches for the next call. A check that times
+out is cached as such (the answer keeps a class of its own), so it is never retried.
+Requests grade through `for_request`, which adds a total grading deadline per request
+and caps the request's share of the pool (`request_grading.RequestGrading`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import logging
 import multiprocessing
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -40,11 +45,13 @@ from pebble import ProcessPool
 from . import math_worker
 from .math_worker import needs_check
 from .normalize import normalize_answer
+from .request_grading import DeadlinePassed, GradingTally, RequestGrading
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _FAILED = object()
+_SKIPPED = object()
 
 
 class _LRU(OrderedDict):
@@ -70,6 +77,8 @@ class MathGrader:
         self, *, workers: int = 2, timeout_s: float = 5.0, cache_size: int = 50_000
     ) -> None:
         self.timeout_s = timeout_s
+        self.workers = workers
+        self._request: RequestGrading | None = None
         self._pool = ProcessPool(
             max_workers=workers, max_tasks=2000, context=multiprocessing.get_context("spawn")
         )
@@ -81,17 +90,50 @@ class MathGrader:
         self.string_matches = 0
         self.sympy_checks = 0
 
-    async def _run(self, fn: Callable[..., T], *args: Any, limit_s: float | None = None) -> T:
-        """Run `fn(*args)` in a worker; the pool kills the worker after the limit."""
-        future = self._pool.schedule(fn, args=args, timeout=limit_s or self.timeout_s)
-        return await asyncio.wrap_future(future)
+    def for_request(self, deadline_s: float) -> MathGrader:
+        """This grader for one request: the same workers and caches, plus the request's
+        total grading deadline, its capped share of the pool and its own `tally`."""
+        view = copy.copy(self)  # shares the pool and the cache objects
+        view._request = RequestGrading.for_pool(self.workers, deadline_s)
+        return view
 
-    async def _try(self, fn: Callable[..., T], *args: str) -> T | object:
-        """`_run`, with a timeout or a sympy failure reported as `_FAILED`."""
+    @property
+    def tally(self) -> GradingTally | None:
+        """What this request's grading cost (None: not a request's grader)."""
+        return self._request.tally if self._request is not None else None
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, start_by: float | None) -> AsyncIterator[None]:
+        if self._request is None:
+            yield
+            return
+        async with self._request.slot(start_by):
+            yield
+
+    async def _run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        limit_s: float | None = None,
+        start_by: float | None = None,
+    ) -> T:
+        """Run `fn(*args)` in a worker; the pool kills the worker after the limit. A
+        request's checks wait for one of its slots, and none starts after `start_by`."""
+        async with self._slot(start_by):
+            future = self._pool.schedule(fn, args=args, timeout=limit_s or self.timeout_s)
+            return await asyncio.wrap_future(future)
+
+    async def _try(self, fn: Callable[..., T], *args: str, start_by: float | None = None) -> Any:
+        """`_run`, with a timeout or a sympy failure reported as `_FAILED`, and a check
+        that was not started in time as `_SKIPPED` (not a verdict: nothing is cached)."""
         try:
-            return await self._run(fn, *args)
+            return await self._run(fn, *args, start_by=start_by)
+        except DeadlinePassed:
+            return _SKIPPED
         except (FutureTimeout, TimeoutError):
             self.timeouts += 1
+            if self._request is not None:
+                self._request.tally.timeouts += 1
             logger.warning("%s timed out on %.80r", fn.__name__, args)
         except Exception as exc:  # sympy/antlr failures on malformed LaTeX
             logger.debug("%s failed (%s) on %.80r", fn.__name__, exc, args)
@@ -134,27 +176,40 @@ class MathGrader:
         if key not in self._reps:
             self._reps.put(key, text)
 
-    async def _verdict(self, a: str, key_a: str, b: str, key_b: str) -> bool:
-        """Equivalence of two answers with known keys: the keys, else a cached check."""
+    def _known_verdict(self, key_a: str, key_b: str) -> bool | None:
+        """Equivalence as far as the keys and cached checks tell (None: unknown)."""
         if key_a == key_b:
             return True
         if not needs_check(key_a, key_b):
             return False
-        pair = _pair(key_a, key_b)
-        if pair in self._pairs:
-            return self._pairs[pair]
-        self.sympy_checks += 1
+        return self._pairs.get(_pair(key_a, key_b))
+
+    async def _verdict(
+        self, a: str, key_a: str, b: str, key_b: str, start_by: float | None = None
+    ) -> bool:
+        """Equivalence of two answers with known keys: the keys, else a cached check
+        (False, uncached, when the check could not start by `start_by`)."""
+        known = self._known_verdict(key_a, key_b)
+        if known is not None:
+            return known
         rep_a, rep_b = self._reps.get(key_a, a), self._reps.get(key_b, b)
-        result = await self._try(math_worker.check_pair, rep_a, rep_b)
+        result = await self._try(math_worker.check_pair, rep_a, rep_b, start_by=start_by)
+        if result is _SKIPPED:
+            return False
+        self.sympy_checks += 1
         same = result is True
-        self._pairs.put(pair, same)
+        self._pairs.put(_pair(key_a, key_b), same)
         return same
 
-    async def canonical_key(self, answer: str) -> str:
-        """The canonical key of an answer (computed once per grader)."""
+    async def canonical_key(self, answer: str, start_by: float | None = None) -> str:
+        """The canonical key of an answer (computed once per grader; an answer whose
+        key times out is keyed by its string for good). A key that could not start by
+        `start_by` is the string key for this call only."""
         text = normalize_answer(answer)
         if text not in self._keys:
-            key = await self._try(math_worker.canonical_key, text)
+            key = await self._try(math_worker.canonical_key, text, start_by=start_by)
+            if key is _SKIPPED:
+                return "=str:" + text
             self._remember_key(text, key if isinstance(key, str) else "=str:" + text)
         return self._keys[text]
 
@@ -172,13 +227,27 @@ class MathGrader:
 
     async def _keys_for(self, texts: list[str], deadline: float) -> dict[str, str]:
         missing = [text for text in texts if text not in self._keys]
-        await self._wait([self._in_background(self.canonical_key(t)) for t in missing], deadline)
+        keying = [self._in_background(self.canonical_key(t, deadline)) for t in missing]
+        await self._wait(keying, deadline)
         return {text: self._keys.get(text, "=str:" + text) for text in texts}
 
     async def group(self, answers: Sequence[str | None]) -> list[int | None]:
         """Vote-class id per answer (ids are 0, 1, ... in order of first appearance);
-        None for a missing answer (or one that normalises to nothing)."""
-        deadline = asyncio.get_running_loop().time() + 2 * self.timeout_s
+        None for a missing answer (or one that normalises to nothing). Within
+        `2 * timeout_s`, and within what is left of a request's grading deadline."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        request = self._request
+        left = request.remaining_s() if request is not None else float("inf")
+        window = min(2 * self.timeout_s, left)
+        try:
+            return await self._group(answers, started + window)
+        finally:
+            if request is not None:
+                ended = loop.time()
+                request.spent(ended - started, ran_out=window == left and ended >= started + left)
+
+    async def _group(self, answers: Sequence[str | None], deadline: float) -> list[int | None]:
         texts = [normalize_answer(a) if a is not None else "" for a in answers]
         distinct = sorted({text for text in texts if text})
         keys = await self._keys_for(distinct, deadline)
@@ -208,11 +277,15 @@ class MathGrader:
         class never holds two answers that are not equivalent -- is equivalent to `key`;
         None when there is none (or no time is left to check)."""
         candidates = [i for i, members in enumerate(classes) if needs_check(key, members[0])]
-        if not candidates or asyncio.get_running_loop().time() >= deadline:
+        if not candidates:
             return None
+        if asyncio.get_running_loop().time() >= deadline:  # out of time: what is known
+            known = (i for i in candidates
+                     if all(self._known_verdict(key, m) for m in classes[i]))  # fmt: skip
+            return next(known, None)
         checks = {
             (i, member): self._in_background(
-                self._verdict(rep_of_key[key], key, rep_of_key[member], member)
+                self._verdict(rep_of_key[key], key, rep_of_key[member], member, deadline)
             )
             for i in candidates
             for member in classes[i]
@@ -225,5 +298,8 @@ class MathGrader:
         return None
 
     def close(self) -> None:
+        """Stop the workers (a request's view leaves them to the grader it came from)."""
+        if self._request is not None:
+            return
         self._pool.stop()
         self._pool.join(timeout=10)

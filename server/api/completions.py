@@ -87,6 +87,7 @@ class Completions:
     def _finished(self, prepared: PreparedRun, result: ServiceResult, started: float) -> None:
         seconds = time.perf_counter() - started
         self.metrics.record(result.strategy, "ok", seconds, result.usage)
+        self.metrics.grading(prepared.grading)
         if result.stop_reason == "budget":
             self.metrics.budget_stop(result.strategy)
         _log(prepared, result.usage, seconds)
@@ -94,6 +95,7 @@ class Completions:
     def _failed(self, prepared: PreparedRun, started: float) -> None:
         seconds = time.perf_counter() - started
         self.metrics.record(prepared.strategy_name, "error", seconds, prepared.spent())
+        self.metrics.grading(prepared.grading)
 
     def _cancelled(self, prepared: PreparedRun, started: float) -> None:
         spent = prepared.spent()
@@ -103,6 +105,7 @@ class Completions:
         self.metrics.record(
             prepared.strategy_name, "cancelled", time.perf_counter() - started, spent
         )
+        self.metrics.grading(prepared.grading)
 
 
 def format_response(kind: Kind, result: ServiceResult):
