@@ -175,6 +175,7 @@ def create_app(
         version="0.1.0",
         description="Test-time-scaling inference server with an OpenAI-compatible API.",
         lifespan=lifespan,
+        **_docs_urls(settings.docs),
     )
     app.state.runtime = runtime
     install_error_handlers(app)
@@ -189,6 +190,14 @@ def create_app(
     _add_api_routes(app, runtime)
     app.openapi = partial(_openapi_without_422, app)  # type: ignore[method-assign]
     return app
+
+
+def _docs_urls(enabled: bool) -> dict[str, str | None]:
+    """Where the API description is served: FastAPI's defaults, or nowhere (404s), for
+    operators who would rather not publish the API's shape."""
+    if enabled:
+        return {"docs_url": "/docs", "redoc_url": "/redoc", "openapi_url": "/openapi.json"}
+    return {"docs_url": None, "redoc_url": None, "openapi_url": None}
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:

@@ -85,6 +85,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--cache-dir", help="where converted models are kept")
     serve.add_argument("--max-n", type=int, help="largest n one request may ask for")
     serve.add_argument(
+        "--no-docs",
+        dest="docs",
+        action="store_false",
+        default=None,
+        help="do not serve /docs, /redoc and /openapi.json (env TTSCALE_DOCS=false)",
+    )
+    serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="log level"
     )
     serve.add_argument(
@@ -111,7 +118,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = (
         "model served_model_name host port engine remote_urls api_keys max_model_len dtype "
-        "cache_dir max_n log_level log_format prm orm prm_formats"
+        "cache_dir max_n log_level log_format prm orm prm_formats docs"
     ).split()
     overrides: dict[str, Any] = {
         key: getattr(args, key) for key in keys if getattr(args, key, None) is not None

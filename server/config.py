@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     grading_deadline_s: float = Field(
         15.0, gt=0.0, description="Total wall time one request may spend grading its answers"
     )
+    docs: bool = Field(
+        True, description="serve /docs, /redoc and /openapi.json (off: they are 404s)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one object a line")
 
