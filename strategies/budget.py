@@ -59,6 +59,14 @@ class Usage(BaseModel):
         )
 
     @property
+    def prefix_cache_hit_rate(self) -> float | None:
+        """Share of the policy prompt tokens served from the engine's prefix cache
+        (None before any prompt): continuing from token ids keeps it near 1."""
+        if self.prompt_tokens == 0:
+            return None
+        return round(self.cached_prompt_tokens / self.prompt_tokens, 4)
+
+    @property
     def total_flops(self) -> float:
         return self.policy_flops + self.verifier_flops
 

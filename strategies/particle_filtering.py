@@ -56,7 +56,7 @@ from .base import (
 from .registry import Strategy
 from .sampling import SamplingOutcome, StopReason, gather_or_cancel
 from .scoring import score_steps
-from .steps import STEP_SEPARATOR
+from .steps import STEP_SEPARATOR, ends_solution
 from .voting import candidate_votes, label_answers, pick_member
 
 Resampling = Literal["systematic", "multinomial"]
@@ -116,7 +116,7 @@ class Particle:
     def grow(self, sample: Sample) -> bool:
         """Append the sampled step; whether there is a new step for the verifier (a
         sample that ended with no tokens finishes the particle as it was)."""
-        self.finished = _ends_solution(sample)
+        self.finished = ends_solution(sample)
         self.finish_reason = sample.finish_reason
         if sample.num_tokens == 0:
             return False
@@ -124,12 +124,6 @@ class Particle:
         self.text += sample.text
         self.steps.append(sample.text.strip())
         return True
-
-
-def _ends_solution(sample: Sample) -> bool:
-    """step_search's rule: a step that did not stop at the separator (end of sequence,
-    or its token limit), or one that writes a boxed answer, ends the solution."""
-    return sample.stop_reason != STEP_SEPARATOR or "\\boxed" in sample.text
 
 
 def softmax_weights(scores: Sequence[float], temperature: float) -> list[float]:
@@ -340,6 +334,7 @@ async def _result(
             "steps": population.depth,
             "history": population.history,
             "final_weights": {str(p.id): round(w, 6) for p, w in zip(pool, weights, strict=True)},
+            "prefix_cache_hit_rate": ctx.budget.usage.prefix_cache_hit_rate,
         },
     )
 

@@ -34,7 +34,7 @@ from .base import (
 from .registry import Strategy
 from .sampling import gather_or_cancel
 from .scoring import score_steps
-from .steps import STEP_SEPARATOR
+from .steps import STEP_SEPARATOR, ends_solution
 
 REWRITE_PROMPT = (
     "Problem:\n{question}\n\nSolution so far:\n{previous}\n\nProposed next step:\n{step}\n\n"
@@ -85,11 +85,6 @@ class Beam:
         return min(self.scores) if self.scores else 0.0
 
 
-def _ends_solution(sample: Sample) -> bool:
-    stopped_at_separator = sample.stop_reason == STEP_SEPARATOR
-    return not stopped_at_separator or "\\boxed" in sample.text
-
-
 def _grow(beam: Beam, sample: Sample) -> Beam:
     return Beam(
         token_ids=beam.token_ids + sample.token_ids,
@@ -98,7 +93,7 @@ def _grow(beam: Beam, sample: Sample) -> Beam:
         scores=list(beam.scores),
         step_token_counts=[*beam.step_token_counts, sample.num_tokens],
         step_texts=[*beam.step_texts, sample.text],
-        finished=_ends_solution(sample),
+        finished=ends_solution(sample),
         refinements=beam.refinements,
     )
 
@@ -251,18 +246,9 @@ async def run(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
         details={
             "depth": depth,
             "refinements": sum(b.refinements for b in pool),
-            "prefix_cache_hit_rate": _prefix_hit_rate(ctx),
+            "prefix_cache_hit_rate": ctx.budget.usage.prefix_cache_hit_rate,
         },
     )
-
-
-def _prefix_hit_rate(ctx: StrategyContext) -> float | None:
-    """Share of this request's policy prompt tokens the engine served from its prefix
-    cache: continuing from token ids should make nearly every step a cache hit."""
-    usage = ctx.budget.usage
-    if usage.prompt_tokens == 0:
-        return None
-    return round(usage.cached_prompt_tokens / usage.prompt_tokens, 4)
 
 
 STRATEGY = Strategy("step_search", StepSearchParams, run, __doc__)

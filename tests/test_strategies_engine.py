@@ -42,6 +42,13 @@ CASES = {
         "samples_per_temperature": 2,
         "sampling": SAMPLING,
     },
+    "particle_filtering": {
+        "verifier": "judge",
+        "particles": 2,
+        "max_steps": 2,
+        "step_max_tokens": 16,
+        "sampling": SAMPLING,
+    },
     "step_search": {
         "verifier": "judge",
         "beam_width": 2,
@@ -73,15 +80,15 @@ async def test_strategy_runs_and_accounts_for_every_token(engine, grader, name):
         assert usage.generated_tokens == sum(c.tokens for c in result.candidates) + (
             usage.aborted_tokens
         )
-    if name in ("best_of_n", "self_consistency", "step_search"):
+    if name in ("best_of_n", "self_consistency", "step_search", "particle_filtering"):
         assert usage.verifier_tokens > 0 and usage.verifier_flops > 0
     assert await engine.num_running() == 0
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 async def test_generated_token_cap_holds(engine, grader, name):
-    # below what each case needs: step_search's first depth alone asks 2 x 16 tokens
-    cap = 10 if name == "step_search" else 40
+    # below what each case needs: a step search's first depth alone asks 2 x 16 tokens
+    cap = 10 if name in ("step_search", "particle_filtering") else 40
     strategy = discover()[name]
     ctx = await make_context(engine, grader, BudgetLimits(max_generated_tokens=cap))
     result = await strategy.run(ctx, strategy.parse_params(CASES[name]))
