@@ -1,0 +1,250 @@
+"""ttscale against raw vLLM under concurrent load and for one plain request.
+
+Throughput: C concurrent self-consistency requests of N samples each through the ttscale
+HTTP server, against the same C x N samples sent straight to the same vLLM (C requests
+with vLLM's own `n=N`). Latency: sequential plain chat completions (no strategy) through
+ttscale against the same request straight to vLLM; the added latency is the difference
+of the medians. Both sides run on one engine, rounds interleaved (raw, ttscale, raw, ...)
+so machine noise hits both alike: read the ratios, not the absolute figures.
+
+- `--mode local`: ttscale serves an in-process engine; raw is the same `AsyncLLM` called
+  directly (token ids in, `RequestOutputKind.FINAL_ONLY`).
+- `--mode remote`: a vLLM OpenAI server in a subprocess; ttscale (`--engine remote`) and
+  raw HTTP requests (`/v1/completions` with token ids, `/v1/chat/completions`) share it.
+
+    .venv/bin/python -m ttscale.benchmarks.concurrency --mode local --concurrency 16,64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ttscale.engine.local_vllm import LocalVLLMEngine, apply_cpu_defaults
+from ttscale.engine.model_store import DEFAULT_MODEL_NAME, ensure_default_model
+from ttscale.engine.protocol import Engine
+from ttscale.engine.remote import RemoteVLLMEngine
+
+from .serving import serve_app, vllm_server
+
+MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+Round = Callable[[int, int], Awaitable[int]]
+"""(concurrency, round number) -> generated tokens."""
+Plain = Callable[[], Awaitable[None]]
+"""One plain chat completion, waited for."""
+
+
+@dataclass
+class Sides:
+    """The two ways of sending the same work, and what a plain request looks like."""
+
+    raw: Round
+    ttscale: Round
+    raw_plain: Plain
+    ttscale_plain: Plain
+
+
+def _strategy_body(model: str, n: int, tokens: int, seed: int) -> dict[str, Any]:
+    sampling = {"temperature": 1.0, "max_tokens": tokens, "ignore_eos": True, "seed": seed}
+    return {
+        "model": model,
+        "messages": MESSAGES,
+        "ttscale": {"strategy": "self_consistency", "params": {"n": n, "sampling": sampling}},
+    }
+
+
+def _plain_body(model: str, tokens: int) -> dict[str, Any]:
+    return {"model": model, "messages": MESSAGES, "max_tokens": tokens, "temperature": 0.0}
+
+
+async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(url, json=body, timeout=3600)
+    response.raise_for_status()
+    return response.json()
+
+
+def _ttscale_rounds(
+    client: httpx.AsyncClient, url: str, model: str, n: int, tokens: int
+) -> tuple[Round, Plain]:
+    async def many(concurrency: int, number: int) -> int:
+        bodies = [_strategy_body(model, n, tokens, 1000 * number + i) for i in range(concurrency)]
+        url_ = f"{url}/v1/chat/completions"
+        done = await asyncio.gather(*(_post(client, url_, b) for b in bodies))
+        return sum(d["usage"]["completion_tokens"] for d in done)
+
+    async def plain() -> None:
+        await _post(client, f"{url}/v1/chat/completions", _plain_body(model, 16))
+
+    return many, plain
+
+
+def _local_raw(
+    engine: LocalVLLMEngine, prompt: list[int], n: int, tokens: int
+) -> tuple[Round, Plain]:
+    from vllm import SamplingParams
+    from vllm.inputs import tokens_input
+    from vllm.sampling_params import RequestOutputKind
+
+    final = RequestOutputKind.FINAL_ONLY
+
+    async def one(params: Any, request_id: str) -> int:
+        last = None
+        async for out in engine.vllm.generate(tokens_input(prompt), params, request_id):
+            last = out
+        return sum(len(c.token_ids) for c in last.outputs)
+
+    async def many(concurrency: int, number: int) -> int:
+        params = [
+            SamplingParams(n=n, temperature=1.0, max_tokens=tokens, ignore_eos=True,
+                           seed=1000 * number + i, output_kind=final)
+            for i in range(concurrency)
+        ]  # fmt: skip
+        done = await asyncio.gather(*(one(p, f"raw-{number}-{i}") for i, p in enumerate(params)))
+        return sum(done)
+
+    plain_params = SamplingParams(max_tokens=16, temperature=0.0, output_kind=final)
+    counter = iter(range(10**9))
+
+    async def plain() -> None:
+        last = None
+        async for out in engine.vllm.generate(
+            tokens_input(prompt), plain_params, f"raw-plain-{next(counter)}"
+        ):
+            last = out
+        await engine.detokenize(last.outputs[0].token_ids)
+
+    return many, plain
+
+
+def _remote_raw(
+    client: httpx.AsyncClient, vllm_url: str, model: str, prompt: list[int], n: int, tokens: int
+) -> tuple[Round, Plain]:
+    async def many(concurrency: int, number: int) -> int:
+        bodies = [
+            {"model": model, "prompt": prompt, "n": n, "max_tokens": tokens, "ignore_eos": True,
+             "temperature": 1.0, "seed": 1000 * number + i}
+            for i in range(concurrency)
+        ]  # fmt: skip
+        url_ = f"{vllm_url}/v1/completions"
+        done = await asyncio.gather(*(_post(client, url_, b) for b in bodies))
+        return sum(d["usage"]["completion_tokens"] for d in done)
+
+    async def plain() -> None:
+        await _post(client, f"{vllm_url}/v1/chat/completions", _plain_body(model, 16))
+
+    return many, plain
+
+
+async def _throughput(sides: Sides, concurrency: int, reps: int) -> dict[str, Any]:
+    """Interleaved rounds; the ratio of each ttscale round to the raw round before it."""
+    ratios, raw_rates, ours_rates = [], [], []
+    for rep in range(reps):
+        started = time.perf_counter()
+        raw_tokens = await sides.raw(concurrency, 2 * rep)
+        raw_rate = raw_tokens / (time.perf_counter() - started)
+        started = time.perf_counter()
+        our_tokens = await sides.ttscale(concurrency, 2 * rep + 1)
+        our_rate = our_tokens / (time.perf_counter() - started)
+        if our_tokens != raw_tokens:
+            raise RuntimeError(f"unequal work: raw {raw_tokens} vs ttscale {our_tokens} tokens")
+        raw_rates.append(raw_rate)
+        ours_rates.append(our_rate)
+        ratios.append(our_rate / raw_rate)
+    return {
+        "raw_tok_s": round(statistics.median(raw_rates), 1),
+        "ttscale_tok_s": round(statistics.median(ours_rates), 1),
+        "ratio_median": round(statistics.median(ratios), 3),
+        "ratios": [round(r, 3) for r in ratios],
+    }
+
+
+async def _latency(sides: Sides, requests: int) -> dict[str, Any]:
+    """Median of sequential plain requests on each side, interleaved one by one."""
+    raw, ours = [], []
+    for _ in range(requests):
+        for plain, into in ((sides.raw_plain, raw), (sides.ttscale_plain, ours)):
+            started = time.perf_counter()
+            await plain()
+            into.append(time.perf_counter() - started)
+    raw_ms, our_ms = statistics.median(raw) * 1e3, statistics.median(ours) * 1e3
+    return {
+        "raw_p50_ms": round(raw_ms, 2),
+        "ttscale_p50_ms": round(our_ms, 2),
+        "added_p50_ms": round(our_ms - raw_ms, 2),
+    }
+
+
+async def measure(sides: Sides, args: argparse.Namespace) -> dict[str, Any]:
+    await sides.raw(2, 10**6)  # warm-up both paths
+    await sides.ttscale(2, 10**6 + 1)
+    results: dict[str, Any] = {"latency": await _latency(sides, args.latency_requests)}
+    for concurrency in args.concurrency:
+        results[f"concurrency={concurrency}"] = await _throughput(sides, concurrency, args.reps)
+    return results
+
+
+@contextlib.asynccontextmanager
+async def _local_sides(model: Path, name: str, args: argparse.Namespace) -> AsyncIterator[Sides]:
+    engine = await asyncio.to_thread(LocalVLLMEngine.load, model, name, max_model_len=2048)
+    prompt = await engine.render_chat(MESSAGES)
+    raw, raw_plain = _local_raw(engine, prompt, args.n, args.tokens)
+    async with serve_app(engine, max_n=args.n) as url, httpx.AsyncClient() as client:
+        ours, plain = _ttscale_rounds(client, url, name, args.n, args.tokens)
+        yield Sides(raw, ours, raw_plain, plain)
+
+
+@contextlib.asynccontextmanager
+async def _remote_sides(model: Path, name: str, args: argparse.Namespace) -> AsyncIterator[Sides]:
+    async with vllm_server(model, name) as vllm_url:
+        engine: Engine = await RemoteVLLMEngine.connect([vllm_url])
+        prompt = await engine.render_chat(MESSAGES)
+        async with serve_app(engine, max_n=args.n) as url, httpx.AsyncClient() as client:
+            raw, raw_plain = _remote_raw(client, vllm_url, name, prompt, args.n, args.tokens)
+            ours, plain = _ttscale_rounds(client, url, name, args.n, args.tokens)
+            yield Sides(raw, ours, raw_plain, plain)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    model = Path(args.model) if args.model else ensure_default_model()
+    name = model.name if args.model else DEFAULT_MODEL_NAME
+    opener = _local_sides if args.mode == "local" else _remote_sides
+    async with opener(model, name, args) as sides:
+        results = await measure(sides, args)
+    return {"mode": args.mode, "model": name, "n": args.n, "tokens": args.tokens, **results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["local", "remote"], default="local")
+    parser.add_argument("--model", help="model directory (default: embedded SmolLM2)")
+    parser.add_argument(
+        "--concurrency", type=lambda t: [int(x) for x in t.split(",")], default=[16, 64],
+        help="concurrent requests per round, e.g. 16,64",
+    )  # fmt: skip
+    parser.add_argument("--n", type=int, default=8, help="samples per request")
+    parser.add_argument("--tokens", type=int, default=128, help="tokens per sample")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved round pairs")
+    parser.add_argument("--latency-requests", type=int, default=30)
+    args = parser.parse_args()
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    apply_cpu_defaults()
+    print(json.dumps(asyncio.run(run(args)), indent=2))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
