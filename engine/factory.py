@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
+from .loading import load_in_thread
 from .model_shape import read_model_shape
 from .model_store import DEFAULT_MODEL_NAME, ensure_default_model, validate_model_dir
 from .protocol import Engine
@@ -61,7 +63,7 @@ async def open_engine(config: EngineConfig) -> Engine:
     from .local_vllm import LocalVLLMEngine
 
     path, name = await asyncio.to_thread(resolve_model, config)
-    return await asyncio.to_thread(
+    load = partial(
         LocalVLLMEngine.load,
         path,
         name,
@@ -70,3 +72,4 @@ async def open_engine(config: EngineConfig) -> Engine:
         seed=config.seed,
         gpu_memory_utilization=config.gpu_memory_utilization,
     )
+    return await load_in_thread(load, LocalVLLMEngine.close)

@@ -9,6 +9,7 @@ The engine loads in the background after start-up so that `/health` can answer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -166,8 +167,7 @@ def create_app(
         try:
             yield
         finally:
-            if not loader.done():
-                loader.cancel()
+            await _stop(loader)
             await runtime.close()
 
     app = FastAPI(
@@ -190,6 +190,17 @@ def create_app(
     _add_api_routes(app, runtime)
     app.openapi = partial(_openapi_without_422, app)  # type: ignore[method-assign]
     return app
+
+
+async def _stop(loader: asyncio.Task) -> None:
+    """Stop the engine runtime task and wait for it: a load in progress cannot be
+    interrupted, so this waits until it returns and the new engine is closed (no vLLM
+    process may outlive the server)."""
+    if loader.done():
+        return
+    loader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loader
 
 
 def _docs_urls(enabled: bool) -> dict[str, str | None]:

@@ -6,13 +6,14 @@ in-process benchmark run, which builds the same service from the same settings).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ttscale.engine.factory import EngineConfig
+from ttscale.engine.loading import load_in_thread
 from ttscale.engine.local_vllm import has_cuda_device
 from ttscale.engine.model_store import validate_model_dir
 from ttscale.engine.protocol import Engine
@@ -91,7 +92,7 @@ async def load_reward_model(settings: Settings, spec: RewardSpec) -> RewardModel
             spec.source, spec.kind, api_key=settings.remote_api_key, prm_format=spec.prm_format
         )
     path = validate_model_dir(Path(spec.source))
-    return await asyncio.to_thread(
+    load = partial(
         RewardModel.load,
         path,
         spec.kind,
@@ -99,6 +100,7 @@ async def load_reward_model(settings: Settings, spec: RewardSpec) -> RewardModel
         gpu_memory_utilization=_reward_gpu_share(settings),
         prm_format=spec.prm_format,
     )
+    return await load_in_thread(load, RewardModel.close)
 
 
 async def build_verifiers(settings: Settings, engine: Engine) -> Verifiers:
