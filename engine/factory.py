@@ -1,4 +1,5 @@
-"""Open the engine an `EngineConfig` describes: in-process vLLM or remote vLLM servers.
+"""Open the engine an `EngineConfig` describes: in-process vLLM or a remote vLLM server
+(or vllm-router in front of several).
 
 The server's settings are translated into this config by the composition root
 (`ttscale.server.wiring`), so this layer knows nothing about the layers above it.
@@ -15,7 +16,7 @@ from typing import Literal
 from .loading import load_in_thread
 from .model_shape import read_model_shape
 from .model_store import DEFAULT_MODEL_NAME, ensure_default_model, validate_model_dir
-from .protocol import Engine
+from .protocol import Engine, EngineUnavailable
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class EngineConfig:
     """Local model directory; None: the embedded default (converted on first use)."""
     served_model_name: str | None = None
     remote_urls: tuple[str, ...] = field(default_factory=tuple)
+    """One URL: a vLLM server, or vllm-router in front of several (a tuple because the
+    settings accept a list, so that more than one can be refused with a clear message)."""
     remote_api_key: str | None = None
     cache_dir: Path | None = None
     max_model_len: int | None = None
@@ -50,8 +53,10 @@ def resolve_model(config: EngineConfig) -> tuple[Path, str]:
 
 async def open_engine(config: EngineConfig) -> Engine:
     if config.kind == "remote":
-        from .remote import RemoteVLLMEngine
+        from .remote import ONE_URL, RemoteVLLMEngine
 
+        if len(config.remote_urls) != 1:
+            raise EngineUnavailable(f"{ONE_URL}; got {len(config.remote_urls)}")
         shape = read_model_shape(config.model) if config.model else None
         return await RemoteVLLMEngine.connect(
             config.remote_urls,

@@ -1,10 +1,16 @@
-"""Adapter to one or more OpenAI-compatible vLLM servers over HTTP.
+"""Adapter to an OpenAI-compatible vLLM server over HTTP, or to vllm-router in front of
+several.
 
 Same protocol as the in-process engine, so strategies run unchanged against remote
 replicas. Prompts travel as token ids (`/v1/completions` accepts a list of ints) so the
 replica never re-tokenises and its prefix cache sees exactly the ids we continue from.
 Every sample is streamed: that is how an aborted sample still reports the tokens it
-generated, and closing the stream is how vLLM is told to stop.
+generated, and closing the stream is how vLLM (through the router too) is told to stop.
+
+Scale-out is the router's job, not this adapter's: it talks to one URL. Each sample
+carries a routing key (`X-Session-ID`, see `routing_keys.py`) so that a `consistent_hash`
+router keeps prompts that share a prefix on one replica, and a sample whose replica dies
+is started again through the router (`failover.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import httpx
 
 from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
 from .entropy import topk_entropy
+from .failover import Failover, TransientError, is_transient_status
 from .protocol import (
     EngineError,
     EngineUnavailable,
@@ -27,15 +34,20 @@ from .protocol import (
     new_request_id,
     sample_request_id,
 )
+from .routing_keys import PrefixKeys
 from .types import EngineInfo, EngineStats, ModelShape, Sample, SamplingSpec
 
 logger = logging.getLogger(__name__)
 
+ROUTING_HEADER = "X-Session-ID"
+"""The header vllm-router's consistent_hash policy hashes first. Seen in vllm-router
+0.1.17: it also hashes `X-Request-ID` and `X-User-ID` when no session header is sent, and
+without any of them a token-id prompt is keyed by its length."""
 
-@dataclass
-class _Replica:
-    base_url: str
-    in_flight: int = 0
+ONE_URL = (
+    "the remote engine talks to one URL: a vLLM server, or a vllm-router in front of "
+    "several replicas (README: Scale-out)"
+)
 
 
 @dataclass
@@ -56,8 +68,15 @@ class _Partial:
     cached_prompt_tokens: int = 0
 
 
+@dataclass
+class _Slot:
+    """The partial work of a sample's current attempt (a retry starts a fresh one)."""
+
+    partial: _Partial
+
+
 class RemoteVLLMEngine:
-    """`Engine` backed by vLLM OpenAI-compatible servers (`/v1/completions`)."""
+    """`Engine` backed by one vLLM OpenAI-compatible server or a vllm-router."""
 
     def __init__(
         self,
@@ -66,14 +85,27 @@ class RemoteVLLMEngine:
         *,
         api_key: str | None = None,
         timeout_s: float = 600.0,
+        stall_timeout_s: float = 120.0,
+        failover: Failover | None = None,
+        routing_keys: bool = True,
     ) -> None:
-        if not base_urls:
-            raise ValueError("at least one remote URL is needed")
-        self._replicas = [_Replica(url.rstrip("/")) for url in base_urls]
+        """`stall_timeout_s`: a stream that sends nothing for this long (a replica that
+        hangs without closing its connections) counts as broken and is retried.
+        `routing_keys=False` sends no routing key (to measure what the key is worth)."""
+        if len(base_urls) != 1:
+            raise ValueError(f"{ONE_URL}; got {len(base_urls)} URLs")
+        self._base_url = base_urls[0].rstrip("/")
         self._info = info
+        self._failover = failover or Failover()
+        self._keys = PrefixKeys() if routing_keys else None
+        self._in_flight = 0
+        self._is_router: bool | None = None
+        self._healthy_workers: int | None = None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
-            headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0)
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=10.0, read=stall_timeout_s),
+            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=64),
         )
 
     @classmethod
@@ -126,14 +158,19 @@ class RemoteVLLMEngine:
         return (await self._post_json("/detokenize", body))["prompt"]
 
     async def _post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        replica = self._replicas[0]
-        try:
-            response = await self._client.post(f"{replica.base_url}{path}", json=body)
-        except httpx.HTTPError as exc:
-            raise EngineError(f"{replica.base_url}{path}: {exc}") from exc
-        if response.status_code != 200:
-            raise EngineError(f"{replica.base_url}{path}: HTTP {response.status_code}")
-        return response.json()
+        url = f"{self._base_url}{path}"
+
+        async def attempt(_: int) -> dict[str, Any]:
+            try:
+                response = await self._client.post(url, json=body)
+            except httpx.HTTPError as exc:
+                raise TransientError(f"{url}: {exc}") from exc
+            if response.status_code != 200:
+                error = TransientError if is_transient_status(response.status_code) else EngineError
+                raise error(f"{url}: HTTP {response.status_code}")
+            return response.json()
+
+        return await self._failover.run(attempt, f"POST {path}")
 
     def generate(
         self,
@@ -144,30 +181,31 @@ class RemoteVLLMEngine:
     ) -> Generation:
         request_id = request_id or new_request_id()
         prompt_ids = list(prompt_token_ids)
-        # All samples of one call go to one replica so they share its prefix cache.
-        replica = min(self._replicas, key=lambda r: r.in_flight)
+        # One key for every sample of the call (and for later calls that extend this
+        # prompt), so a consistent-hash router keeps them on one replica's prefix cache.
+        key = self._keys.key(prompt_ids) if self._keys is not None else None
         stop_events = [asyncio.Event() for _ in range(n)]
 
         async def run_sample(index: int) -> Sample:
             if stop_events[index].is_set():  # aborted before it started: nothing spent
                 return _to_sample(index, _Partial(), aborted=True)
-            partial = _Partial(prompt_tokens=len(prompt_ids))
-            replica.in_flight += 1
+            slot = _Slot(_Partial(prompt_tokens=len(prompt_ids)))
+            self._in_flight += 1
             stream = asyncio.create_task(
-                self._stream_sample(replica, prompt_ids, spec, index, request_id, partial)
+                self._sample_with_failover(prompt_ids, spec, index, request_id, key, slot)
             )
             stopper = asyncio.create_task(stop_events[index].wait())
             try:
                 await asyncio.wait({stream, stopper}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                replica.in_flight -= 1
+                self._in_flight -= 1
                 stopper.cancel()
             if not stream.done():
                 stream.cancel()  # closes the HTTP stream: vLLM aborts the request
                 await asyncio.wait({stream})
-                return _to_sample(index, partial, aborted=True)
-            stream.result()  # re-raise transport errors
-            return _to_sample(index, partial, aborted=False)
+                return _to_sample(index, slot.partial, aborted=True)
+            stream.result()  # re-raise what failover gave up on
+            return _to_sample(index, slot.partial, aborted=False)
 
         async def abort_samples(indices: Sequence[int]) -> None:
             for index in indices:
@@ -175,23 +213,52 @@ class RemoteVLLMEngine:
 
         return Generation(request_id, len(prompt_ids), n, run_sample, abort_samples)
 
-    async def _stream_sample(
+    async def _sample_with_failover(
         self,
-        replica: _Replica,
         prompt_ids: list[int],
         spec: SamplingSpec,
         index: int,
         request_id: str,
+        key: str | None,
+        slot: _Slot,
+    ) -> None:
+        """Stream one sample; if its replica goes away, start it again from the prompt.
+
+        The tokens of a broken attempt are dropped (the retry regenerates them; with a
+        seed, identically), so they are not billed: they were never delivered.
+        """
+        sample_id = sample_request_id(request_id, index)
+        # No X-Request-ID header: vllm-router would hash it as a session key and scatter
+        # the samples (the id travels in the body, for vLLM).
+        headers = {ROUTING_HEADER: key} if key is not None else {}
+
+        async def attempt(number: int) -> None:
+            slot.partial = _Partial(prompt_tokens=len(prompt_ids))
+            attempt_id = sample_id if number == 0 else f"{sample_id}.retry{number}"
+            await self._stream_sample(prompt_ids, spec, index, attempt_id, headers, slot.partial)
+
+        await self._failover.run(attempt, f"sample {sample_id}")
+
+    async def _stream_sample(
+        self,
+        prompt_ids: list[int],
+        spec: SamplingSpec,
+        index: int,
+        sample_id: str,
+        headers: dict[str, str],
         partial: _Partial,
     ) -> None:
         body = _completion_body(self._info.model_name, prompt_ids, spec, index)
-        body["request_id"] = sample_request_id(request_id, index)
-        url = f"{replica.base_url}/v1/completions"
+        body["request_id"] = sample_id
+        url = f"{self._base_url}/v1/completions"
         try:
-            async with self._client.stream("POST", url, json=body) as response:
+            async with self._client.stream("POST", url, json=body, headers=headers) as response:
                 if response.status_code != 200:
                     detail = (await response.aread()).decode(errors="replace")[:500]
-                    raise EngineError(f"{url}: HTTP {response.status_code}: {detail}")
+                    error = (
+                        TransientError if is_transient_status(response.status_code) else EngineError
+                    )
+                    raise error(f"{url}: HTTP {response.status_code}: {detail}")
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -201,15 +268,17 @@ class RemoteVLLMEngine:
                     _apply_chunk(json.loads(payload), partial, spec)
                     if partial.low_confidence:
                         break  # leaving the stream closes it: vLLM aborts the request
-        except httpx.HTTPError as exc:
-            raise EngineError(f"{url}: {exc}") from exc
+        except httpx.HTTPError as exc:  # the replica (or the router) went away mid-stream
+            raise TransientError(f"{url}: {exc!r}") from exc
 
     async def num_running(self) -> int:
-        return sum(r.in_flight for r in self._replicas)
+        """Samples this process has in flight (other fronts may share the replicas)."""
+        return self._in_flight
 
     async def stats(self) -> EngineStats:
-        """The replicas' own Prometheus figures, summed (KV-cache use: averaged)."""
-        scraped = [await self._scrape(r.base_url) for r in self._replicas]
+        """The replicas' own Prometheus figures, summed (KV-cache use: averaged); behind
+        a router, those of the workers it reports healthy."""
+        scraped = [await self._scrape(url) for url in await self._replica_urls()]
         alive = [s for s in scraped if s is not None]
         total = EngineStats()
         for values in alive:
@@ -230,15 +299,63 @@ class RemoteVLLMEngine:
         return parse_prometheus(response.text)
 
     async def check_health(self) -> None:
-        """Healthy while at least one replica answers its `/health`."""
-        for replica in self._replicas:
-            try:
-                response = await self._client.get(f"{replica.base_url}/health", timeout=2.0)
-            except httpx.HTTPError:
-                continue
-            if response.status_code == 200:
-                return
-        raise EngineUnavailable("no vLLM replica answers its /health")
+        """A vLLM server: its `/health`. A router: at least one worker it reports healthy.
+
+        Not the router's own `/health`, which is a 503 as soon as any one worker is down:
+        one lost replica must not take the front down with it.
+        """
+        view = await self._router_view()
+        if view is None:
+            await self._expect_ok(f"{self._base_url}/health")
+            return
+        healthy, total = view
+        if healthy != self._healthy_workers:
+            log = logger.info if healthy == total else logger.warning
+            log("router %s: %d of %d vLLM workers healthy", self._base_url, healthy, total)
+            self._healthy_workers = healthy
+        if healthy == 0:
+            raise EngineUnavailable(f"router {self._base_url}: none of {total} workers healthy")
+
+    async def _expect_ok(self, url: str) -> None:
+        try:
+            response = await self._client.get(url, timeout=2.0)
+        except httpx.HTTPError as exc:
+            raise EngineUnavailable(f"{url}: {exc!r}") from exc
+        if response.status_code != 200:
+            raise EngineUnavailable(f"{url}: HTTP {response.status_code}")
+
+    async def _router_view(self) -> tuple[int, int] | None:
+        """(healthy, total) workers from vllm-router's `/readiness`; None for a plain
+        vLLM server (which has no such route). Learnt on the first answer."""
+        if self._is_router is False:
+            return None
+        url = f"{self._base_url}/readiness"
+        try:
+            response = await self._client.get(url, timeout=2.0)
+            body = response.json() if response.content else {}
+        except httpx.HTTPError as exc:
+            raise EngineUnavailable(f"{url}: {exc!r}") from exc
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict) or "healthy_workers" not in body:
+            if self._is_router is None and response.status_code == 404:
+                self._is_router = False
+                return None
+            detail = f"HTTP {response.status_code} {response.text.strip()[:200]}"
+            raise EngineUnavailable(f"router not ready: {url}: {detail}")
+        self._is_router = True
+        return int(body["healthy_workers"]), int(body.get("total_workers") or 0)
+
+    async def _replica_urls(self) -> list[str]:
+        """The vLLM servers behind this engine: the router's healthy workers, or the one."""
+        try:
+            if await self._router_view() is None:
+                return [self._base_url]
+            response = await self._client.get(f"{self._base_url}/workers", timeout=2.0)
+            workers = response.json().get("workers", [])
+        except (EngineError, httpx.HTTPError, ValueError):
+            return []
+        return [w["url"] for w in workers if w.get("is_healthy", True) and "url" in w]
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -54,7 +54,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--remote-url",
         dest="remote_urls",
         action="append",
-        help="vLLM OpenAI server base URL, repeatable (with --engine remote)",
+        help="vLLM OpenAI server or vllm-router base URL (with --engine remote)",
     )
     serve.add_argument(
         "--api-key",
@@ -147,6 +147,11 @@ def preflight(settings: Settings) -> None:
     if settings.engine == "remote":
         if not settings.remote_urls:
             raise StartupError("--engine remote needs at least one --remote-url")
+        if len(settings.remote_urls) > 1:
+            raise StartupError(
+                "--remote-url takes one URL: a vLLM server, or a vllm-router in front of "
+                "several replicas (README: Scale-out)"
+            )
         return
     if importlib.util.find_spec("vllm") is None:
         raise StartupError(
