@@ -1,0 +1,305 @@
+"""Scale-out through real processes: two vLLM replicas of the tiny model behind the real
+vllm-router (the Rust router in the `vllm-router` wheel, `consistent_hash` policy), and
+`ttscale serve --engine remote` in front of the router.
+
+The replicas and the router are started once for the module; the tests that kill
+replicas come last, in file order, because they end the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ttscale.benchmarks.cluster import Cluster, Member, local_cluster
+from ttscale.engine.failover import Failover
+from ttscale.engine.remote import RemoteVLLMEngine
+from ttscale.engine.types import SamplingSpec
+from ttscale.server.app import create_app
+from ttscale.server.config import Settings
+
+from .conftest import free_port, wait_for_http
+
+NAME = "tiny-routed"
+QUESTION = [{"role": "user", "content": "What is 7 + 5? Put the answer in \\boxed{}."}]
+TTSCALE = [sys.executable, "-m", "ttscale.cli"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_model_path: Path, subprocess_env, tmp_path_factory) -> Iterator[Cluster]:
+    log_dir = tmp_path_factory.mktemp("cluster")
+    with local_cluster(tiny_model_path, 2, log_dir, name=NAME, env=subprocess_env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def front(cluster: Cluster, subprocess_env, tmp_path_factory) -> Iterator[Member]:
+    """`ttscale serve --engine remote --remote-url ROUTER`, a process of its own."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("front") / "front.log"
+    command = [*TTSCALE, "serve", "--engine", "remote", "--remote-url", cluster.router.url,
+               "--port", str(port)]  # fmt: skip
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=subprocess_env
+        )
+    member = Member("front", f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_for_http(f"{member.url}/health", process, 120, log)
+        yield member
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+async def routed(cluster: Cluster) -> AsyncIterator[RemoteVLLMEngine]:
+    """The remote adapter pointed at the router, as `ttscale serve` builds it."""
+    engine = await RemoteVLLMEngine.connect([cluster.router.url])
+    yield engine
+    await engine.close()
+
+
+def _metric(text: str, name: str, label: str) -> dict[str, float]:
+    """Values of one Prometheus metric by the value of one of its labels (summed)."""
+    values: dict[str, float] = {}
+    pattern = re.compile(rf"^{re.escape(name)}\{{([^}}]*)\}} ([0-9.e+-]+)$", re.M)
+    for labels, value in pattern.findall(text):
+        key = re.search(rf'{label}="([^"]*)"', labels)
+        if key:
+            values[key.group(1)] = values.get(key.group(1), 0.0) + float(value)
+    return values
+
+
+async def routed_counts(cluster: Cluster) -> dict[str, float]:
+    """Requests the router has sent to each replica (its policy's decisions), by URL."""
+    text = (await asyncio.to_thread(httpx.get, cluster.router_metrics_url)).text
+    counts = _metric(text, "vllm_router_policy_decisions_total", "worker")
+    return {m.url: counts.get(m.url, 0.0) for m in cluster.replicas}
+
+
+async def replica_metric(replica: Member, name: str) -> float:
+    text = (await asyncio.to_thread(httpx.get, f"{replica.url}/metrics", timeout=5)).text
+    return sum(_metric(text, name, "engine").values())
+
+
+async def running_on(replica: Member) -> float:
+    return await replica_metric(replica, "vllm:num_requests_running")
+
+
+async def generated_tokens(cluster: Cluster) -> float:
+    alive = [r for r in cluster.replicas if r.process.poll() is None]
+    return sum([await replica_metric(r, "vllm:generation_tokens_total") for r in alive])
+
+
+async def delta(cluster: Cluster, before: dict[str, float]) -> list[float]:
+    after = await routed_counts(cluster)
+    return [after[url] - before[url] for url in before]
+
+
+def test_two_remote_urls_are_refused_with_a_pointer_to_the_router():
+    result = subprocess.run(
+        [*TTSCALE, "serve", "--engine", "remote", "--remote-url", "http://a:1",
+         "--remote-url", "http://b:2", "--port", str(free_port())],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "vllm-router in front of several replicas" in result.stderr
+
+
+async def test_the_adapter_works_unchanged_through_the_router(routed, cluster):
+    """Chat rendering, tokenize/detokenize, streamed samples with logprobs: the same
+    tokens as from a replica directly (greedy, float32)."""
+    prompt = await routed.render_chat(QUESTION)
+    assert await routed.detokenize(await routed.tokenize("Paris is nice.")) == "Paris is nice."
+    spec = SamplingSpec(temperature=0.0, max_tokens=12, logprobs=5)
+    through_router = (await routed.generate(prompt, spec, n=2)).samples
+    direct = await RemoteVLLMEngine.connect([cluster.replicas[0].url])
+    try:
+        alone = (await direct.generate(prompt, spec)).samples[0]
+    finally:
+        await direct.close()
+    for sample in through_router:
+        assert sample.token_ids == alone.token_ids
+        assert sample.num_tokens == 12 and sample.finish_reason == "length"
+        assert len(sample.token_entropies) == len(sample.token_logprobs) == 12
+    stats = await routed.stats()  # scraped from the workers the router reports
+    assert stats.prefix_cache_queries > 0
+
+
+async def test_same_prefix_samples_land_on_one_replica_when_keyed(routed, cluster):
+    """All samples of one prompt, and the steps that continue it, on one replica."""
+    prompt = await routed.render_chat(QUESTION)
+    spec = SamplingSpec(temperature=0.8, max_tokens=8)
+    before = await routed_counts(cluster)
+    samples = (await routed.generate(prompt, spec, n=6)).samples
+    for step in range(3):  # a step search: each step continues the previous one
+        prompt = prompt + samples[step].token_ids
+        await routed.generate(prompt, spec, n=2)
+    assert sorted(await delta(cluster, before)) == [0, 12]
+
+
+async def test_different_prompts_spread_when_keyed_and_pile_up_when_not(routed, cluster):
+    """Without a key the router hashes token-id prompts by length: eight different
+    questions of one length all go to one replica."""
+    prompts = [[1000 + i] * 8 + list(range(2000, 2040)) for i in range(8)]
+    spec = SamplingSpec(temperature=0.8, max_tokens=4)
+    unkeyed = RemoteVLLMEngine([cluster.router.url], routed.info, routing_keys=False)
+    try:
+        before = await routed_counts(cluster)
+        await asyncio.gather(*(unkeyed.generate(p, spec) for p in prompts))
+        assert sorted(await delta(cluster, before)) == [0, 8]
+    finally:
+        await unkeyed.close()
+    before = await routed_counts(cluster)
+    await asyncio.gather(*(routed.generate(p, spec) for p in prompts))
+    assert min(await delta(cluster, before)) >= 1
+
+
+async def test_aborting_through_the_router_stops_the_replica(routed, cluster):
+    prompt = await routed.render_chat(QUESTION)
+    spec = SamplingSpec(max_tokens=1500, ignore_eos=True)
+    generation = routed.generate(prompt, spec, n=2)
+    await asyncio.sleep(2)
+    result = await generation.abort()
+    assert [s.finish_reason for s in result.samples] == ["abort", "abort"]
+    assert all(0 < s.num_tokens < 1500 for s in result.samples)
+    assert await _all_idle(cluster, within_s=10)
+
+
+async def _all_idle(cluster: Cluster, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if sum([await running_on(r) for r in cluster.replicas if r.process.poll() is None]) == 0:
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+def _tts_body(max_tokens: int, n: int = 4, stream: bool = False) -> dict:
+    return {
+        "model": NAME,
+        "messages": QUESTION,
+        "max_tokens": max_tokens,
+        "stream": stream,
+        "ttscale": {"strategy": "self_consistency", "params": {"n": n}},
+    }
+
+
+async def test_a_tts_request_completes_through_front_and_router(front):
+    async with httpx.AsyncClient(base_url=front.url, timeout=120) as client:
+        reply = await client.post("/v1/chat/completions", json=_tts_body(16))
+        assert reply.status_code == 200, reply.text
+        evidence = reply.json()["ttscale"]
+        assert len(evidence["candidates"]) == 4
+        assert reply.json()["usage"]["completion_tokens"] == 4 * 16
+        streamed = _tts_body(8, stream=True)
+        async with client.stream("POST", "/v1/chat/completions", json=streamed) as r:
+            lines = [line async for line in r.aiter_lines() if line.startswith("data:")]
+        assert r.status_code == 200 and lines[-1] == "data: [DONE]"
+
+
+async def test_a_client_that_goes_away_frees_the_replicas(front, cluster):
+    """Disconnect -> the front aborts its samples -> the router closes the replica's
+    stream -> vLLM aborts: far fewer than the 4 x 1500 tokens asked for are generated."""
+    before = await generated_tokens(cluster)
+    async with httpx.AsyncClient(base_url=front.url, timeout=120) as client:
+        routed_before = await routed_counts(cluster)
+        request = asyncio.create_task(client.post("/v1/chat/completions", json=_tts_body(1500)))
+        assert await _routed_to(cluster, routed_before, samples=1, within_s=30) is not None
+        await asyncio.sleep(0.5)
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+    assert await _all_idle(cluster, within_s=10)
+    assert await generated_tokens(cluster) - before < 4 * 1500 / 2
+
+
+async def _routed_to(
+    cluster: Cluster, before: dict[str, float], samples: int, within_s: float
+) -> Member | None:
+    """The replica the router has sent `samples` requests to since `before` (read off
+    its policy decisions, which count when a request is routed, not when it ends)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        grown = await delta(cluster, before)
+        for replica, count in zip(cluster.replicas, grown, strict=True):
+            if count >= samples:
+                return replica
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def test_killing_the_busy_replica_mid_request_retries_on_the_other(front, cluster):
+    """SIGKILL of the replica running every sample of a request (process group, engine
+    core included): the samples start again on the other replica and the request
+    succeeds; the front stays healthy with one of two workers."""
+    async with httpx.AsyncClient(base_url=front.url, timeout=180) as client:
+        routed_before = await routed_counts(cluster)
+        request = asyncio.create_task(client.post("/v1/chat/completions", json=_tts_body(1500)))
+        victim = await _routed_to(cluster, routed_before, samples=1, within_s=30)
+        assert victim is not None
+        await asyncio.sleep(1.0)
+        victim.kill()
+        killed_at = time.monotonic()
+        reply = await request
+        recovered_s = time.monotonic() - killed_at
+        assert reply.status_code == 200, reply.text
+        candidates = reply.json()["ttscale"]["candidates"]
+        assert [c["finish_reason"] for c in candidates] == ["length"] * 4
+        assert recovered_s < 90
+        assert (await client.get("/health")).status_code == 200
+        ready = (await client.get(f"{cluster.router.url}/readiness")).json()
+    assert ready["total_workers"] == 2
+    assert "attempt 1 failed" in front.log.read_text()
+
+
+async def test_losing_every_replica_fails_requests_with_503_in_bounded_time(front, cluster):
+    """The last replica dies under an in-flight request: the request gets a 503 once
+    failover gives up (3 s here, 30 s by default), and /health turns 503 once the router
+    reports no healthy worker; `ttscale serve` then exits non-zero for its supervisor."""
+
+    async def short_failover(settings: Settings) -> RemoteVLLMEngine:
+        probe = await RemoteVLLMEngine.connect(settings.remote_urls)
+        await probe.close()
+        return RemoteVLLMEngine(
+            settings.remote_urls, probe.info, failover=Failover(give_up_after_s=3.0)
+        )
+
+    app = create_app(
+        Settings(engine="remote", remote_urls=[cluster.router.url]), open_engine_fn=short_failover
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=transport, base_url="http://f", timeout=120) as c:
+            while (await c.get("/health")).status_code != 200:
+                await asyncio.sleep(0.05)
+            [last] = [r for r in cluster.replicas if r.process.poll() is None]
+            request = asyncio.create_task(c.post("/v1/chat/completions", json=_tts_body(1500)))
+            await asyncio.sleep(2.0)  # 4 x 1500 tokens take several times longer
+            assert not request.done()
+            last.kill()
+            killed_at = time.monotonic()
+            reply = await request
+            assert reply.status_code == 503, reply.text
+            assert reply.json()["error"]["code"] == "engine_unavailable"
+            assert time.monotonic() - killed_at < 20
+            while (await c.get("/health")).status_code != 503:
+                assert time.monotonic() - killed_at < 30, "health still ok without workers"
+                await asyncio.sleep(0.2)
+    assert front.process.wait(timeout=60) == 1
+    assert "engine died: router not ready" in front.log.read_text()
