@@ -118,11 +118,10 @@ def _local_raw(
     plain_params = SamplingParams(max_tokens=16, temperature=0.0, output_kind=final)
     counter = iter(range(10**9))
 
-    async def plain() -> None:
+    async def plain() -> None:  # what a chat request needs: render, generate, decode
         last = None
-        async for out in engine.vllm.generate(
-            tokens_input(prompt), plain_params, f"raw-plain-{next(counter)}"
-        ):
+        rendered = tokens_input(await engine.render_chat(MESSAGES))
+        async for out in engine.vllm.generate(rendered, plain_params, f"raw-{next(counter)}"):
             last = out
         await engine.detokenize(last.outputs[0].token_ids)
 
