@@ -19,7 +19,6 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from ttscale.engine.factory import open_engine
@@ -37,6 +36,7 @@ from .api.errors import (
     error_response,
     install_error_handlers,
 )
+from .api.openapi import openapi_description
 from .api.request_ids import RequestIdMiddleware
 from .api.schemas import (
     API_ERRORS,
@@ -188,7 +188,7 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     _add_open_routes(app, runtime)
     _add_api_routes(app, runtime)
-    app.openapi = partial(_openapi_without_422, app)  # type: ignore[method-assign]
+    app.openapi = partial(openapi_description, app)  # type: ignore[method-assign]
     return app
 
 
@@ -209,19 +209,6 @@ def _docs_urls(enabled: bool) -> dict[str, str | None]:
     if enabled:
         return {"docs_url": "/docs", "redoc_url": "/redoc", "openapi_url": "/openapi.json"}
     return {"docs_url": None, "redoc_url": None, "openapi_url": None}
-
-
-def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
-    """FastAPI documents a 422 for every body; this server answers a 400 instead (the
-    OpenAI shape), so the description says what the server does."""
-    if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version,
-                             description=app.description, routes=app.routes)  # fmt: skip
-        for path in schema.get("paths", {}).values():
-            for operation in path.values():
-                operation.get("responses", {}).pop("422", None)
-        app.openapi_schema = schema
-    return app.openapi_schema
 
 
 def _add_open_routes(app: FastAPI, runtime: Runtime) -> None:

@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from ttscale.engine.types import SamplingSpec
 from ttscale.strategies.budget import Usage as SpentUsage
@@ -29,8 +29,21 @@ def _encodable(text: str) -> str:
     return text
 
 
+def _integral(value: Any) -> Any:
+    """JSON has one number type, and JSON Schema calls 2.0 an integer: take it as 2.
+    `true` and `"2"` are still refused (the models are strict)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 Text = Annotated[str, AfterValidator(_encodable)]
-TokenId = Annotated[int, Field(ge=0, lt=2**31)]
+NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(_encodable)]
+# Integers: bounds first (so that the OpenAPI description states them), then `_integral`.
+# `lt=2**63` rather than `le=2**63 - 1`: a JSON number states 2**63 exactly.
+TokenId = Annotated[int, Field(ge=0, lt=2**31), BeforeValidator(_integral)]
+Seed = Annotated[int, Field(ge=0, lt=2**63), BeforeValidator(_integral)]
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
 
 
 class TextPart(BaseModel):
@@ -72,12 +85,12 @@ class SamplingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # strict: no true for 1
 
     model: str = Field(..., min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: PositiveInt | None = None
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1)
-    stop: Text | list[Text] | None = None
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    n: PositiveInt = 1
+    stop: NonEmptyText | Annotated[list[NonEmptyText], Field(max_length=16)] | None = None
+    seed: Seed | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
@@ -90,12 +103,8 @@ class SamplingRequest(BaseModel):
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, value: str | list[str] | None) -> list[str]:
-        stops = [value] if isinstance(value, str) else list(value or [])
-        if len(stops) > 16:
-            raise ValueError("at most 16 stop sequences")
-        if any(not s for s in stops):
-            raise ValueError("stop sequences must be non-empty")
-        return stops
+        """One stop sequence or a list of them (at most 16, none empty): a list."""
+        return [value] if isinstance(value, str) else list(value or [])
 
     @property
     def requested_max_tokens(self) -> int | None:
@@ -141,7 +150,7 @@ class SamplingRequest(BaseModel):
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(..., min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: PositiveInt | None = None
 
     @property
     def requested_max_tokens(self) -> int | None:
@@ -158,7 +167,7 @@ class ChatCompletionRequest(SamplingRequest):
 class CompletionRequest(SamplingRequest):
     """`/v1/completions`: a raw prompt (text or token ids), no chat template."""
 
-    prompt: Text | list[TokenId] = Field(..., min_length=1)
+    prompt: NonEmptyText | Annotated[list[TokenId], Field(min_length=1)]
 
     def prompt_fields(self) -> dict[str, Any]:
         return {"prompt": self.prompt}
@@ -309,9 +318,22 @@ COMPLETION_ERRORS: dict[int | str, dict[str, Any]] = {
     **API_ERRORS,
     499: {"description": "the client closed the connection; the work was cancelled"},
 }
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "string",
+            "description": "an OpenAI chunk or error object as JSON, or [DONE] at the end",
+        },
+        "event": {"type": "string"},
+    },
+}
 STREAM_CONTENT = {
     "text/event-stream": {
-        "schema": {"type": "string"},
+        # `itemSchema` (OpenAPI 3.2) describes each event; tools that read this 3.1
+        # description without it see an undescribed stream rather than a wrong one.
+        "itemSchema": SSE_EVENT,
         "example": 'data: {"object": "chat.completion.chunk", ...}\n\ndata: [DONE]\n\n',
     }
 }
