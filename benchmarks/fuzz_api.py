@@ -57,6 +57,8 @@ class FuzzSummary:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     complete: bool = True
+    accepted: dict[str, int] = field(default_factory=dict)
+    """Operation -> schema-valid cases it answered with a 2xx (so reached its logic)."""
 
     @property
     def ok(self) -> bool:
@@ -69,6 +71,8 @@ class FuzzSummary:
             *(f"  {name}: {count}" for name, count in sorted(self.failures.items())),
             f"errors: {len(self.errors)}",
             *(f"  {error}" for error in self.errors),
+            "schema-valid cases answered 2xx:",
+            *(f"  {operation}: {count}" for operation, count in sorted(self.accepted.items())),
             f"wall time: {self.seconds:.1f} s",
         ]
         return "\n".join(lines)
@@ -78,7 +82,11 @@ class FuzzSummary:
         failures = {f"{f['code']} {f['title']}": int(f["count"]) for f in report["failures"]}
         errors = [json.dumps(error)[:300] for error in report.get("errors", [])]
         complete = bool(report.get("complete", True)) and report["stop_reason"] == "completed"
-        return cls(report["test_cases"]["generated"], failures, errors, seconds, complete)
+        accepted = {
+            operation: sum(phase.get("accepted", 0) for phase in phases.values())
+            for operation, phases in report.get("valid_rates", {}).items()
+        }
+        return cls(report["test_cases"]["generated"], failures, errors, seconds, complete, accepted)
 
 
 def config_toml(model: str, strategies: list[str]) -> str:
