@@ -124,17 +124,52 @@ class RemoteVLLMEngine:
             async with httpx.AsyncClient(headers=headers, timeout=10.0) as client:
                 response = await client.get(f"{base}/v1/models")
                 response.raise_for_status()
+                model = response.json()["data"][0]
+                max_token_id = await cls._vocabulary_bound(client, base, model["id"])
         except httpx.HTTPError as exc:
             raise EngineUnavailable(f"cannot reach vLLM server {base}: {exc}") from exc
-        model = response.json()["data"][0]
         info = EngineInfo(
             model_name=model["id"],
             max_model_len=int(model.get("max_model_len") or 4096),
             backend="vllm-remote",
             model_path=model_path,
             shape=shape,
+            max_token_id=max_token_id,
         )
         return cls(base_urls, info, api_key=api_key)
+
+    @staticmethod
+    async def _vocabulary_bound(client: httpx.AsyncClient, base: str, model: str) -> int | None:
+        """The largest token id the server takes in a prompt, so that requests with
+        others are refused with a 400 before they reach it. vLLM publishes no
+        vocabulary size, but refuses a prompt holding an id beyond it with a 400
+        ("Token id N is out of vocabulary") before any work: so ask it, with one-token
+        completions of a one-id prompt, doubling and then bisecting (about 25 requests,
+        once). None when the server answers otherwise (no check here, as before)."""
+
+        async def accepts(token_id: int) -> bool:
+            body = {"model": model, "prompt": [token_id], "max_tokens": 1, "temperature": 0}
+            reply = await client.post(f"{base}/v1/completions", json=body)
+            if reply.status_code == 400 and "out of vocabulary" in reply.text:
+                return False
+            reply.raise_for_status()
+            return True
+
+        try:
+            low, high = 0, 1024  # low is accepted; high is not, once the doubling stops
+            if not await accepts(low):
+                return None
+            while await accepts(high):
+                low, high = high, high * 2
+                if high > 2**31:
+                    return None
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if await accepts(middle) else (low, middle)
+        except httpx.HTTPError as exc:
+            logger.warning("cannot learn the vocabulary of %s (%s): token ids unchecked", base, exc)
+            return None
+        return low
 
     @property
     def info(self) -> EngineInfo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -167,6 +168,30 @@ async def test_ttscale_server_can_front_a_remote_vllm(vllm_server, trusted_numer
             )
     assert response.status_code == 200, response.text
     assert "Paris" in response.json()["choices"][0]["message"]["content"]
+
+
+async def test_connect_learns_the_servers_vocabulary(remote, default_model_path):
+    """The bound vLLM itself enforces: the largest id of the model's vocabulary."""
+    config = json.loads((default_model_path / "config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path)
+    assert remote.info.max_token_id == max(config["vocab_size"], len(tokenizer)) - 1
+
+
+async def test_a_prompt_id_outside_the_remote_vocabulary_is_a_400(vllm_server, remote):
+    app = create_app(Settings(engine="remote", remote_urls=[vllm_server]))
+    transport = httpx.ASGITransport(app=app)
+    top = remote.info.max_token_id
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=transport, base_url="http://ttscale") as client:
+            while (await client.get("/health")).status_code != 200:
+                await asyncio.sleep(0.05)
+            body = {"model": SERVED_NAME, "max_tokens": 2}
+            outside = await client.post("/v1/completions", json={**body, "prompt": [5, top + 1]})
+            inside = await client.post("/v1/completions", json={**body, "prompt": [5, top]})
+    assert outside.status_code == 400, outside.text
+    error = outside.json()["error"]
+    assert error["param"] == "prompt" and f"token id {top + 1}" in error["message"]
+    assert inside.status_code == 200, inside.text
 
 
 async def test_judge_through_the_remote_adapter(remote, trusted_numerics):
