@@ -37,6 +37,8 @@ class EngineConfig:
     seed: int = 0
     gpu_memory_utilization: float | None = None
     """GPU memory fraction for this engine (None: vLLM's default)."""
+    block_size: int | None = None
+    """KV-cache block size in tokens (None: vLLM's default, 16 on a GPU, 128 on a CPU)."""
 
 
 def resolve_model(config: EngineConfig) -> tuple[Path, str]:
@@ -76,5 +78,6 @@ async def open_engine(config: EngineConfig) -> Engine:
         dtype=config.dtype,
         seed=config.seed,
         gpu_memory_utilization=config.gpu_memory_utilization,
+        extra_engine_args={"block_size": config.block_size} if config.block_size else None,
     )
     return await load_in_thread(load, LocalVLLMEngine.close)

@@ -82,6 +82,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--dtype", help="weights dtype (default auto: float32 on CPU, the checkpoint's on GPU)"
     )
+    serve.add_argument(
+        "--block-size", type=int,
+        help="KV-cache block size, the unit of prefix-cache hits (vLLM: 16 GPU, 128 CPU)",
+    )  # fmt: skip
     serve.add_argument("--cache-dir", help="where converted models are kept")
     serve.add_argument("--max-n", type=int, help="largest n one request may ask for")
     serve.add_argument(
@@ -118,6 +122,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = (
         "model served_model_name host port engine remote_urls api_keys max_model_len dtype "
+        "block_size "
         "cache_dir max_n log_level log_format prm orm prm_formats docs"
     ).split()
     overrides: dict[str, Any] = {

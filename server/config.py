@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(None, description="Where converted models are kept")
     max_model_len: int | None = Field(None, ge=16)
     dtype: str = "auto"
+    block_size: int | None = Field(
+        None,
+        ge=1,
+        description="KV-cache block size in tokens, the unit of prefix-cache hits "
+        "(default: vLLM's, 16 on a GPU and 128 on a CPU)",
+    )
     seed: int = 0
     default_max_tokens: int = Field(512, ge=1)
     max_n: int = Field(64, ge=1, description="Largest number of samples one request may ask")

@@ -41,6 +41,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_model_len=settings.max_model_len,
         dtype=settings.dtype,
         seed=settings.seed,
+        block_size=settings.block_size,
     )
 
 

@@ -369,6 +369,7 @@ def _evidence(
             **result.usage.model_dump(),
             "verifier_tokens": result.usage.verifier_tokens,
             "total_flops": result.usage.total_flops,
+            "prefix_cache_hit_rate": result.usage.prefix_cache_hit_rate,
         },
     }
     return data

@@ -130,3 +130,20 @@ def test_reward_models_are_named_by_kind_or_explicitly(monkeypatch):
 def test_reward_model_settings_are_checked(fields, message):
     with pytest.raises(ValidationError, match=message):
         Settings(**fields)
+
+
+def test_block_size_reaches_the_engine_config(monkeypatch):
+    """The KV block is the unit of prefix-cache hits: `--block-size` (or
+    TTSCALE_BLOCK_SIZE) is handed to vLLM; unset, vLLM keeps its own default."""
+    from ttscale.cli.main import build_parser
+    from ttscale.server.cli import settings_from_args
+    from ttscale.server.wiring import engine_config
+
+    args = build_parser().parse_args(["serve", "--block-size", "32"])
+    assert engine_config(settings_from_args(args)).block_size == 32
+    monkeypatch.setenv("TTSCALE_BLOCK_SIZE", "64")
+    assert engine_config(Settings()).block_size == 64
+    monkeypatch.delenv("TTSCALE_BLOCK_SIZE")
+    assert engine_config(Settings()).block_size is None
+    with pytest.raises(ValidationError):
+        Settings(block_size=0)
