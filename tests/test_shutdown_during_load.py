@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import signal
 import subprocess
 import sys
@@ -76,8 +77,12 @@ def test_sigterm_during_the_model_load_stops_the_engine_it_was_loading(
                 process.kill()
     output = log.read_text()
     assert "stopping the engine that was loading" in output
-    assert "the engine that was loading is stopped" in output
-    assert "Traceback" not in output  # closed by its owner, not by exit-time finalizers
+    # Closed by its owner once loaded, or stopped if the load hung (seen here, rarely, in
+    # vLLM's worker start-up on a loaded machine); never left to exit-time finalizers.
+    assert ("the engine that was loading is stopped" in output) != (
+        "the engine load has not returned" in output
+    )
+    assert "Traceback" not in output
 
 
 # --- the rule itself, on a stand-in load ------------------------------------------------
@@ -130,3 +135,28 @@ async def test_a_load_that_fails_after_the_cancellation_leaves_nothing_to_close(
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert load.closed == []
+
+
+def _start_process_then_hang() -> str:
+    """A load that starts a process and waits on it, as vLLM waits on its engine core."""
+    core = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(600,))
+    core.start()
+    core.join()
+    raise RuntimeError(f"the engine core exited with {core.exitcode} during start-up")
+
+
+async def test_a_load_that_hangs_is_stopped_after_the_patience():
+    async def close(engine: str) -> None:
+        raise AssertionError("nothing was loaded, nothing to close")
+
+    caller = asyncio.create_task(load_in_thread(_start_process_then_hang, close, patience_s=1.0))
+    await asyncio.sleep(1.0)  # the process is started
+    started = [psutil.Process(child.pid) for child in multiprocessing.active_children()]
+    assert started
+    caller.cancel()
+    began = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert time.monotonic() - began < 1.0 + 10.0  # the patience, then its grace at most
+    _, alive = psutil.wait_procs(started, timeout=5)
+    assert not alive
