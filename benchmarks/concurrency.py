@@ -190,9 +190,17 @@ async def measure(sides: Sides, args: argparse.Namespace) -> dict[str, Any]:
     await sides.raw(2, 10**6)  # warm-up both paths
     await sides.ttscale(2, 10**6 + 1)
     results: dict[str, Any] = {"latency": await _latency(sides, args.latency_requests)}
+    _progress("latency", results["latency"])
     for concurrency in args.concurrency:
-        results[f"concurrency={concurrency}"] = await _throughput(sides, concurrency, args.reps)
+        key = f"concurrency={concurrency}"
+        results[key] = await _throughput(sides, concurrency, args.reps)
+        _progress(key, results[key])
     return results
+
+
+def _progress(name: str, figures: dict[str, Any]) -> None:
+    """Each figure on stderr as soon as it is measured (a long run may be cut short)."""
+    print(f"{name}: {json.dumps(figures)}", file=sys.stderr, flush=True)
 
 
 @contextlib.asynccontextmanager
