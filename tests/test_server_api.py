@@ -180,7 +180,7 @@ async def test_request_id_header_is_echoed(client):
         ({"max_tokens": 5000}, "max_tokens"),
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
-        ({"stop": ["a", ""]}, "stop"),
+        ({"stop": ["a", ""]}, "stop.1"),  # the item, as messages.0.role
         ({"presence_penalty": 3}, "presence_penalty"),
         ({"logit_bias_typo": 1}, "logit_bias_typo"),
         ({"ttscale": {"strategy": "best_of_n", "extra": 1}}, "ttscale.extra"),
