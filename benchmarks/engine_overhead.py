@@ -4,7 +4,7 @@ Both sides drive the same `AsyncLLM` instance with the same prompt, seeds and le
 interleaved rep by rep (raw, layer, raw, layer, ...) so that machine noise hits both
 alike; the figure to read is the ratio layer/raw, not the absolute tokens/s.
 
-    .venv/bin/python -m benchmarks.engine_overhead --tokens 256 --reps 3
+    .venv/bin/python -m ttscale.benchmarks.engine_overhead --tokens 256 --reps 3
 """
 
 from __future__ import annotations

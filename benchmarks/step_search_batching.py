@@ -30,8 +30,8 @@ from ttscale.strategies.run import Service, ServiceRequest
 from ttscale.strategies.selection import StrategyChoice
 
 from .backends import InProcessBackend
-from .datasets import Selection, load_problems
-from .runner import DEFAULT_PROMPT
+from .datasets import Problem, Selection, load_problems
+from .runner import DEFAULT_PROMPT, render_prompt
 
 
 def _params(width: int, args: argparse.Namespace, seed: int, *, refine: bool) -> dict[str, Any]:
@@ -46,12 +46,12 @@ def _params(width: int, args: argparse.Namespace, seed: int, *, refine: bool) ->
     }
 
 
-async def _solve(service: Service, question: str, params: dict[str, Any]) -> dict[str, Any]:
+async def _solve(service: Service, problem: Problem, params: dict[str, Any]) -> dict[str, Any]:
     """One step search; its wall time, depth and prefix-cache hit rate."""
     request = ServiceRequest(
         request_id=new_request_id("steps"),
         model=service.engine.info.model_name,
-        messages=[{"role": "user", "content": DEFAULT_PROMPT.format(problem=question)}],
+        messages=render_prompt(DEFAULT_PROMPT, problem),
         choice=StrategyChoice(strategy="step_search", params=params),
     )
     started = time.perf_counter()
@@ -72,9 +72,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             runs = {}
             for width in widths:
                 params = _params(width, args, number, refine=False)
-                runs[width] = await _solve(service, problem.problem, params)
+                runs[width] = await _solve(service, problem, params)
             params = _params(args.width, args, number, refine=True)
-            refined = await _solve(service, problem.problem, params)
+            refined = await _solve(service, problem, params)
             per_depth = {w: r["wall_s"] / max(r["depth"], 1) for w, r in runs.items()}
             rows.append({"problem": problem.id, "runs": runs, "refined": refined,
                          "ratio": per_depth[args.width] / per_depth[1]})  # fmt: skip

@@ -579,6 +579,8 @@ async def test_strategies_are_listed_with_their_schemas(client):
         "inverse_entropy",
         "multi_temperature",
         "step_search",
+        "particle_filtering",
+        "deepconf",
     }
     schema = next(s for s in strategies if s["name"] == "self_consistency")["parameters"]
     assert schema["properties"]["n"]["default"] == 8
