@@ -21,8 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
-import os
 import statistics
 import sys
 import time
@@ -33,11 +31,11 @@ from typing import Any
 
 import httpx
 
-from ttscale.engine.local_vllm import LocalVLLMEngine, apply_cpu_defaults
-from ttscale.engine.model_store import DEFAULT_MODEL_NAME, ensure_default_model
+from ttscale.engine.local_vllm import LocalVLLMEngine
 from ttscale.engine.protocol import Engine
 from ttscale.engine.remote import RemoteVLLMEngine
 
+from .script_setup import model_to_measure, prepare_measurement
 from .serving import serve_app, vllm_server
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
@@ -76,14 +74,20 @@ async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> di
     return response.json()
 
 
+async def _completion_tokens(
+    client: httpx.AsyncClient, url: str, bodies: list[dict[str, Any]]
+) -> int:
+    """Send `bodies` to `url` all at once; the completion tokens they generated."""
+    done = await asyncio.gather(*(_post(client, url, body) for body in bodies))
+    return sum(d["usage"]["completion_tokens"] for d in done)
+
+
 def _ttscale_rounds(
     client: httpx.AsyncClient, url: str, model: str, n: int, tokens: int
 ) -> tuple[Round, Plain]:
     async def many(concurrency: int, number: int) -> int:
         bodies = [_strategy_body(model, n, tokens, 1000 * number + i) for i in range(concurrency)]
-        url_ = f"{url}/v1/chat/completions"
-        done = await asyncio.gather(*(_post(client, url_, b) for b in bodies))
-        return sum(d["usage"]["completion_tokens"] for d in done)
+        return await _completion_tokens(client, f"{url}/v1/chat/completions", bodies)
 
     async def plain() -> None:
         await _post(client, f"{url}/v1/chat/completions", _plain_body(model, 16))
@@ -137,9 +141,7 @@ def _remote_raw(
              "temperature": 1.0, "seed": 1000 * number + i}
             for i in range(concurrency)
         ]  # fmt: skip
-        url_ = f"{vllm_url}/v1/completions"
-        done = await asyncio.gather(*(_post(client, url_, b) for b in bodies))
-        return sum(d["usage"]["completion_tokens"] for d in done)
+        return await _completion_tokens(client, f"{vllm_url}/v1/completions", bodies)
 
     async def plain() -> None:
         await _post(client, f"{vllm_url}/v1/chat/completions", _plain_body(model, 16))
@@ -225,8 +227,7 @@ async def _remote_sides(model: Path, name: str, args: argparse.Namespace) -> Asy
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    model = Path(args.model) if args.model else ensure_default_model()
-    name = model.name if args.model else DEFAULT_MODEL_NAME
+    model, name = model_to_measure(args.model)
     opener = _local_sides if args.mode == "local" else _remote_sides
     async with opener(model, name, args) as sides:
         results = await measure(sides, args)
@@ -246,9 +247,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="interleaved round pairs")
     parser.add_argument("--latency-requests", type=int, default=30)
     args = parser.parse_args()
-    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    apply_cpu_defaults()
+    prepare_measurement()
     print(json.dumps(asyncio.run(run(args)), indent=2))
     sys.stdout.flush()
 

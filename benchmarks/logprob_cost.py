@@ -29,9 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-from ttscale.engine.local_vllm import LocalVLLMEngine, apply_cpu_defaults
-from ttscale.engine.model_store import DEFAULT_MODEL_NAME, ensure_default_model
+from ttscale.engine.local_vllm import LocalVLLMEngine
 from ttscale.engine.types import ConfidenceStop, SamplingSpec
+
+from .script_setup import model_to_measure, prepare_measurement
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 WATCH = ConfidenceStop(window=64, threshold=-math.inf)
@@ -111,10 +112,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8, help="the n of the batched case")
     args = parser.parse_args()
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    apply_cpu_defaults()
-    model = Path(args.model) if args.model else ensure_default_model()
-    name = model.name if args.model else DEFAULT_MODEL_NAME
+    prepare_measurement()
+    model, name = model_to_measure(args.model)
     summary = asyncio.run(run(model, name, args.tokens, args.reps, args.batch))
     print(json.dumps(summary, indent=2))
 

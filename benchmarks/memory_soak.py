@@ -15,17 +15,14 @@ import argparse
 import asyncio
 import gc
 import json
-import logging
-import os
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
-from ttscale.engine.local_vllm import LocalVLLMEngine, apply_cpu_defaults
-from ttscale.engine.model_store import DEFAULT_MODEL_NAME, ensure_default_model
+from ttscale.engine.local_vllm import LocalVLLMEngine
 
+from .script_setup import model_to_measure, prepare_measurement
 from .serving import serve_app
 
 QUESTION = [{"role": "user", "content": "What is 12 + 30? Put the answer in \\boxed{}."}]
@@ -73,8 +70,7 @@ def _rss_mb(process: psutil.Process) -> float:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    model = Path(args.model) if args.model else ensure_default_model()
-    name = model.name if args.model else DEFAULT_MODEL_NAME
+    model, name = model_to_measure(args.model)
     engine = await asyncio.to_thread(LocalVLLMEngine.load, model, name, max_model_len=2048)
     me = psutil.Process()
     kinds = request_kinds(name)
@@ -114,9 +110,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100, help="requests between readings")
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
-    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    apply_cpu_defaults()
+    prepare_measurement()
     print(json.dumps(asyncio.run(run(args)), indent=2))
 
 

@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
-import os
 import statistics
 import time
 from typing import Any
 
-from ttscale.engine.local_vllm import apply_cpu_defaults
 from ttscale.engine.protocol import new_request_id
 from ttscale.server.config import Settings
 from ttscale.strategies.run import Service, ServiceRequest
@@ -32,6 +29,7 @@ from ttscale.strategies.selection import StrategyChoice
 from .backends import InProcessBackend
 from .datasets import Problem, Selection, load_problems
 from .runner import DEFAULT_PROMPT, render_prompt
+from .script_setup import prepare_measurement
 
 
 def _params(width: int, args: argparse.Namespace, seed: int, *, refine: bool) -> dict[str, Any]:
@@ -104,9 +102,7 @@ def main() -> None:
     parser.add_argument("--step-tokens", type=int, default=48)
     parser.add_argument("--block-size", type=int, help="KV block size (default: vLLM's)")
     args = parser.parse_args()
-    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    apply_cpu_defaults()
+    prepare_measurement()
     print(json.dumps(asyncio.run(run(args)), indent=2))
 
 
