@@ -149,9 +149,15 @@ async def test_a_load_that_hangs_is_stopped_after_the_patience():
     async def close(engine: str) -> None:
         raise AssertionError("nothing was loaded, nothing to close")
 
+    # Engines of earlier tests may still be children of this process: only the new one counts.
+    before = {child.pid for child in multiprocessing.active_children()}
     caller = asyncio.create_task(load_in_thread(_start_process_then_hang, close, patience_s=1.0))
     await asyncio.sleep(1.0)  # the process is started
-    started = [psutil.Process(child.pid) for child in multiprocessing.active_children()]
+    started = [
+        psutil.Process(child.pid)
+        for child in multiprocessing.active_children()
+        if child.pid not in before
+    ]
     assert started
     caller.cancel()
     began = time.monotonic()
