@@ -54,7 +54,7 @@ class ScheduleResult:
     """1 - tokens / baseline tokens."""
 
 
-def _credit(labels: Sequence[int | None], right: set[int]) -> float:
+def credit(labels: Sequence[int | None], right: set[int]) -> float:
     """Expected credit of a plurality vote with ties broken at random."""
     _, votes = plurality(labels)
     if not votes:
@@ -94,10 +94,10 @@ def simulate(
         if stop_rule(plurality(labels)[1], params, len(finished)) is not None:
             partial = sum(now - begun for _, _, begun in running)
             tokens = sum(pool[order[i]].tokens for i in finished) + partial
-            return _credit(labels, right), float(tokens)
+            return credit(labels, right), float(tokens)
         start(now)
     labels = [pool[order[i]].answer_class for i in sorted(finished)]
-    return _credit(labels, right), float(sum(s.tokens for s in pool))
+    return credit(labels, right), float(sum(s.tokens for s in pool))
 
 
 def replay_schedules(
@@ -117,7 +117,7 @@ def replay_schedules(
     pools = [p[:n] for p in pools]
     rng = np.random.default_rng(seed)
     orders = [[rng.permutation(n) for _ in range(draws)] for _ in pools]
-    fixed = [float(np.mean([_credit([p[i].answer_class for i in o], _right(p)) for o in os]))
+    fixed = [float(np.mean([credit([p[i].answer_class for i in o], right_classes(p)) for o in os]))
              for p, os in zip(pools, orders, strict=True)]  # fmt: skip
     fixed_tokens = float(np.mean([sum(s.tokens for s in p) for p in pools]))
     results = [_result(None, n, fixed, fixed, [fixed_tokens], fixed_tokens, seed)]
@@ -131,7 +131,7 @@ def replay_schedules(
     return results
 
 
-def _right(pool: Sequence[SampleTrace]) -> set[int]:
+def right_classes(pool: Sequence[SampleTrace]) -> set[int]:
     return {s.answer_class for s in pool if s.correct and s.answer_class is not None}
 
 

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from ttscale.engine.model_store import ModelStoreError
 from ttscale.server.config import Settings
+from ttscale.strategies.deepconf import DeepConfParams
 from ttscale.strategies.errors import first_problem
 from ttscale.strategies.registry import discover
 from ttscale.verifiers.math_grader import MathGrader
@@ -31,6 +32,7 @@ from ttscale.verifiers.math_grader import MathGrader
 from .adaptive_replay import Schedule, format_table, replay_schedules
 from .backends import Backend, HttpBackend, InProcessBackend, RequestRejected
 from .datasets import DATASETS, BenchError, Problem, Selection, load_problems
+from .deepconf_replay import format_rows, full_trace_pool, replay_deepconf
 from .grid import SamplingConfig, Setting, build_grid
 from .records import Record, RunConfig, open_run, read_records
 from .replay import default_pool, replay
@@ -159,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd.add_argument(
         "--adaptive", action="store_true",
         help="replay adaptive self-consistency schedules against the pool's fixed N",
+    )  # fmt: skip
+    replay_cmd.add_argument(
+        "--deepconf", action="store_true",
+        help="replay DeepConf online and offline against self-consistency at the same tokens "
+        "(pool: a deepconf?warmup=N setting, every trace full length)",
     )  # fmt: skip
     replay_cmd.add_argument(
         "--parallel", type=_ints, default=[2, 4, 8, 16], help="adaptive: samples in flight"
@@ -290,6 +297,9 @@ def _replay(args: argparse.Namespace) -> None:
     if args.adaptive:
         _replay_adaptive(args, records)
         return
+    if args.deepconf:
+        _replay_deepconf(args, records)
+        return
     points = replay(records, pool=args.pool, ks=args.k, draws=args.draws)
     print(f"pool: {points[0].pool} ({points[0].problems} problems)")
     for p in points:
@@ -305,6 +315,20 @@ def _replay_adaptive(args: argparse.Namespace, records: Sequence[Record]) -> Non
     results = replay_schedules(records, schedules, pool=pool, draws=min(args.draws, 200))
     print(f"pool: {pool} ({results[0].problems} problems, {results[0].n} samples each)")
     print(format_table(results))
+
+
+def _replay_deepconf(args: argparse.Namespace, records: Sequence[Record]) -> None:
+    pool = args.pool or full_trace_pool(records)
+    variants = [
+        DeepConfParams(variant="high"),
+        DeepConfParams(variant="low"),
+        DeepConfParams(variant="high", consensus=None),
+        DeepConfParams(variant="low", consensus=None),
+    ]
+    rows = replay_deepconf(records, variants, pool=pool, draws=min(args.draws, 200))
+    problems = sum(r.setting == pool for r in records)
+    print(f"pool: {pool} ({problems} problems); tokens are generated tokens per problem")
+    print(format_rows(rows))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,3 +75,21 @@ def first_low_window(confidences: Sequence[float], since: int, stop: ConfidenceS
         if end >= len(confidences):
             return None
         total += confidences[end] - confidences[end - window]
+
+
+def confidence_drops(confidences: Sequence[float], window: int) -> list[tuple[int, float]]:
+    """Where a trace's running lowest full-window confidence falls: (token count at the end
+    of the window, new lowest) pairs, in order.
+
+    Enough to replay an online stop offline for any threshold s: the watch would abort the
+    trace at the first pair whose value is below s (`first_low_window` finds the same
+    count), and a trace with no such pair runs to its end. Only full windows count, as for
+    the watch; a trace shorter than one window has no pairs.
+    """
+    drops: list[tuple[int, float]] = []
+    if len(confidences) < window:
+        return drops
+    for end, group in enumerate(group_confidences(confidences, window), start=window):
+        if not drops or group < drops[-1][1]:
+            drops.append((end, group))
+    return drops

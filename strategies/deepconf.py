@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ttscale.engine.confidence import LOW_CONFIDENCE, lowest_group_confidence
+from ttscale.engine.confidence import LOW_CONFIDENCE, confidence_drops, lowest_group_confidence
 from ttscale.engine.types import ConfidenceStop, Sample, SamplingSpec
 from ttscale.verifiers.aggregate import plurality, weighted_vote
 from ttscale.verifiers.extraction import extract_answer
@@ -119,11 +119,19 @@ class Trace:
     sample: Sample
     phase: Literal["warmup", "final"]
     confidence: float | None
+    drops: list[tuple[int, float]] = field(default_factory=list)
+    """Where its lowest full-window confidence fell (`confidence_drops`): what an offline
+    replay needs to know where the watch would have stopped it at any threshold."""
 
     @classmethod
     def of(cls, sample: Sample, phase: Literal["warmup", "final"], window: int) -> Trace:
         confidences = sample.token_confidences or []
-        return cls(sample, phase, lowest_group_confidence(confidences, window))
+        return cls(
+            sample,
+            phase,
+            lowest_group_confidence(confidences, window),
+            confidence_drops(confidences, window),
+        )
 
     @property
     def stopped_early(self) -> bool:
@@ -138,6 +146,20 @@ class Trace:
             and self.confidence is not None
             and self.confidence >= threshold
         )
+
+
+def consensus_rule(labels: Sequence[int | None], consensus: float | None) -> str | None:
+    """Why the retained traces' vote (`labels`) is decided, or None: the leader stays
+    leader with posterior probability >= `consensus` (never, for None). Counts, not
+    confidences: the weights decide the winner, the number of agreeing traces the stop."""
+    if consensus is None:
+        return None
+    _, counts = plurality(labels)
+    leader, runner_up = leader_margin(counts)
+    probability = beta_leader_probability(int(leader), int(runner_up))
+    if probability < consensus:
+        return None
+    return f"P(leader stays leader) = {probability:.3f} >= {consensus}"
 
 
 @dataclass
@@ -169,15 +191,8 @@ class _Consensus:
         return self._decided(labels)
 
     def _decided(self, labels: list[int | None]) -> bool:
-        if self.params.consensus is None:
-            return False
-        _, counts = plurality(labels)
-        leader, runner_up = leader_margin(counts)
-        probability = beta_leader_probability(int(leader), int(runner_up))
-        if probability < self.params.consensus:
-            return False
-        self.rule = f"P(leader stays leader) = {probability:.3f} >= {self.params.consensus}"
-        return True
+        self.rule = consensus_rule(labels, self.params.consensus)
+        return self.rule is not None
 
     async def on_sample(self, sample: Sample) -> bool:
         return await self.add(Trace.of(sample, "final", self.params.window))
@@ -249,6 +264,8 @@ class _Outcome:
         for candidate, trace in zip(candidates, self.traces, strict=True):
             if trace.confidence is not None:
                 candidate.scores["confidence"] = trace.confidence
+            if trace.drops:  # flattened (tokens, lowest) pairs: scores hold flat lists
+                candidate.scores["confidence_drops"] = [x for d in trace.drops for x in d]
         await label_answers(ctx.verifiers.grader, candidates)
         kept = self.kept
         labels = [candidates[i].answer_class for i in kept]

@@ -7,9 +7,12 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ttscale.engine.confidence import (
     LOW_CONFIDENCE,
+    confidence_drops,
     first_low_window,
     group_confidences,
     lowest_group_confidence,
@@ -67,6 +70,24 @@ def test_first_low_window_checks_only_positions_from_since():
     # from the last position on, only the window (1, 0.5, 3) is checked: mean 1.5
     assert first_low_window(confidences, 7, stop) == 8
     assert first_low_window(confidences, 7, ConfidenceStop(window=3, threshold=1.5)) is None
+
+
+def test_confidence_drops_mark_each_new_lowest_full_window():
+    # windows of 2: 5, 5, 3, 1, 3 -> new lows at 2 tokens (5), 4 (3) and 5 (1)
+    assert confidence_drops([5.0, 5.0, 5.0, 1.0, 1.0, 5.0], 2) == [(2, 5.0), (4, 3.0), (5, 1.0)]
+    assert confidence_drops([1.0, 2.0], 5) == []  # no full window: the watch never stops it
+
+
+@given(
+    st.lists(st.floats(0.0, 10.0), max_size=40),
+    st.integers(1, 6),
+    st.floats(0.0, 10.0),
+)
+def test_confidence_drops_replay_the_watch_for_any_threshold(confidences, window, threshold):
+    """The first drop below a threshold is where the online watch stops the trace."""
+    below = [tokens for tokens, low in confidence_drops(confidences, window) if low < threshold]
+    stop = ConfidenceStop(window=window, threshold=threshold)
+    assert (below[0] if below else None) == first_low_window(confidences, 0, stop)
 
 
 def test_confidence_stop_needs_top_k_logprobs():

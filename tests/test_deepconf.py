@@ -106,7 +106,9 @@ async def test_votes_are_weighted_by_trace_confidence(grader):
     assert result.details["retained"] == [1, 2, 3]
     assert result.votes == {"4": 8.0, "9": 9.0}
     assert result.answer == "9" and result.chosen == 3
-    assert result.candidates[0].scores == {"confidence": 3.0}
+    # every candidate carries its confidence and where its lowest window fell (for replay):
+    # constant 3.0, so the one new low is the first full 4-token window
+    assert result.candidates[0].scores == {"confidence": 3.0, "confidence_drops": [4, 3.0]}
     assert result.details["trace_confidence"].startswith("lowest group confidence")
 
 
