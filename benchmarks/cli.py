@@ -32,7 +32,7 @@ from ttscale.verifiers.math_grader import MathGrader
 from .adaptive_replay import Schedule, format_table, replay_schedules
 from .backends import Backend, HttpBackend, InProcessBackend, RequestRejected
 from .datasets import DATASETS, BenchError, Problem, Selection, load_problems
-from .deepconf_replay import format_rows, full_trace_pool, replay_deepconf
+from .deepconf_replay import confidence_auroc, format_rows, full_trace_pool, replay_deepconf
 from .grid import SamplingConfig, Setting, build_grid
 from .records import Record, RunConfig, open_run, read_records
 from .replay import default_pool, replay
@@ -329,6 +329,11 @@ def _replay_deepconf(args: argparse.Namespace, records: Sequence[Record]) -> Non
     problems = sum(r.setting == pool for r in records)
     print(f"pool: {pool} ({problems} problems); tokens are generated tokens per problem")
     print(format_rows(rows))
+    auroc, mixed = confidence_auroc(records, pool)
+    print(
+        f"trace confidence, right vs wrong traces of the same problem: AUROC {auroc:.3f} "
+        f"({mixed} problems with both; 0.5 is chance)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -223,6 +223,25 @@ def _live_runs(
     return runs
 
 
+def confidence_auroc(records: Sequence[Record], pool: str) -> tuple[float, int]:
+    """How well trace confidence tells right traces from wrong ones of the same problem:
+    P(a right trace is more confident than a wrong one, ties half), over every such pair
+    of every problem that has both; and how many problems had both. 0.5 is chance. The
+    whole of DeepConf rests on this being well above 0.5."""
+    wins = pairs = 0.0
+    mixed = 0
+    for r in _pool_records(records, pool):
+        right = [PoolTrace.of(s).confidence for s in r.samples if s.correct]
+        wrong = [PoolTrace.of(s).confidence for s in r.samples if not s.correct]
+        if not right or not wrong:
+            continue
+        mixed += 1
+        for a in right:
+            wins += sum(1.0 if a > b else 0.5 if a == b else 0.0 for b in wrong)
+        pairs += len(right) * len(wrong)
+    return (wins / pairs if pairs else float("nan")), mixed
+
+
 def full_trace_pool(records: Sequence[Record]) -> str:
     """The deepconf setting whose traces are all warm-up traces (so none was stopped)."""
     for record in records:

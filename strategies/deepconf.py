@@ -265,7 +265,7 @@ class _Outcome:
             if trace.confidence is not None:
                 candidate.scores["confidence"] = trace.confidence
             if trace.drops:  # flattened (tokens, lowest) pairs: scores hold flat lists
-                candidate.scores["confidence_drops"] = [x for d in trace.drops for x in d]
+                candidate.scores["confidence_drops"] = [float(x) for d in trace.drops for x in d]
         await label_answers(ctx.verifiers.grader, candidates)
         kept = self.kept
         labels = [candidates[i].answer_class for i in kept]

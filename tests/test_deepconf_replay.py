@@ -7,7 +7,13 @@ import pytest
 
 from ttscale.benchmarks.cli import main as bench_main
 from ttscale.benchmarks.datasets import BenchError
-from ttscale.benchmarks.deepconf_replay import PoolTrace, offline, online, replay_deepconf
+from ttscale.benchmarks.deepconf_replay import (
+    PoolTrace,
+    confidence_auroc,
+    offline,
+    online,
+    replay_deepconf,
+)
 from ttscale.benchmarks.grid import SamplingConfig
 from ttscale.benchmarks.records import RecordWriter, RunConfig, open_run
 from ttscale.strategies.deepconf import DeepConfParams
@@ -101,6 +107,15 @@ def test_live_settings_on_the_same_problems_are_compared_at_their_own_tokens():
     # self-consistency over two of the eight traces (its 200 tokens): both right 6/28 of
     # the time, one of each 16/28 (a tie, worth half): 6/28 + 8/28 = 0.5
     assert row.matched.mean == pytest.approx(0.5, abs=0.1)
+
+
+def test_confidence_auroc_counts_right_over_wrong_pairs_within_problems():
+    # p1: right traces at 5 and 3, a wrong one at 4: one of two pairs ordered right;
+    # p2 has no wrong trace and does not count
+    p1 = [recorded(0, True, 5.0), recorded(0, True, 3.0), recorded(1, False, 4.0)]
+    p2 = [recorded(0, True, 1.0)] * 3
+    records = [record("p1", "pool", 3, True, p1), record("p2", "pool", 3, True, p2)]
+    assert confidence_auroc(records, "pool@3") == (0.5, 1)
 
 
 def test_the_pool_must_hold_recorded_confidences():
