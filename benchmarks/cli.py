@@ -214,10 +214,15 @@ def check_report_options(args: argparse.Namespace, grid: Sequence[Setting]) -> N
 
 
 def _model_source(args: argparse.Namespace) -> str:
-    """Where the model came from: two directories of one name are different models."""
+    """Where the model came from: two directories of one name are different models.
+    Relative to the working directory when below it, so that records committed with a
+    project say `models/NAME`, not a path of the machine that made them."""
     if args.url:
         return args.url.rstrip("/")
-    return str(Path(args.model).resolve()) if args.model else "embedded default"
+    if not args.model:
+        return "embedded default"
+    path = Path(args.model).absolute()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def _default_out(datasets: Sequence[str], model: str) -> Path:

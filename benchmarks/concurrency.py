@@ -4,7 +4,7 @@ Throughput: C concurrent self-consistency requests of N samples each through the
 HTTP server, against the same C x N samples sent straight to the same vLLM (C requests
 with vLLM's own `n=N`). Latency: sequential plain chat completions (no strategy) through
 ttscale against the same request straight to vLLM; the added latency is the difference
-of the medians. Both sides run on one engine, rounds interleaved (raw, ttscale, raw, ...)
+of the medians. Both sides run on one engine, rounds interleaved in ABBA order
 so machine noise hits both alike: read the ratios, not the absolute figures.
 
 - `--mode local`: ttscale serves an in-process engine; raw is the same `AsyncLLM` called
@@ -149,16 +149,25 @@ def _remote_raw(
     return many, plain
 
 
+async def _timed(side: Round, concurrency: int, number: int) -> tuple[int, float]:
+    """(tokens, tokens/s) of one round."""
+    started = time.perf_counter()
+    tokens = await side(concurrency, number)
+    return tokens, tokens / (time.perf_counter() - started)
+
+
 async def _throughput(sides: Sides, concurrency: int, reps: int) -> dict[str, Any]:
-    """Interleaved rounds; the ratio of each ttscale round to the raw round before it."""
+    """Interleaved round pairs, the side that goes first alternating (raw first in even
+    pairs, ttscale first in odd ones) so that a drift of the machine within a pair does
+    not favour one side; the ratio of each pair's ttscale rate to its raw rate."""
     ratios, raw_rates, ours_rates = [], [], []
     for rep in range(reps):
-        started = time.perf_counter()
-        raw_tokens = await sides.raw(concurrency, 2 * rep)
-        raw_rate = raw_tokens / (time.perf_counter() - started)
-        started = time.perf_counter()
-        our_tokens = await sides.ttscale(concurrency, 2 * rep + 1)
-        our_rate = our_tokens / (time.perf_counter() - started)
+        if rep % 2 == 0:
+            raw_tokens, raw_rate = await _timed(sides.raw, concurrency, 2 * rep)
+            our_tokens, our_rate = await _timed(sides.ttscale, concurrency, 2 * rep + 1)
+        else:
+            our_tokens, our_rate = await _timed(sides.ttscale, concurrency, 2 * rep + 1)
+            raw_tokens, raw_rate = await _timed(sides.raw, concurrency, 2 * rep)
         if our_tokens != raw_tokens:
             raise RuntimeError(f"unequal work: raw {raw_tokens} vs ttscale {our_tokens} tokens")
         raw_rates.append(raw_rate)

@@ -484,3 +484,18 @@ async def test_in_process_runs_obey_the_server_limits(grader, tmp_path):
     with pytest.raises(RequestRejected, match="n=4 exceeds this server's limit of 2"):
         await runner.run(PROBLEMS, _grid("self_consistency", budgets=(4,)))
     assert engine.calls == []
+
+
+def test_a_model_below_the_working_directory_is_recorded_by_its_relative_path(
+    tmp_path, monkeypatch
+):
+    """Records committed with a project name `models/NAME`, not the maker's machine."""
+    from argparse import Namespace
+
+    from ttscale.benchmarks.cli import _model_source
+
+    monkeypatch.chdir(tmp_path)
+    assert _model_source(Namespace(url=None, model="models/m")) == "models/m"
+    assert _model_source(Namespace(url=None, model="/elsewhere/m")) == "/elsewhere/m"
+    assert _model_source(Namespace(url="http://h:8000/", model=None)) == "http://h:8000"
+    assert _model_source(Namespace(url=None, model=None)) == "embedded default"
