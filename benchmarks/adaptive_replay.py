@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ttscale.strategies.self_consistency import SelfConsistencyParams, stop_rule
-from ttscale.verifiers.aggregate import plurality
+from ttscale.verifiers.aggregate import plurality, weighted_vote
 
 from .datasets import BenchError
 from .records import Record, SampleTrace
@@ -54,9 +54,12 @@ class ScheduleResult:
     """1 - tokens / baseline tokens."""
 
 
-def credit(labels: Sequence[int | None], right: set[int]) -> float:
-    """Expected credit of a plurality vote with ties broken at random."""
-    _, votes = plurality(labels)
+def credit(
+    labels: Sequence[int | None], right: set[int], weights: Sequence[float] | None = None
+) -> float:
+    """Expected credit of a plurality vote (or, with `weights`, a weighted vote) with
+    ties broken at random; no vote at all earns nothing."""
+    _, votes = plurality(labels) if weights is None else weighted_vote(labels, weights)
     if not votes:
         return 0.0
     best = max(votes.values())

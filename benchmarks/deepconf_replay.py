@@ -38,7 +38,6 @@ from ttscale.strategies.deepconf import (
     warmup_threshold,
 )
 from ttscale.strategies.self_consistency import SelfConsistencyParams
-from ttscale.verifiers.aggregate import weighted_vote
 
 from .adaptive_replay import Schedule, credit, right_classes, simulate
 from .datasets import BenchError
@@ -85,25 +84,13 @@ class Row:
     """This row minus `matched`, paired over problems."""
 
 
-def weighted_credit(
-    labels: Sequence[int | None], weights: Sequence[float], right: set[int]
-) -> float:
-    """Expected credit of a weighted vote with exact ties split evenly (no vote: 0)."""
-    _, totals = weighted_vote(labels, weights)
-    if not totals:
-        return 0.0
-    best = max(totals.values())
-    leaders = [label for label, total in totals.items() if total == best]
-    return sum(label in right for label in leaders) / len(leaders)
-
-
 def offline(pool: Sequence[PoolTrace], right: set[int], variant: str) -> tuple[float, float]:
     """DeepConf offline: every trace runs; those in the variant's top share by
     confidence vote, weighted by it."""
     bar = percentile([t.confidence for t in pool], 100 - KEPT_PERCENT[variant])
     kept = [t for t in pool if t.confidence >= bar]
-    credit_ = weighted_credit([t.answer_class for t in kept], [t.confidence for t in kept], right)
-    return credit_, float(sum(t.tokens for t in pool))
+    credited = credit([t.answer_class for t in kept], right, [t.confidence for t in kept])
+    return credited, float(sum(t.tokens for t in pool))
 
 
 def online(
@@ -122,16 +109,15 @@ def online(
         return consensus_rule([t.answer_class for t in voters], params.consensus) is not None
 
     def result() -> float:
-        return weighted_credit(
-            [t.answer_class for t in voters], [t.confidence for t in voters], right
-        )
+        return credit([t.answer_class for t in voters], right, [t.confidence for t in voters])
 
     tokens = float(sum(t.tokens for t in warm))
     decided = any([add(t) for t in warm])  # every warm-up trace is counted, as live
     rest = [pool[i] for i in order[params.warmup_traces :]]
     if decided or not rest:
         return result(), tokens
-    running: list[tuple[int, int, int]] = []  # (finish time, draw number, start time)
+    # (finish time, draw number, start time, stopped by the watch)
+    running: list[tuple[int, int, int, bool]] = []
     started = 0
 
     def start(now: int) -> None:
@@ -139,16 +125,16 @@ def online(
         while started < len(rest) and len(running) < params.in_flight():
             trace = rest[started]
             stop = trace.stop_at(threshold)
-            heapq.heappush(running, (now + (stop or trace.tokens), started, now))
+            finish = now + (trace.tokens if stop is None else stop)
+            heapq.heappush(running, (finish, started, now, stop is not None))
             started += 1
 
     start(0)
     while running:
-        now, number, begun = heapq.heappop(running)
+        now, number, begun, stopped = heapq.heappop(running)
         tokens += now - begun
-        trace = rest[number]
-        if trace.stop_at(threshold) is None and add(trace):
-            return result(), tokens + sum(now - b for _, _, b in running)
+        if not stopped and add(rest[number]):
+            return result(), tokens + sum(now - b for _, _, b, _ in running)
         start(now)
     return result(), tokens
 
@@ -231,8 +217,9 @@ def confidence_auroc(records: Sequence[Record], pool: str) -> tuple[float, int]:
     wins = pairs = 0.0
     mixed = 0
     for r in _pool_records(records, pool):
-        right = [PoolTrace.of(s).confidence for s in r.samples if s.correct]
-        wrong = [PoolTrace.of(s).confidence for s in r.samples if not s.correct]
+        scored = [(s.correct, PoolTrace.of(s).confidence) for s in r.samples]
+        right = [confidence for correct, confidence in scored if correct]
+        wrong = [confidence for correct, confidence in scored if not correct]
         if not right or not wrong:
             continue
         mixed += 1

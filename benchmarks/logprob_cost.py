@@ -19,9 +19,7 @@ prompt, seeds and lengths, so machine noise hits all alike; read the ratios to `
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import math
 import os
 import statistics
@@ -32,7 +30,7 @@ from pathlib import Path
 from ttscale.engine.local_vllm import LocalVLLMEngine
 from ttscale.engine.types import ConfidenceStop, SamplingSpec
 
-from .script_setup import model_to_measure, prepare_measurement
+from .script_setup import engine_script_main
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 WATCH = ConfidenceStop(window=64, threshold=-math.inf)
@@ -106,16 +104,7 @@ async def run(model: Path, name: str, tokens: int, reps: int, batch: int) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model directory (default: embedded SmolLM2)")
-    parser.add_argument("--tokens", type=int, default=256, help="tokens per sample")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=8, help="the n of the batched case")
-    args = parser.parse_args()
-    prepare_measurement()
-    model, name = model_to_measure(args.model)
-    summary = asyncio.run(run(model, name, args.tokens, args.reps, args.batch))
-    print(json.dumps(summary, indent=2))
+    engine_script_main(__doc__.splitlines()[0], run)
 
 
 if __name__ == "__main__":

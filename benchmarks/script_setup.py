@@ -3,8 +3,12 @@ environment, and the model to load (a `--model` directory or the embedded defaul
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ttscale.engine.local_vllm import apply_cpu_defaults
@@ -25,3 +29,22 @@ def model_to_measure(model: str | None) -> tuple[Path, str]:
         path = Path(model)
         return path, path.name
     return ensure_default_model(), DEFAULT_MODEL_NAME
+
+
+EngineRun = Callable[[Path, str, int, int, int], Awaitable[dict]]
+"""(model directory, served name, tokens per sample, repetitions, batch n) -> summary."""
+
+
+def engine_script_main(description: str, run: EngineRun) -> None:
+    """The command line of the scripts that time one in-process engine at n=1 and at a
+    batched n: `--model`, `--tokens`, `--reps`, `--batch`; prints the summary as JSON."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", help="model directory (default: embedded SmolLM2)")
+    parser.add_argument("--tokens", type=int, default=256, help="tokens per sample")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=8, help="the n of the batched case")
+    args = parser.parse_args()
+    prepare_measurement()
+    model, name = model_to_measure(args.model)
+    summary = asyncio.run(run(model, name, args.tokens, args.reps, args.batch))
+    print(json.dumps(summary, indent=2))

@@ -195,6 +195,12 @@ async def test_on_the_engine_stopped_traces_fell_below_the_bar_and_every_token_i
         else:
             assert row["tokens"] == 32  # ignore_eos: full length
             assert row["retained"] == (row["confidence"] >= details["threshold"])
+    for candidate, row in zip(result.candidates, details["traces"], strict=True):
+        flat = candidate.scores["confidence_drops"]
+        drops = list(zip(flat[::2], flat[1::2], strict=True))
+        assert drops[-1][1] == pytest.approx(candidate.scores["confidence"])  # the lowest
+        if row["stopped_early"]:  # the replay's stop point: where the watch fired, or before
+            assert next(t for t, low in drops if low < details["threshold"]) <= row["tokens"]
     stopped = sum(s["tokens"] for s in details["stopped_early"])
     usage = result.usage
     assert usage.aborted_tokens == stopped
