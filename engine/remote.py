@@ -4,9 +4,8 @@ several.
 Same protocol as the in-process engine, so strategies run unchanged against remote
 replicas. Prompts travel as token ids (`/v1/completions` accepts a list of ints) so the
 replica never re-tokenises and its prefix cache sees exactly the ids we continue from.
-Every sample is streamed (in chunks of a few tokens, see `STREAM_INTERVAL`): that is how
-an aborted sample still reports the tokens it generated, and closing the stream is how
-vLLM (through the router too) is told to stop.
+Every sample is streamed: that is how an aborted sample still reports the tokens it
+generated, and closing the stream is how vLLM (through the router too) is told to stop.
 
 Scale-out is the router's job, not this adapter's: it talks to one URL. Each sample
 carries a routing key (`X-Session-ID`, see `routing_keys.py`) so that a `consistent_hash`
@@ -412,15 +411,6 @@ def parse_prometheus(text: str) -> dict[str, float]:
     return values
 
 
-STREAM_INTERVAL = 8
-"""Tokens per streamed chunk of a sample nobody watches token by token (vLLM's
-`stream_interval`). One SSE event per token for every sample of every request costs the
-vLLM server's API process and this one a parse per token; on a 2-core machine that was
-5-8% of the throughput at 16-64 concurrent 8-sample requests. Chunks of 8 keep that
-small. The price: a sample aborted mid-chunk is billed the tokens received, up to 7 fewer
-than vLLM made. Samples under a confidence watch still stream every token."""
-
-
 def _completion_body(
     model: str, prompt_ids: list[int], spec: SamplingSpec, index: int
 ) -> dict[str, Any]:
@@ -454,8 +444,6 @@ def _completion_body(
     if spec.logprob_token_ids:
         body["logprobs"] = 0
         body["logprob_token_ids"] = list(spec.logprob_token_ids)
-    if spec.confidence_stop is None:
-        body["stream_interval"] = STREAM_INTERVAL
     return body
 
 

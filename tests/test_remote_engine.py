@@ -232,13 +232,3 @@ async def test_confidence_stop_closes_the_stream_and_vllm_aborts(remote, vllm_se
     assert full.finish_reason == "length" and full.num_tokens == 12
     assert len(full.token_confidences) == 12 and all(c > 0 for c in full.token_confidences)
 
-
-def test_only_samples_under_a_confidence_watch_stream_every_token():
-    """Unwatched samples ask vLLM for chunks (fewer SSE events); the watch needs each token."""
-    from ttscale.engine.remote import STREAM_INTERVAL, _completion_body
-
-    plain = _completion_body("m", [1, 2], SamplingSpec(max_tokens=4), 0)
-    watch = ConfidenceStop(window=4, threshold=1.0)
-    watched = _completion_body("m", [1, 2], SamplingSpec(logprobs=5, confidence_stop=watch), 0)
-    assert plain["stream_interval"] == STREAM_INTERVAL > 1
-    assert "stream_interval" not in watched

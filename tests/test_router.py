@@ -257,8 +257,8 @@ async def test_killing_the_busy_replica_mid_request_retries_on_the_other(front, 
         request = asyncio.create_task(client.post("/v1/chat/completions", json=_tts_body(1500)))
         victim = await _routed_to(cluster, routed_before, samples=1, within_s=30)
         assert victim is not None
-        # killed while it runs the samples: a fixed pause could outlast them (chunked
-        # streaming made generation faster, and the request then finished unharmed)
+        # killed while it runs the samples: a fixed pause could outlast them on a fast
+        # machine, and the request would then finish unharmed
         deadline = time.monotonic() + 30
         while await running_on(victim) < 1:
             assert time.monotonic() < deadline, "the samples never ran on the replica"
