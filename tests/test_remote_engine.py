@@ -231,4 +231,3 @@ async def test_confidence_stop_closes_the_stream_and_vllm_aborts(remote, vllm_se
     full = (await remote.generate(prompt, spec(-math.inf, 12))).samples[0]
     assert full.finish_reason == "length" and full.num_tokens == 12
     assert len(full.token_confidences) == 12 and all(c > 0 for c in full.token_confidences)
-
