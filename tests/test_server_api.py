@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -729,3 +730,23 @@ async def test_every_strategy_through_the_model_suffix(base_url, name):
     assert response.model_extra["ttscale"]["strategy"] == name
     assert response.usage.completion_tokens > 0
     await client.close()
+
+
+async def test_health_keeps_answering_while_a_huge_prompt_is_tokenised(base_url):
+    """A 3 MB prompt (under the body limit) is tokenised off the event loop, so /health
+    keeps answering meanwhile: its slowest reply is a small part of the big request's
+    time (on the loop, tokenising alone took most of it). The prompt, far beyond the
+    context, is a 400."""
+    big = _chat(messages=[{"role": "user", "content": "seven plus five " * 200_000}])
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as http:
+        started = time.perf_counter()
+        request = asyncio.create_task(http.post("/v1/chat/completions", json=big))
+        slowest_health = 0.0
+        while not request.done():
+            asked = time.perf_counter()
+            assert (await http.get("/health")).status_code == 200
+            slowest_health = max(slowest_health, time.perf_counter() - asked)
+        reply = await request
+        took = time.perf_counter() - started
+    assert reply.status_code == 400, reply.text
+    assert slowest_health < took / 4, (slowest_health, took)
