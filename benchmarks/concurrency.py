@@ -227,7 +227,7 @@ async def _local_sides(model: Path, name: str, args: argparse.Namespace) -> Asyn
 @contextlib.asynccontextmanager
 async def _remote_sides(model: Path, name: str, args: argparse.Namespace) -> AsyncIterator[Sides]:
     async with vllm_server(model, name) as vllm_url:
-        engine: Engine = await RemoteVLLMEngine.connect([vllm_url])
+        engine: Engine = await RemoteVLLMEngine.connect([vllm_url], model_path=str(model))
         prompt = await engine.render_chat(MESSAGES)
         async with serve_app(engine, max_n=args.n) as url, httpx.AsyncClient() as client:
             raw, raw_plain = _remote_raw(client, vllm_url, name, prompt, args.n, args.tokens)

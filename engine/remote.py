@@ -27,6 +27,7 @@ import httpx
 from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
 from .entropy import topk_entropy
 from .failover import Failover, TransientError, is_transient_status
+from .local_template import LocalChatTemplate
 from .protocol import (
     EngineError,
     EngineUnavailable,
@@ -99,6 +100,7 @@ class RemoteVLLMEngine:
         self._failover = failover or Failover()
         self._keys = PrefixKeys() if routing_keys else None
         self._in_flight = 0
+        self._chat_template: LocalChatTemplate | None = None
         self._is_router: bool | None = None
         self._healthy_workers: int | None = None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -136,7 +138,12 @@ class RemoteVLLMEngine:
             shape=shape,
             max_token_id=max_token_id,
         )
-        return cls(base_urls, info, api_key=api_key)
+        engine = cls(base_urls, info, api_key=api_key)
+        if model_path is not None:
+            engine._chat_template = await LocalChatTemplate.matching(
+                model_path, engine._render_on_server
+            )
+        return engine
 
     @staticmethod
     async def _vocabulary_bound(client: httpx.AsyncClient, base: str, model: str) -> int | None:
@@ -175,7 +182,18 @@ class RemoteVLLMEngine:
     def info(self) -> EngineInfo:
         return self._info
 
+    @property
+    def renders_chat_locally(self) -> bool:
+        """Chat prompts are rendered here (the served model's directory was given and
+        renders as the server does), not by a `/tokenize` round trip."""
+        return self._chat_template is not None
+
     async def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        if self._chat_template is not None:
+            return await self._chat_template.render(messages)
+        return await self._render_on_server(messages)
+
+    async def _render_on_server(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         body = {
             "model": self._info.model_name,
             "messages": list(messages),

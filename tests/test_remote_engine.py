@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -231,3 +233,48 @@ async def test_confidence_stop_closes_the_stream_and_vllm_aborts(remote, vllm_se
     full = (await remote.generate(prompt, spec(-math.inf, 12))).samples[0]
     assert full.finish_reason == "length" and full.num_tokens == 12
     assert len(full.token_confidences) == 12 and all(c > 0 for c in full.token_confidences)
+
+
+async def test_with_the_model_directory_chat_is_rendered_locally_as_the_server_would(
+    vllm_server, default_model_path, caplog
+):
+    """`--model DIR` in remote mode: the front renders chat prompts itself (no /tokenize
+    round trip per request), after checking at connect that it renders as the server."""
+    local = await RemoteVLLMEngine.connect([vllm_server], model_path=str(default_model_path))
+    served = await RemoteVLLMEngine.connect([vllm_server])
+    try:
+        assert local.renders_chat_locally and not served.renders_chat_locally
+        caplog.set_level(logging.INFO, logger="httpx")
+        caplog.clear()
+        conversation = [{"role": "system", "content": "Be brief."}, *QUESTION]
+        ours = await local.render_chat(conversation)
+        assert "/tokenize" not in caplog.text
+        assert ours == await served.render_chat(conversation)
+    finally:
+        await local.close()
+        await served.close()
+
+
+async def test_a_template_that_renders_differently_is_not_used(
+    vllm_server, default_model_path, tmp_path, caplog
+):
+    """A local tokenizer whose chat template differs from the server's would change every
+    prompt: the probe at connect notices, and rendering stays with the server."""
+    other = tmp_path / "other-template"
+    other.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(default_model_path / name, other / name)
+    template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    (other / "chat_template.jinja").write_text(template)
+    engine = await RemoteVLLMEngine.connect([vllm_server], model_path=str(other))
+    try:
+        assert not engine.renders_chat_locally
+        assert "renders differently from the server's" in caplog.text
+        tokenizer = AutoTokenizer.from_pretrained(default_model_path)
+        expected = tokenizer.encode(
+            tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=False),
+            add_special_tokens=False,
+        )
+        assert await engine.render_chat(QUESTION) == expected
+    finally:
+        await engine.close()
