@@ -211,11 +211,13 @@ def local_cluster(
     kv_gib: int = 1,
     env: dict[str, str] | None = None,
     block_size: int | None = None,
+    max_model_len: int = 2048,
 ) -> Iterator[Cluster]:
     """Replicas and a router; every process is stopped (with its children) on exit."""
     members = start_replicas(
-        model, replicas, log_dir, name=name, kv_gib=kv_gib, env=env, block_size=block_size
-    )
+        model, replicas, log_dir, name=name, kv_gib=kv_gib, env=env, block_size=block_size,
+        max_model_len=max_model_len,
+    )  # fmt: skip
     cluster = Cluster(members)
     try:
         cluster.router, cluster.router_metrics_url = start_router(
