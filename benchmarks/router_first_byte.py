@@ -28,6 +28,8 @@ from typing import Any
 
 import httpx
 
+from ttscale.engine.remote import parse_prometheus
+
 from .cluster import Cluster, local_cluster
 from .script_setup import model_to_measure, prepare_measurement
 
@@ -56,11 +58,10 @@ async def _round(client: httpx.AsyncClient, url: str, body: dict[str, Any], k: i
 async def measure(cluster: Cluster, name: str, args: argparse.Namespace) -> dict[str, Any]:
     body = {"model": name, "prompt": PROMPT, "max_tokens": args.tokens, "ignore_eos": True,
             "temperature": 1.0, "stream": True}  # fmt: skip
-    # the replica the key routes to: send one stream through the router, see who counted it
-    sides = {"router": cluster.router.url}
     results: dict[str, Any] = {}
     async with httpx.AsyncClient(timeout=600) as client:
-        sides["direct"] = await _keyed_replica(client, cluster, body)
+        direct = await _keyed_replica(client, cluster, body)
+        sides = {"router": cluster.router.url, "direct": direct}
         for k in args.streams:
             rounds: dict[str, list[dict]] = {"direct": [], "router": []}
             for rep in range(args.reps):
@@ -73,11 +74,13 @@ async def measure(cluster: Cluster, name: str, args: argparse.Namespace) -> dict
 
 
 async def _keyed_replica(client: httpx.AsyncClient, cluster: Cluster, body: dict) -> str:
+    """The replica the key routes to: one token through the router, and who counted it."""
+
     async def generated() -> list[float]:
         values = []
         for replica in cluster.replicas:
             text = (await client.get(f"{replica.url}/metrics")).text
-            values.append(_counter(text, "vllm:generation_tokens_total"))
+            values.append(parse_prometheus(text).get("vllm:generation_tokens_total", 0.0))
         return values
 
     before = await generated()
@@ -88,12 +91,6 @@ async def _keyed_replica(client: httpx.AsyncClient, cluster: Cluster, body: dict
             return cluster.replicas[grown.index(max(grown))].url
         await asyncio.sleep(0.1)
     raise RuntimeError("no replica counted the keyed request")
-
-
-def _counter(text: str, name: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
-    )
 
 
 def _summary(rounds: dict[str, list[dict]]) -> dict[str, Any]:

@@ -18,16 +18,16 @@ import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
 from .entropy import topk_entropy
+from .local_tokenizer import LocalChatTemplate, off_the_loop_if_long
 from .model_shape import read_model_shape
 from .protocol import EngineUnavailable, Generation, new_request_id, sample_request_id
 from .types import EngineInfo, EngineStats, Sample, SamplingSpec
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def apply_cpu_defaults() -> None:
@@ -86,6 +86,7 @@ class LocalVLLMEngine:
         self._stats = stats or EngineStats()
         self._info = info
         self._tokenizer = llm.get_tokenizer()
+        self._template = LocalChatTemplate(self._tokenizer)
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -152,14 +153,10 @@ class LocalVLLMEngine:
         return self._llm
 
     async def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
-        text = self._tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=False
-        )
-        return await self.tokenize(text)
+        return await self._template.render(messages)
 
     async def tokenize(self, text: str) -> list[int]:
-        encode = partial(self._tokenizer.encode, text, add_special_tokens=False)
-        return list(await off_the_loop_if_long(encode, len(text)))
+        return await self._template.tokenize(text)
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:
         decode = partial(self._tokenizer.decode, list(token_ids), skip_special_tokens=False)
@@ -318,18 +315,6 @@ class _StatsRecorder:
 
 def _max_token_id(tokenizer: Any) -> int:
     return int(getattr(tokenizer, "max_token_id", len(tokenizer) - 1))
-
-
-_INLINE_LIMIT = 4096
-"""Texts (characters) or token lists shorter than this are (de)tokenised on the event
-loop, where it takes microseconds; longer ones in a thread, so one huge prompt cannot
-stall every other request (and /health)."""
-
-
-async def off_the_loop_if_long(work: Callable[[], T], size: int) -> T:
-    if size < _INLINE_LIMIT:
-        return work()
-    return await asyncio.to_thread(work)
 
 
 async def shutdown_async_llm(llm: Any) -> None:

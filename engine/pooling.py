@@ -29,9 +29,9 @@ from typing import Any, Protocol
 
 import httpx
 
+from .local_tokenizer import load_tokenizer, off_the_loop_if_long
 from .local_vllm import (
     apply_cpu_defaults,
-    off_the_loop_if_long,
     resolve_dtype,
     shutdown_async_llm,
     start_async_llm,
@@ -187,19 +187,10 @@ def _step_pooler(step_token_id: int) -> Any:
     return PoolerConfig(pooling_type="STEP", step_tag_id=step_token_id)
 
 
-def _load_tokenizer(model_path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(model_path)
-    except (OSError, ValueError) as exc:
-        raise EngineUnavailable(f"{model_path}: cannot load the tokenizer: {exc}") from exc
-
-
 def tokenize_texts(model_path: Path, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of each text with the model's own tokenizer, without special tokens
     (blocking: it loads the tokenizer)."""
-    tokenizer = _load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path)
     return [list(tokenizer.encode(text, add_special_tokens=False)) for text in texts]
 
 
@@ -213,7 +204,7 @@ def lm_head_step_engine_args(
     entries (vLLM looks them up with `convert_tokens_to_ids`), so the ids are turned into
     this tokenizer's token strings, e.g. "▁+" in a SentencePiece vocabulary.
     """
-    tokenizer = _load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path)
     labels = [tokenizer.convert_ids_to_tokens(int(i)) for i in label_token_ids]
     for token_id, token in zip(label_token_ids, labels, strict=True):
         if token is None or tokenizer.convert_tokens_to_ids(token) != token_id:

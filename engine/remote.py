@@ -27,7 +27,7 @@ import httpx
 from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
 from .entropy import topk_entropy
 from .failover import Failover, TransientError, is_transient_status
-from .local_template import LocalChatTemplate
+from .local_tokenizer import LocalChatTemplate
 from .protocol import (
     EngineError,
     EngineUnavailable,

@@ -1,4 +1,5 @@
-"""Render chat prompts with a local copy of the served model's tokenizer.
+"""The model's tokenizer run in this process: chat rendering for every engine, and the
+rule for keeping long (de)tokenisations off the event loop.
 
 A remote engine otherwise asks the server (`/tokenize` with `messages`) for every chat
 prompt: one more HTTP round trip before each request can start. With the model's
@@ -15,9 +16,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from .protocol import EngineUnavailable
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Messages = Sequence[dict[str, Any]]
 
@@ -31,12 +35,21 @@ PROBES: tuple[list[dict[str, str]], ...] = (
     ],
 )
 
-_INLINE_CHARS = 4096
-"""Longer texts are tokenised in a thread, so one huge prompt cannot stall the loop."""
+_INLINE_LIMIT = 4096
+"""Texts (characters) or token lists shorter than this are (de)tokenised on the event
+loop, where it takes microseconds; longer ones in a thread, so one huge prompt cannot
+stall every other request (and /health)."""
+
+
+async def off_the_loop_if_long(work: Callable[[], T], size: int) -> T:
+    if size < _INLINE_LIMIT:
+        return work()
+    return await asyncio.to_thread(work)
 
 
 class LocalChatTemplate:
-    """The served model's chat template and tokenizer, run in this process."""
+    """A model's chat template and tokenizer, run in this process: the in-process
+    engine's renderer, and a remote engine's once it matches the server."""
 
     def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
@@ -48,7 +61,7 @@ class LocalChatTemplate:
         """The template of `model_dir` if it renders every probe as the server does;
         None (and a warning saying why) otherwise."""
         try:
-            template = cls(await asyncio.to_thread(_load_tokenizer, str(model_dir)))
+            template = cls(await asyncio.to_thread(load_tokenizer, Path(model_dir)))
             for messages in PROBES:
                 ours, theirs = await template.render(messages), await server_render(messages)
                 if ours != theirs:
@@ -67,14 +80,20 @@ class LocalChatTemplate:
         text = self._tokenizer.apply_chat_template(
             list(messages), add_generation_prompt=True, tokenize=False
         )
+        return await self.tokenize(text)
 
+    async def tokenize(self, text: str) -> list[int]:
         def encode() -> list[int]:
             return list(self._tokenizer.encode(text, add_special_tokens=False))
 
-        return encode() if len(text) < _INLINE_CHARS else await asyncio.to_thread(encode)
+        return await off_the_loop_if_long(encode, len(text))
 
 
-def _load_tokenizer(model_dir: str) -> Any:
+def load_tokenizer(model_path: Path) -> Any:
+    """The model's Hugging Face tokenizer (blocking: call it off the event loop)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_dir)
+    try:
+        return AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError) as exc:
+        raise EngineUnavailable(f"{model_path}: cannot load the tokenizer: {exc}") from exc
