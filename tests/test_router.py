@@ -201,7 +201,7 @@ async def test_aborting_through_the_router_stops_the_replica(routed, cluster, ca
     # what each had streamed (how much depends on the machine's load: zero is possible)
     assert all(s.num_tokens < LONG for s in result.samples)
     assert await _all_idle(cluster, within_s=30)
-    assert await generated_tokens(cluster) - before < 2 * LONG
+    assert await generated_tokens(cluster) - before < 2 * LONG / 2
 
 
 async def _streams_started(log_text: Callable[[], str]) -> None:
@@ -264,7 +264,7 @@ async def test_a_tts_request_completes_through_front_and_router(front):
 
 async def test_a_client_that_goes_away_frees_the_replicas(front, cluster):
     """Disconnect -> the front aborts its samples -> the router closes the replica's
-    stream -> vLLM aborts: fewer than the 4 x LONG tokens asked for are generated."""
+    stream -> vLLM aborts: far fewer than the 4 x LONG tokens asked for are generated."""
     before = await generated_tokens(cluster)
     async with httpx.AsyncClient(base_url=front.url, timeout=120) as client:
         front_log = _log_after(front)
@@ -274,7 +274,7 @@ async def test_a_client_that_goes_away_frees_the_replicas(front, cluster):
         with contextlib.suppress(asyncio.CancelledError):
             await request
     assert await _all_idle(cluster, within_s=30)
-    assert await generated_tokens(cluster) - before < 4 * LONG
+    assert await generated_tokens(cluster) - before < 4 * LONG / 2
     spent = re.search(r"cancelled by the client; .* samples_finished=(\d+) samples_aborted=(\d+)",
                       front_log())  # fmt: skip
     assert spent is not None and int(spent[2]) >= 1 and int(spent[1]) + int(spent[2]) == 4
