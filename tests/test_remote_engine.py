@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from ttscale.engine.confidence import LOW_CONFIDENCE
 from ttscale.engine.parity import ParityReport, check_parity
-from ttscale.engine.remote import RemoteVLLMEngine
+from ttscale.engine.remote import CHUNK_TOKENS, RemoteVLLMEngine
 from ttscale.engine.types import ConfidenceStop, SamplingSpec
 from ttscale.server.app import create_app
 from ttscale.server.config import Settings
@@ -75,11 +75,15 @@ async def test_engine_numerics_match_transformers(parity: ParityReport):
     assert all(p.tokens == 16 for p in parity.prompts)
 
 
-async def _running_on_server(url: str) -> float:
+async def _server_metric(url: str, name: str) -> float:
     text = (await asyncio.to_thread(httpx.get, f"{url}/metrics")).text
-    match = re.search(r"^vllm:num_requests_running\{[^}]*\} ([0-9.]+)", text, re.MULTILINE)
-    assert match, "vLLM metrics no longer expose num_requests_running"
+    match = re.search(rf"^vllm:{name}\{{[^}}]*\}} ([0-9.]+)", text, re.MULTILINE)
+    assert match, f"vLLM metrics no longer expose {name}"
     return float(match.group(1))
+
+
+async def _running_on_server(url: str) -> float:
+    return await _server_metric(url, "num_requests_running")
 
 
 async def test_connect_reads_what_the_server_serves(remote):
@@ -135,7 +139,10 @@ async def test_stop_string_kept(remote, trusted_numerics):
 
 
 async def test_abort_reports_partial_tokens_and_frees_the_server(remote, vllm_server):
+    """An aborted sample is billed what reached the front: samples stream in chunks of
+    CHUNK_TOKENS, so at most CHUNK_TOKENS - 1 of its tokens go unbilled."""
     prompt = await remote.render_chat(QUESTION)
+    before = await _server_metric(vllm_server, "generation_tokens_total")
     generation = remote.generate(
         prompt, SamplingSpec(max_tokens=1500, ignore_eos=True, seed=1), n=2
     )
@@ -149,6 +156,9 @@ async def test_abort_reports_partial_tokens_and_frees_the_server(remote, vllm_se
             break
         await asyncio.sleep(0.1)
     assert await _running_on_server(vllm_server) == 0
+    generated = await _server_metric(vllm_server, "generation_tokens_total") - before
+    billed = sum(s.num_tokens for s in result.samples)
+    assert billed <= generated <= billed + 2 * (CHUNK_TOKENS - 1)
 
 
 async def test_ttscale_server_can_front_a_remote_vllm(vllm_server, trusted_numerics):
@@ -278,3 +288,14 @@ async def test_a_template_that_renders_differently_is_not_used(
         assert await engine.render_chat(QUESTION) == expected
     finally:
         await engine.close()
+
+
+def test_only_samples_under_a_confidence_watch_stream_every_token():
+    """Unwatched samples ask vLLM for chunks (fewer SSE events); the watch needs each token."""
+    from ttscale.engine.remote import _completion_body
+
+    plain = _completion_body("m", [1, 2], SamplingSpec(max_tokens=4), 0)
+    watch = ConfidenceStop(window=4, threshold=1.0)
+    watched = _completion_body("m", [1, 2], SamplingSpec(logprobs=5, confidence_stop=watch), 0)
+    assert plain["stream_interval"] == CHUNK_TOKENS > 1
+    assert "stream_interval" not in watched
