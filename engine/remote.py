@@ -318,7 +318,9 @@ class RemoteVLLMEngine:
                         continue
                     payload = line[5:].strip()
                     if payload == "[DONE]":
-                        break
+                        # read on to the end of the body (just after): a response
+                        # left unread is closed, and its connection cannot be reused
+                        continue
                     _apply_chunk(json.loads(payload), partial, spec)
                     if partial.low_confidence:
                         break  # leaving the stream closes it: vLLM aborts the request

@@ -128,6 +128,18 @@ async def test_samples_carry_entropies_and_cache_hits(remote):
     assert any(s.cached_prompt_tokens > 0 for s in again.samples)
 
 
+async def test_samples_reuse_connections_to_the_server(remote, caplog):
+    """A sample's stream is read to its end, so its connection goes back to the pool:
+    a new TCP connection per sample costs every sample a connect on both sides."""
+    prompt = await remote.render_chat(QUESTION)
+    await remote.generate(prompt, SamplingSpec(max_tokens=4))
+    caplog.set_level(logging.DEBUG, logger="httpcore.connection")
+    caplog.clear()
+    for _ in range(3):
+        await remote.generate(prompt, SamplingSpec(max_tokens=4))
+    assert "connect_tcp.started" not in caplog.text
+
+
 async def test_stop_string_kept(remote, trusted_numerics):
     prompt = await remote.render_chat(QUESTION)
     spec = SamplingSpec(
