@@ -9,8 +9,9 @@ so machine noise hits both alike: read the ratios, not the absolute figures.
 
 - `--mode local`: ttscale serves an in-process engine; raw is the same `AsyncLLM` called
   directly (token ids in, `RequestOutputKind.FINAL_ONLY`).
-- `--mode remote`: a vLLM OpenAI server in a subprocess; ttscale (`--engine remote`) and
-  raw HTTP requests (`/v1/completions` with token ids, `/v1/chat/completions`) share it.
+- `--mode remote`: a vLLM OpenAI server in a subprocess; `ttscale serve --engine remote
+  --model DIR` in another, as deployed; ttscale and raw HTTP requests (`/v1/completions`
+  with token ids, `/v1/chat/completions`) share the vLLM server.
 
     .venv/bin/python -m ttscale.benchmarks.concurrency --mode local --concurrency 16,64
 """
@@ -32,11 +33,10 @@ from typing import Any
 import httpx
 
 from ttscale.engine.local_vllm import LocalVLLMEngine
-from ttscale.engine.protocol import Engine
 from ttscale.engine.remote import RemoteVLLMEngine
 
 from .script_setup import model_to_measure, prepare_measurement
-from .serving import serve_app, vllm_server
+from .serving import serve_app, ttscale_front, vllm_server
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 Round = Callable[[int, int], Awaitable[int]]
@@ -227,9 +227,11 @@ async def _local_sides(model: Path, name: str, args: argparse.Namespace) -> Asyn
 @contextlib.asynccontextmanager
 async def _remote_sides(model: Path, name: str, args: argparse.Namespace) -> AsyncIterator[Sides]:
     async with vllm_server(model, name) as vllm_url:
-        engine: Engine = await RemoteVLLMEngine.connect([vllm_url], model_path=str(model))
-        prompt = await engine.render_chat(MESSAGES)
-        async with serve_app(engine, max_n=args.n) as url, httpx.AsyncClient() as client:
+        probe = await RemoteVLLMEngine.connect([vllm_url])
+        prompt = await probe.render_chat(MESSAGES)  # the server's own rendering
+        await probe.close()
+        front = ttscale_front(vllm_url, model, "--max-n", str(args.n))
+        async with front as url, httpx.AsyncClient() as client:
             raw, raw_plain = _remote_raw(client, vllm_url, name, prompt, args.n, args.tokens)
             ours, plain = _ttscale_rounds(client, url, name, args.n, args.tokens)
             yield Sides(raw, ours, raw_plain, plain)

@@ -69,6 +69,27 @@ async def vllm_server(model: Path, name: str, *extra: str) -> AsyncIterator[str]
         await asyncio.to_thread(_stop_group, process)
 
 
+@contextlib.asynccontextmanager
+async def ttscale_front(vllm_url: str, model: Path, *extra: str) -> AsyncIterator[str]:
+    """`ttscale serve --engine remote` in front of `vllm_url`, as its own process (as it
+    is deployed: its own event loop, uvloop and httptools when installed, rather than
+    sharing the measuring client's); yields its URL once `/health` says ready."""
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix="ttscale-front-", suffix=".log")[1])
+    command = [
+        sys.executable, "-m", "ttscale.cli", "serve", "--engine", "remote",
+        "--remote-url", vllm_url, "--model", str(model), "--port", str(port),
+        "--log-level", "warning", *extra,
+    ]  # fmt: skip
+    process = _spawn(command, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_ready(f"{url}/health", process, log)
+        yield url
+    finally:
+        await asyncio.to_thread(_stop_group, process)
+
+
 def _server_command(model: Path, name: str, port: int, extra: tuple[str, ...]) -> list[str]:
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
@@ -94,12 +115,12 @@ async def _wait_ready(
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
-                raise RuntimeError(f"vLLM server exited; see {log}")
+                raise RuntimeError(f"server exited; see {log}")
             with contextlib.suppress(httpx.HTTPError):
                 if (await client.get(url, timeout=2)).status_code == 200:
                     return
             await asyncio.sleep(0.5)
-    raise RuntimeError(f"vLLM server not ready after {limit_s} s; see {log}")
+    raise RuntimeError(f"server not ready after {limit_s} s; see {log}")
 
 
 def _stop_group(process: subprocess.Popen) -> None:
