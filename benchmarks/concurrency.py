@@ -182,18 +182,24 @@ async def _throughput(sides: Sides, concurrency: int, reps: int) -> dict[str, An
 
 
 async def _latency(sides: Sides, requests: int) -> dict[str, Any]:
-    """Median of sequential plain requests on each side, interleaved one by one."""
+    """Sequential plain requests, one raw and one through ttscale in each pair, the side
+    that goes first alternating. Besides the difference of the two medians, the median
+    of the pairs' differences: the two requests of a pair meet the same machine load, so
+    it varies less from run to run than a difference of medians taken apart."""
     raw, ours = [], []
-    for _ in range(requests):
-        for plain, into in ((sides.raw_plain, raw), (sides.ttscale_plain, ours)):
+    for pair in range(requests):
+        sides_in_order = [(sides.raw_plain, raw), (sides.ttscale_plain, ours)]
+        for plain, into in sides_in_order if pair % 2 == 0 else sides_in_order[::-1]:
             started = time.perf_counter()
             await plain()
             into.append(time.perf_counter() - started)
     raw_ms, our_ms = statistics.median(raw) * 1e3, statistics.median(ours) * 1e3
+    paired_ms = statistics.median(o - r for o, r in zip(ours, raw, strict=True)) * 1e3
     return {
         "raw_p50_ms": round(raw_ms, 2),
         "ttscale_p50_ms": round(our_ms, 2),
         "added_p50_ms": round(our_ms - raw_ms, 2),
+        "added_paired_median_ms": round(paired_ms, 2),
     }
 
 
@@ -250,8 +256,8 @@ def main() -> None:
     parser.add_argument("--mode", choices=["local", "remote"], default="local")
     parser.add_argument("--model", help="model directory (default: embedded SmolLM2)")
     parser.add_argument(
-        "--concurrency", type=lambda t: [int(x) for x in t.split(",")], default=[16, 64],
-        help="concurrent requests per round, e.g. 16,64",
+        "--concurrency", type=lambda t: [int(x) for x in t.split(",") if x], default=[16, 64],
+        help='concurrent requests per round, e.g. 16,64 ("" for the latency only)',
     )  # fmt: skip
     parser.add_argument("--n", type=int, default=8, help="samples per request")
     parser.add_argument("--tokens", type=int, default=128, help="tokens per sample")

@@ -59,14 +59,8 @@ async def vllm_server(model: Path, name: str, *extra: str) -> AsyncIterator[str]
     """`vllm.entrypoints.openai.api_server` for `model` as ttscale would run it on this
     machine (float32 on a CPU, whole-prompt prefill, prefix caching); yields its URL."""
     port = free_port()
-    log = Path(tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
-    process = _spawn(_server_command(model, name, port, extra), log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await _wait_ready(f"{url}/v1/models", process, log)
+    async with _serving(_server_command(model, name, port, extra), port, "/v1/models") as url:
         yield url
-    finally:
-        await asyncio.to_thread(_stop_group, process)
 
 
 @contextlib.asynccontextmanager
@@ -75,16 +69,24 @@ async def ttscale_front(vllm_url: str, model: Path, *extra: str) -> AsyncIterato
     is deployed: its own event loop, uvloop and httptools when installed, rather than
     sharing the measuring client's); yields its URL once `/health` says ready."""
     port = free_port()
-    log = Path(tempfile.mkstemp(prefix="ttscale-front-", suffix=".log")[1])
     command = [
         sys.executable, "-m", "ttscale.cli", "serve", "--engine", "remote",
         "--remote-url", vllm_url, "--model", str(model), "--port", str(port),
         "--log-level", "warning", *extra,
     ]  # fmt: skip
+    async with _serving(command, port, "/health") as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def _serving(command: list[str], port: int, ready_path: str) -> AsyncIterator[str]:
+    """Run a server `command` listening on `port`; yield its URL once `ready_path`
+    answers 200; stop its whole process group afterwards. Its output goes to a log."""
+    log = Path(tempfile.mkstemp(prefix="server-", suffix=".log")[1])
     process = _spawn(command, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        await _wait_ready(f"{url}/health", process, log)
+        await _wait_ready(f"{url}{ready_path}", process, log)
         yield url
     finally:
         await asyncio.to_thread(_stop_group, process)
