@@ -128,16 +128,22 @@ async def test_samples_carry_entropies_and_cache_hits(remote):
     assert any(s.cached_prompt_tokens > 0 for s in again.samples)
 
 
-async def test_samples_reuse_connections_to_the_server(remote, caplog):
+async def test_samples_reuse_connections_to_the_server(vllm_server, remote, caplog):
     """A sample's stream is read to its end, so its connection goes back to the pool:
     a new TCP connection per sample costs every sample a connect on both sides."""
     prompt = await remote.render_chat(QUESTION)
-    await remote.generate(prompt, SamplingSpec(max_tokens=4))
-    caplog.set_level(logging.DEBUG, logger="httpcore.connection")
-    caplog.clear()
-    for _ in range(3):
-        await remote.generate(prompt, SamplingSpec(max_tokens=4))
-    assert "connect_tcp.started" not in caplog.text
+    caplog.set_level(logging.DEBUG, logger="ttscale.engine.remote")
+    fresh = RemoteVLLMEngine([vllm_server], remote.info)
+    try:
+        caplog.clear()
+        await fresh.generate(prompt, SamplingSpec(max_tokens=4))
+        assert "opened a connection" in caplog.text  # the first sample needs one
+        caplog.clear()
+        for _ in range(3):
+            await fresh.generate(prompt, SamplingSpec(max_tokens=4))
+        assert "opened a connection" not in caplog.text
+    finally:
+        await fresh.close()
 
 
 async def test_stop_string_kept(remote, trusted_numerics):
@@ -266,12 +272,14 @@ async def test_with_the_model_directory_chat_is_rendered_locally_as_the_server_w
     served = await RemoteVLLMEngine.connect([vllm_server])
     try:
         assert local.renders_chat_locally and not served.renders_chat_locally
-        caplog.set_level(logging.INFO, logger="httpx")
+        caplog.set_level(logging.DEBUG, logger="ttscale.engine.remote")
         caplog.clear()
         conversation = [{"role": "system", "content": "Be brief."}, *QUESTION]
         ours = await local.render_chat(conversation)
         assert "/tokenize" not in caplog.text
-        assert ours == await served.render_chat(conversation)
+        theirs = await served.render_chat(conversation)
+        assert "POST /tokenize" in caplog.text  # the round trip the local rendering saves
+        assert ours == theirs
     finally:
         await local.close()
         await served.close()

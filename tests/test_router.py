@@ -57,8 +57,9 @@ def front(cluster: Cluster, subprocess_env, tmp_path_factory) -> Iterator[Member
     """`ttscale serve --engine remote --remote-url ROUTER`, a process of its own."""
     port = free_port()
     log = tmp_path_factory.mktemp("front") / "front.log"
+    # at debug level the front logs when each replica stream starts (`_streams_started`)
     command = [*TTSCALE, "serve", "--engine", "remote", "--remote-url", cluster.router.url,
-               "--port", str(port)]  # fmt: skip
+               "--port", str(port), "--log-level", "debug"]  # fmt: skip
     with log.open("w") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=subprocess_env
@@ -189,7 +190,7 @@ async def test_different_prompts_spread_when_keyed_and_pile_up_when_not(routed, 
 
 
 async def test_aborting_through_the_router_stops_the_replica(routed, cluster, caplog):
-    caplog.set_level(logging.INFO, logger="httpx")
+    caplog.set_level(logging.DEBUG, logger="ttscale.engine.remote")
     prompt = await routed.render_chat(QUESTION)
     spec = SamplingSpec(max_tokens=LONG, ignore_eos=True)
     before = await generated_tokens(cluster)
@@ -213,7 +214,7 @@ async def _streams_started(log_text: Callable[[], str]) -> None:
     back for seconds under load, so a fixed pause can fall before any stream starts.
     """
     deadline = time.monotonic() + 60
-    while '/v1/completions "HTTP/1.1 200 OK"' not in log_text():
+    while ": streaming from " not in log_text():
         assert time.monotonic() < deadline, "no replica stream started within 60 s"
         await asyncio.sleep(0.05)
 
@@ -345,7 +346,7 @@ async def test_losing_every_replica_fails_requests_with_503_in_bounded_time(fron
             while (await c.get("/health")).status_code != 200:
                 await asyncio.sleep(0.05)
             [last] = [r for r in cluster.replicas if r.process.poll() is None]
-            caplog.set_level(logging.INFO, logger="httpx")
+            caplog.set_level(logging.DEBUG, logger="ttscale.engine.remote")
             caplog.clear()
             request = asyncio.create_task(c.post("/v1/chat/completions", json=_tts_body(LONG)))
             await _streams_started(lambda: caplog.text)
