@@ -19,9 +19,7 @@ import asyncio
 import json
 import resource
 import statistics
-import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,7 +29,7 @@ import httpx
 from ttscale.engine.remote import RemoteVLLMEngine
 from ttscale.engine.types import EngineInfo, SamplingSpec
 
-from .serving import free_port
+from .serving import free_port, serve_command
 
 PROMPT = list(range(40))
 TOKENS = 16
@@ -109,28 +107,50 @@ def _adapter_reader(engine: RemoteVLLMEngine) -> Reader:
     return read
 
 
-async def measure(base: str, requests: int, rounds: int) -> dict[str, Any]:
+async def measure(requests: int, rounds: int) -> dict[str, Any]:
+    port = free_port()
+    command = [sys.executable, "-m", __spec__.name, "--serve", str(port)]
+    async with serve_command(command, port, "/") as base:
+        return await _measure_against(base, requests, rounds)
+
+
+async def _measure_against(base: str, requests: int, rounds: int) -> dict[str, Any]:
     url = f"{base}/v1/completions"
     info = EngineInfo(model_name="m", max_model_len=4096, backend="vllm-remote")
     engine = RemoteVLLMEngine([base], info)
-    async with httpx.AsyncClient() as client, aiohttp.ClientSession() as session:
-        readers = {
-            "httpx": _httpx_reader(client, url),
-            "aiohttp": _aiohttp_reader(session, url),
-            "adapter": _adapter_reader(engine),
-        }
-        results: dict[str, list[float]] = {name: [] for name in readers}
-        for read in readers.values():  # warm-up: connections, first-call caches
-            await _per_request_ms(read, 20)
-        for number in range(rounds):
-            names = list(readers) if number % 2 == 0 else list(readers)[::-1]
-            for name in names:
-                results[name].append(await _per_request_ms(readers[name], requests))
-    await engine.close()
+    try:
+        async with httpx.AsyncClient() as client, aiohttp.ClientSession() as session:
+            results = await _interleaved(client, session, engine, url, requests, rounds)
+    finally:
+        await engine.close()
     return {
         name: {"cpu_ms_median": round(statistics.median(v), 3), "rounds": [round(x, 3) for x in v]}
         for name, v in results.items()
     }
+
+
+async def _interleaved(
+    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
+    engine: RemoteVLLMEngine,
+    url: str,
+    requests: int,
+    rounds: int,
+) -> dict[str, list[float]]:
+    """CPU ms per request of each reader in each round, the order reversed every round."""
+    readers = {
+        "httpx": _httpx_reader(client, url),
+        "aiohttp": _aiohttp_reader(session, url),
+        "adapter": _adapter_reader(engine),
+    }
+    results: dict[str, list[float]] = {name: [] for name in readers}
+    for read in readers.values():  # warm-up: connections, first-call caches
+        await _per_request_ms(read, 20)
+    for number in range(rounds):
+        names = list(readers) if number % 2 == 0 else list(readers)[::-1]
+        for name in names:
+            results[name].append(await _per_request_ms(readers[name], requests))
+    return results
 
 
 def main() -> None:
@@ -142,21 +162,7 @@ def main() -> None:
     if args.serve:
         _serve(args.serve)
         return
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", __spec__.name, "--serve", str(port)])
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(base, timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        figures = asyncio.run(measure(base, args.requests, args.rounds))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    figures = asyncio.run(measure(args.requests, args.rounds))
     print(json.dumps({"tokens_per_sample": TOKENS, "requests": args.requests, **figures}, indent=2))
 
 

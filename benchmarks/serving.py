@@ -59,7 +59,7 @@ async def vllm_server(model: Path, name: str, *extra: str) -> AsyncIterator[str]
     """`vllm.entrypoints.openai.api_server` for `model` as ttscale would run it on this
     machine (float32 on a CPU, whole-prompt prefill, prefix caching); yields its URL."""
     port = free_port()
-    async with _serving(_server_command(model, name, port, extra), port, "/v1/models") as url:
+    async with serve_command(_server_command(model, name, port, extra), port, "/v1/models") as url:
         yield url
 
 
@@ -74,12 +74,12 @@ async def ttscale_front(vllm_url: str, model: Path, *extra: str) -> AsyncIterato
         "--remote-url", vllm_url, "--model", str(model), "--port", str(port),
         "--log-level", "warning", *extra,
     ]  # fmt: skip
-    async with _serving(command, port, "/health") as url:
+    async with serve_command(command, port, "/health") as url:
         yield url
 
 
 @contextlib.asynccontextmanager
-async def _serving(command: list[str], port: int, ready_path: str) -> AsyncIterator[str]:
+async def serve_command(command: list[str], port: int, ready_path: str) -> AsyncIterator[str]:
     """Run a server `command` listening on `port`; yield its URL once `ready_path`
     answers 200; stop its whole process group afterwards. Its output goes to a log."""
     log = Path(tempfile.mkstemp(prefix="server-", suffix=".log")[1])

@@ -125,11 +125,13 @@ class RemoteVLLMEngine:
         (`benchmarks/http_client_cpu.py`).
         """
         if self._session is None:
+            # tracing costs every request a few awaits: only when its log line is wanted
+            traced = logger.isEnabledFor(logging.DEBUG)
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=self._timeout,
                 connector=aiohttp.TCPConnector(limit=1024),
-                trace_configs=[_connection_log(self._base_url)],
+                trace_configs=[_connection_log(self._base_url)] if traced else None,
                 read_bufsize=2**20,  # an SSE line of 16 tokens' top-20 logprobs fits
             )
         return self._session
@@ -461,7 +463,8 @@ def _status_error(url: str, status: int, detail: str) -> EngineError:
 
 def _connection_log(base_url: str) -> aiohttp.TraceConfig:
     """Log each new TCP connection at DEBUG: samples should reuse pooled connections,
-    and a connection per sample (a body left unread, see `_stream_sample`) shows here."""
+    and a connection per sample (a body left unread, see `_stream_sample`) shows here.
+    Attached when the pool is made, so DEBUG must be on by the engine's first request."""
 
     async def opened(*_: Any) -> None:
         logger.debug("opened a connection to %s", base_url)
