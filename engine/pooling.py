@@ -27,8 +27,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 
+from .http_client import HTTP_ERRORS, auth_headers
 from .local_tokenizer import load_tokenizer, off_the_loop_if_long
 from .local_vllm import (
     apply_cpu_defaults,
@@ -269,46 +270,51 @@ class RemotePoolingEngine:
         model_name: str,
         max_model_len: int,
         tasks: tuple[str, ...],
-        client: httpx.AsyncClient,
+        session: aiohttp.ClientSession,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._model = model_name
         self.model = f"{model_name} at {self._base}"
         self.max_model_len = max_model_len
         self._tasks = tasks
-        self._client = client
+        self._session = session
 
     @classmethod
     async def connect(cls, base_url: str, *, api_key: str | None = None) -> RemotePoolingEngine:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(300.0, connect=10.0))
+        """Ask the server what it serves and which pooling tasks it takes; fail clearly
+        if it cannot be reached."""
+        session = aiohttp.ClientSession(
+            headers=auth_headers(api_key),
+            timeout=aiohttp.ClientTimeout(total=300.0, sock_connect=10.0),
+        )
         base = base_url.rstrip("/")
         try:
-            model = (await client.get(f"{base}/v1/models")).raise_for_status().json()["data"][0]
-            probe = await client.post(
-                f"{base}/pooling",
-                json={"model": model["id"], "input": [0], "task": "classify"},
-            )
-        except httpx.HTTPError as exc:
-            await client.aclose()
+            async with session.get(f"{base}/v1/models") as reply:
+                reply.raise_for_status()
+                model = (await reply.json(content_type=None))["data"][0]
+            probe = {"model": model["id"], "input": [0], "task": "classify"}
+            async with session.post(f"{base}/pooling", json=probe) as reply:
+                classify = reply.status == 200
+                await reply.read()
+        except HTTP_ERRORS as exc:
+            await session.close()
             raise EngineUnavailable(f"cannot reach reward model server {base}: {exc}") from exc
-        tasks = ("classify", "token_classify") if probe.status_code == 200 else ("token_classify",)
+        tasks = ("classify", "token_classify") if classify else ("token_classify",)
         max_len = int(model.get("max_model_len") or 4096)
-        return cls(base, model["id"], max_len, tasks, client)
+        return cls(base, model["id"], max_len, tasks, session)
 
     async def _post(
         self, path: str, body: dict[str, Any], request_id: str | None = None
     ) -> dict[str, Any]:
+        url = f"{self._base}{path}"
         headers = {"X-Request-Id": request_id} if request_id else None
         try:
-            response = await self._client.post(f"{self._base}{path}", json=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise EngineError(f"{self._base}{path}: {exc}") from exc
-        if response.status_code != 200:
-            raise EngineError(
-                f"{self._base}{path}: HTTP {response.status_code}: {response.text[:300]}"
-            )
-        return response.json()
+            async with self._session.post(url, json=body, headers=headers) as reply:
+                if reply.status != 200:
+                    raise EngineError(f"{url}: HTTP {reply.status}: {(await reply.text())[:300]}")
+                return await reply.json(content_type=None)
+        except HTTP_ERRORS as exc:
+            raise EngineError(f"{url}: {exc}") from exc
 
     async def render(self, messages: list[dict[str, str]]) -> list[int]:
         body = {
@@ -334,4 +340,4 @@ class RemotePoolingEngine:
         return self._tasks
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._session.close()

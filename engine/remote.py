@@ -28,6 +28,7 @@ import aiohttp
 from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
 from .entropy import topk_entropy
 from .failover import Failover, TransientError, is_transient_status
+from .http_client import HTTP_ERRORS, auth_headers
 from .local_tokenizer import LocalChatTemplate
 from .protocol import (
     EngineError,
@@ -45,9 +46,6 @@ ROUTING_HEADER = "X-Session-ID"
 """The header vllm-router's consistent_hash policy hashes first. Seen in vllm-router
 0.1.17: it also hashes `X-Request-ID` and `X-User-ID` when no session header is sent, and
 without any of them a token-id prompt is keyed by its length."""
-
-HTTP_ERRORS = (aiohttp.ClientError, TimeoutError)
-"""What a refused, broken or silent connection raises."""
 
 ONE_URL = (
     "the remote engine talks to one URL: a vLLM server, or a vllm-router in front of "
@@ -107,7 +105,7 @@ class RemoteVLLMEngine:
         self._chat_template: LocalChatTemplate | None = None
         self._is_router: bool | None = None
         self._healthy_workers: int | None = None
-        self._headers = _auth_headers(api_key)
+        self._headers = auth_headers(api_key)
         # no limit on a whole request (a long sample streams for as long as it takes);
         # `connect` bounds the wait for a free connection, `sock_read` a silent stream
         self._timeout = aiohttp.ClientTimeout(
@@ -148,7 +146,7 @@ class RemoteVLLMEngine:
         """Ask the first replica what it serves; fail clearly if it cannot be reached."""
         base = base_urls[0].rstrip("/")
         session = aiohttp.ClientSession(
-            headers=_auth_headers(api_key), timeout=aiohttp.ClientTimeout(total=10.0)
+            headers=auth_headers(api_key), timeout=aiohttp.ClientTimeout(total=10.0)
         )
         try:
             async with session, session.get(f"{base}/v1/models") as response:
@@ -449,10 +447,6 @@ class RemoteVLLMEngine:
 
 
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
-
-
-def _auth_headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def _status_error(url: str, status: int, detail: str) -> EngineError:

@@ -1,0 +1,95 @@
+"""The remote reward-model adapter's HTTP side, against a stand-in pooling server: what
+it learns on connect, and the errors it turns failures into."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from aiohttp import web
+
+from ttscale.engine.pooling import RemotePoolingEngine
+from ttscale.engine.protocol import EngineError, EngineUnavailable
+
+from .conftest import free_port
+
+SEEN = web.AppKey("seen", list)
+
+
+def stand_in(*, classify: bool, pooling_status: int = 200) -> web.Application:
+    """A vLLM pooling server in miniature: one model; `/pooling` takes the `classify`
+    task only when told to, and answers every other call with `pooling_status`."""
+    seen: list[dict] = []
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "prm", "max_model_len": 2048}]})
+
+    async def pooling(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append({"body": body, "auth": request.headers.get("Authorization")})
+        if body["input"] == [0]:  # the connect probe
+            return web.json_response({}, status=200 if classify else 400)
+        if pooling_status != 200:
+            return web.json_response({"error": {"message": "boom"}}, status=pooling_status)
+        return web.json_response({"data": [{"data": [[0.1, 0.9], [0.8, 0.2]]}]})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/pooling", pooling)
+    app[SEEN] = seen
+    return app
+
+
+@asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_connect_learns_the_model_and_its_tasks_and_pools_rows():
+    app = stand_in(classify=True)
+    async with serve(app) as url:
+        engine = await RemotePoolingEngine.connect(url, api_key="secret")
+        try:
+            assert engine.max_model_len == 2048
+            assert await engine.supported_tasks() == ("classify", "token_classify")
+            rows = await engine.pool([5, 6, 7], "token_classify", request_id="r1")
+            assert rows == [[0.1, 0.9], [0.8, 0.2]]
+        finally:
+            await engine.close()
+    last = app[SEEN][-1]
+    assert last["body"] == {"model": "prm", "input": [5, 6, 7], "task": "token_classify",
+                            "use_activation": False}  # fmt: skip
+    assert last["auth"] == "Bearer secret"
+
+
+async def test_a_server_without_classify_offers_token_classify_only():
+    async with serve(stand_in(classify=False)) as url:
+        engine = await RemotePoolingEngine.connect(url)
+        try:
+            assert await engine.supported_tasks() == ("token_classify",)
+        finally:
+            await engine.close()
+
+
+async def test_an_error_status_becomes_an_engine_error_naming_the_url():
+    async with serve(stand_in(classify=True, pooling_status=500)) as url:
+        engine = await RemotePoolingEngine.connect(url)
+        try:
+            with pytest.raises(EngineError, match=r"/pooling: HTTP 500: .*boom"):
+                await engine.pool([5], "token_classify")
+        finally:
+            await engine.close()
+
+
+async def test_an_unreachable_server_is_unavailable_not_a_crash():
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(EngineUnavailable, match="cannot reach reward model server"):
+        await RemotePoolingEngine.connect(url)
