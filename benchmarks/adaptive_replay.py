@@ -18,7 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ttscale.strategies.self_consistency import SelfConsistencyParams, stop_rule
+from ttscale.strategies.self_consistency import (
+    DEFAULT_STOPPING,
+    SelfConsistencyParams,
+    StopRule,
+    stop_rule,
+)
 from ttscale.verifiers.aggregate import plurality, weighted_vote
 
 from .datasets import BenchError
@@ -28,15 +33,17 @@ from .stats import Interval, bootstrap_ci, paired_difference
 
 @dataclass(frozen=True)
 class Schedule:
-    """How adaptive self-consistency is run: samples in flight and the Beta threshold."""
+    """How adaptive self-consistency is run: samples in flight, the stop rule and its
+    threshold (`SelfConsistencyParams`)."""
 
     parallel: int
     confidence: float
     min_samples: int = 3
+    stopping: StopRule = DEFAULT_STOPPING
 
     @property
     def label(self) -> str:
-        return f"parallel={self.parallel} confidence={self.confidence}"
+        return f"{self.stopping} parallel={self.parallel} confidence={self.confidence}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ def simulate(
         parallel=schedule.parallel,
         confidence=schedule.confidence,
         min_samples=schedule.min_samples,
+        stopping=schedule.stopping,
     )
     right = {s.answer_class for s in pool if s.correct and s.answer_class is not None}
     running: list[tuple[int, int, int]] = []  # (finish time, draw number, start time)

@@ -19,6 +19,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from pydantic import ValidationError
 
@@ -27,6 +28,7 @@ from ttscale.server.config import Settings
 from ttscale.strategies.deepconf import DeepConfParams
 from ttscale.strategies.errors import first_problem
 from ttscale.strategies.registry import discover
+from ttscale.strategies.self_consistency import DEFAULT_STOPPING, STOP_RULES, StopRule
 from ttscale.verifiers.math_grader import MathGrader
 
 from .adaptive_replay import Schedule, format_table, replay_schedules
@@ -75,6 +77,15 @@ def _fractions(text: str) -> list[float]:
             f"expected comma-separated numbers in (0.5, 1), got {text!r}"
         )
     return values
+
+
+def _stop_rules(text: str) -> list[StopRule]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values or any(v not in STOP_RULES for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated stop rules out of {', '.join(STOP_RULES)}; got {text!r}"
+        )
+    return [cast(StopRule, v) for v in values]
 
 
 def _trace_k(text: str) -> int:
@@ -172,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay_cmd.add_argument(
         "--confidence", type=_fractions, default=[0.9, 0.95],
-        help="adaptive: Beta stopping thresholds",
+        help="adaptive: stopping thresholds on P(leader stays leader)",
+    )  # fmt: skip
+    replay_cmd.add_argument(
+        "--stopping", type=_stop_rules, default=[DEFAULT_STOPPING],
+        help=f"adaptive: stop rules, out of {', '.join(STOP_RULES)} (default {DEFAULT_STOPPING})",
     )  # fmt: skip
     return parser
 
@@ -316,7 +331,12 @@ def _replay(args: argparse.Namespace) -> None:
 
 def _replay_adaptive(args: argparse.Namespace, records: Sequence[Record]) -> None:
     pool = args.pool or default_pool(records)
-    schedules = [Schedule(p, c) for c in args.confidence for p in args.parallel]
+    schedules = [
+        Schedule(p, c, stopping=rule)
+        for rule in args.stopping
+        for c in args.confidence
+        for p in args.parallel
+    ]
     results = replay_schedules(records, schedules, pool=pool, draws=min(args.draws, 200))
     print(f"pool: {pool} ({results[0].problems} problems, {results[0].n} samples each)")
     print(format_table(results))

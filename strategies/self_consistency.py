@@ -2,13 +2,16 @@
 
 Variants: verifier-weighted (cluster score = sum of member scores) and pessimistic
 verification (mean score - alpha * ln N / (n_a + 1)). Adaptive mode stops sampling once
-the leader cannot be overtaken by the samples still to come, or once the Beta posterior
-P(leader stays leader) reaches `confidence`, and aborts the samples in flight.
+the leader cannot be overtaken by the samples still to come, or once P(leader stays
+leader) reaches `confidence`, and aborts the samples in flight. That probability is the
+Beta posterior's (the leader's share beats the runner-up's) or, with
+`stopping="predictive"`, its posterior predictive over the samples still to come (the
+leader is still ahead once all n have voted).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,7 +31,12 @@ from .base import (
 from .registry import Strategy
 from .sampling import OnSample
 from .scoring import score_outcomes
-from .stopping import beta_leader_probability, cannot_be_overtaken, leader_margin
+from .stopping import (
+    beta_leader_probability,
+    cannot_be_overtaken,
+    leader_margin,
+    predictive_leader_probability,
+)
 from .voting import candidate_votes, label_answers, pick_member, vote_table
 
 ADAPTIVE_PARALLEL = 4
@@ -36,6 +44,12 @@ ADAPTIVE_PARALLEL = 4
 flight at once every sample is nearly done when the vote is decided, so stopping saves
 little; a few at a time, refilled as each finishes, lets the stop rule cut the rest.
 Chosen by `ttscale bench replay --adaptive` (see the README's adaptive stopping table)."""
+
+
+StopRule = Literal["beta", "predictive"]
+STOP_RULES: tuple[str, ...] = get_args(StopRule)
+DEFAULT_STOPPING: StopRule = "beta"
+"""The adaptive stop rule unless `stopping` says otherwise (see `stop_rule`)."""
 
 
 class SelfConsistencyParams(BaseModel):
@@ -47,8 +61,15 @@ class SelfConsistencyParams(BaseModel):
     verifier: str | None = Field(None, description="outcome verifier for the weighted modes")
     alpha: float = Field(0.5, ge=0.0, description="pessimism of the pessimistic mode")
     adaptive: bool = False
-    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Beta stopping threshold")
-    min_samples: int = Field(3, ge=1, description="samples before the Beta rule may stop")
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1.0, description="adaptive: stop once P(leader stays leader) reaches it"
+    )
+    stopping: StopRule = Field(
+        DEFAULT_STOPPING,
+        description="adaptive: P(leader stays leader) with unlimited samples (beta) or "
+        "once all n have voted (predictive)",
+    )
+    min_samples: int = Field(3, ge=1, description="samples before the confidence rule may stop")
     parallel: int | None = Field(
         None,
         ge=1,
@@ -127,14 +148,22 @@ def _vote_watcher(
 
 
 def stop_rule(votes: dict[int, float], params: SelfConsistencyParams, seen: int) -> str | None:
-    """Why adaptive sampling may stop now, or None to go on."""
+    """Why adaptive sampling may stop now, or None to go on. `seen` counts the finished
+    samples; the rest of n (in flight or not started) are the votes still to come."""
     remaining = params.n - seen
     if cannot_be_overtaken(votes, remaining):
         return f"leader cannot be overtaken by the {remaining} remaining samples"
-    leader, runner_up = leader_margin(votes)
-    probability = beta_leader_probability(int(leader), int(runner_up))
-    if seen >= params.min_samples and probability >= params.confidence:
-        return f"P(leader stays leader) = {probability:.3f} >= {params.confidence}"
+    if seen < params.min_samples:
+        return None
+    leader, runner_up = (int(v) for v in leader_margin(votes))
+    if params.stopping == "predictive":
+        probability = predictive_leader_probability(leader, runner_up, remaining)
+        rule = f"P(leader stays leader of all {params.n})"
+    else:
+        probability = beta_leader_probability(leader, runner_up)
+        rule = "P(leader stays leader)"
+    if probability >= params.confidence:
+        return f"{rule} = {probability:.3f} >= {params.confidence}"
     return None
 
 

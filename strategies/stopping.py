@@ -29,3 +29,40 @@ def beta_leader_probability(leader_votes: int, runner_up_votes: int) -> float:
     trials = a + b - 1
     below = sum(math.comb(trials, j) for j in range(a))
     return below / 2**trials
+
+
+def predictive_leader_probability(leader_votes: int, runner_up_votes: int, remaining: int) -> float:
+    """P(the leader is still strictly ahead of the runner-up once `remaining` more samples
+    have voted), under the same uniform prior on their two-way split.
+
+    The Beta rule asks whether the leader would win with unlimited samples; a run of n
+    samples only needs the leader of all n, and the posterior predictive counts the
+    samples still to come (in flight or not started): with few left, a lead they cannot
+    undo is enough, and early on a unanimous start is judged by what n samples could
+    do to it. Each remaining vote is taken as going to one of the two (a vote elsewhere
+    only helps the leader): X ~ BetaBinomial(remaining, leader + 1, runner_up + 1) votes
+    for the leader, who stays ahead iff leader + X > runner_up + remaining - X.
+    """
+    a, b = leader_votes + 1, runner_up_votes + 1
+    ahead = sum(
+        _beta_binomial(k, remaining, a, b)
+        for k in range(remaining + 1)
+        if leader_votes + k > runner_up_votes + remaining - k
+    )
+    return min(float(ahead), 1.0)
+
+
+def _beta_binomial(k: int, trials: int, a: int, b: int) -> float:
+    """P(X = k) for X ~ BetaBinomial(trials, a, b)."""
+    log_p = (
+        math.lgamma(trials + 1)
+        - math.lgamma(k + 1)
+        - math.lgamma(trials - k + 1)
+        + _log_beta(k + a, trials - k + b)
+        - _log_beta(a, b)
+    )
+    return math.exp(log_p)
+
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)

@@ -139,18 +139,24 @@ def test_adaptive_replay_command_prints_one_row_per_schedule(tmp_path, capsys):
     writer.write(record("p1", "self_consistency", 8, True, [trace("1", 0, True, tokens=50)] * 8))
     writer.close()
     argv = ["replay", str(tmp_path), "--adaptive", "--parallel", "2,8", "--confidence", "0.95"]
-    assert bench_main(argv) == 0
+    assert bench_main([*argv, "--stopping", "beta,predictive"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "pool: self_consistency@8 (1 problems, 8 samples each)"
     rows = [line.split(" | ") for line in lines if line.startswith("| fixed") or "adaptive" in line]
     assert [r[0] for r in rows] == [
         "| fixed N=8",
-        "| adaptive parallel=2 confidence=0.95",
-        "| adaptive parallel=8 confidence=0.95",
+        "| adaptive beta parallel=2 confidence=0.95",
+        "| adaptive beta parallel=8 confidence=0.95",
+        "| adaptive predictive parallel=2 confidence=0.95",
+        "| adaptive predictive parallel=8 confidence=0.95",
     ]
     # unanimous: two at a time stop after 4 votes (200 tokens, 50% saved); eight at a
     # time have all finished by then
     assert rows[1][3:] == ["200", "50.0% |"]
     assert rows[2][3:] == ["400", "0.0% |"]
+    # the predictive rule stops after 3 of 8 (P = 0.960); the 4th, in flight, is billed
+    assert rows[3][3:] == ["200", "50.0% |"]
     with pytest.raises(SystemExit):  # a threshold of 0.4 would stop on a losing leader
         bench_main(["replay", str(tmp_path), "--adaptive", "--confidence", "0.4"])
+    with pytest.raises(SystemExit):
+        bench_main(["replay", str(tmp_path), "--adaptive", "--stopping", "bayes"])

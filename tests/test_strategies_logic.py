@@ -130,6 +130,23 @@ async def test_adaptive_beta_rule_saves_samples(grader):
     assert "P(leader stays leader) = 0.969" in result.explanation
 
 
+async def test_predictive_rule_stops_once_the_lead_is_safe_for_the_n_samples(grader):
+    """5,6,5,6 then 5s: after 8 samples (6 to 2, 8 to come) the leader of all 16 is
+    settled with P = 0.956 by the predictive rule; the Beta rule, which asks about
+    unlimited samples (0.910 there), waits until 8 to 2 after 10."""
+    votes = ["5", "6", "5", "6"] + ["5"] * 12
+    runs = {}
+    for rule in ("predictive", "beta"):
+        params = SelfConsistencyParams(
+            n=16, sampling=SEEDED, adaptive=True, parallel=1, stopping=rule
+        )
+        runs[rule] = await self_consistency(await context(answers_engine(votes), grader), params)
+    assert runs["predictive"].usage.samples_started == 8
+    assert "P(leader stays leader of all 16) = 0.956" in runs["predictive"].explanation
+    assert runs["beta"].usage.samples_started == 10
+    assert runs["predictive"].answer == runs["beta"].answer == "5"
+
+
 async def test_adaptive_aborts_samples_in_flight_and_bills_them(grader):
     fast_then_slow = ScriptedEngine(
         lambda p, spec, i: Scripted("\\boxed{5}" + "." * 50, 0.01 if spec.seed < 4 else 5.0)
