@@ -12,6 +12,9 @@ so machine noise hits both alike: read the ratios, not the absolute figures.
 - `--mode remote`: a vLLM OpenAI server in a subprocess; `ttscale serve --engine remote
   --model DIR` in another, as deployed; ttscale and raw HTTP requests (`/v1/completions`
   with token ids, `/v1/chat/completions`) share the vLLM server.
+- `--mode stand-in`: as remote, with `stand_in_vllm` (answers at once) in place of vLLM:
+  the plain request's added latency without the engine's compute, i.e. the front's own
+  cost and one loopback hop (latency only: `--concurrency ""`).
 
     .venv/bin/python -m ttscale.benchmarks.concurrency --mode local --concurrency 16,64
 """
@@ -36,7 +39,7 @@ from ttscale.engine.local_vllm import LocalVLLMEngine
 from ttscale.engine.remote import RemoteVLLMEngine
 
 from .script_setup import model_to_measure, prepare_measurement
-from .serving import serve_app, ttscale_front, vllm_server
+from .serving import serve_app, stand_in_server, ttscale_front, vllm_server
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 Round = Callable[[int, int], Awaitable[int]]
@@ -206,6 +209,8 @@ async def _latency(sides: Sides, requests: int) -> dict[str, Any]:
 async def measure(sides: Sides, args: argparse.Namespace) -> dict[str, Any]:
     await sides.raw(2, 10**6)  # warm-up both paths
     await sides.ttscale(2, 10**6 + 1)
+    await sides.raw_plain()
+    await sides.ttscale_plain()
     results: dict[str, Any] = {"latency": await _latency(sides, args.latency_requests)}
     _progress("latency", results["latency"])
     for concurrency in args.concurrency:
@@ -232,7 +237,8 @@ async def _local_sides(model: Path, name: str, args: argparse.Namespace) -> Asyn
 
 @contextlib.asynccontextmanager
 async def _remote_sides(model: Path, name: str, args: argparse.Namespace) -> AsyncIterator[Sides]:
-    async with vllm_server(model, name) as vllm_url:
+    upstream = stand_in_server if args.mode == "stand-in" else vllm_server
+    async with upstream(model, name) as vllm_url:
         probe = await RemoteVLLMEngine.connect([vllm_url])
         prompt = await probe.render_chat(MESSAGES)  # the server's own rendering
         await probe.close()
@@ -253,7 +259,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=["local", "remote"], default="local")
+    parser.add_argument("--mode", choices=["local", "remote", "stand-in"], default="local")
     parser.add_argument("--model", help="model directory (default: embedded SmolLM2)")
     parser.add_argument(
         "--concurrency", type=lambda t: [int(x) for x in t.split(",") if x], default=[16, 64],
@@ -264,6 +270,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="interleaved round pairs")
     parser.add_argument("--latency-requests", type=int, default=30)
     args = parser.parse_args()
+    if args.mode == "stand-in" and args.concurrency:
+        parser.error('--mode stand-in measures one request\'s latency: add --concurrency ""')
     prepare_measurement()
     print(json.dumps(asyncio.run(run(args)), indent=2))
     sys.stdout.flush()

@@ -64,6 +64,18 @@ async def vllm_server(model: Path, name: str, *extra: str) -> AsyncIterator[str]
 
 
 @contextlib.asynccontextmanager
+async def stand_in_server(model: Path, name: str) -> AsyncIterator[str]:
+    """`stand_in_vllm` for `model`: vLLM's HTTP surface with a model that costs nothing."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "ttscale.benchmarks.stand_in_vllm", "--model", str(model),
+        "--served-model-name", name, "--port", str(port),
+    ]  # fmt: skip
+    async with serve_command(command, port, "/v1/models") as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
 async def ttscale_front(vllm_url: str, model: Path, *extra: str) -> AsyncIterator[str]:
     """`ttscale serve --engine remote` in front of `vllm_url`, as its own process (as it
     is deployed: its own event loop, uvloop and httptools when installed, rather than

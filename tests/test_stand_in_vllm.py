@@ -1,0 +1,41 @@
+"""The stand-in vLLM server of `concurrency --mode stand-in` speaks what the remote
+adapter asks of vLLM, so that the front measured against it does its deployed work:
+chat rendered locally after the probe check, the vocabulary bound, a streamed sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from ttscale.benchmarks.stand_in_vllm import build_app
+from ttscale.engine.local_tokenizer import load_tokenizer
+from ttscale.engine.remote import RemoteVLLMEngine
+from ttscale.engine.types import SamplingSpec
+
+from .conftest import free_port
+
+
+async def test_the_remote_adapter_works_against_the_stand_in(tiny_model_path: Path):
+    runner = web.AppRunner(build_app(tiny_model_path, "tiny"))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        engine = await RemoteVLLMEngine.connect([url], model_path=str(tiny_model_path))
+        try:
+            assert engine.renders_chat_locally  # its /tokenize renders as the tokenizer does
+            vocabulary = len(load_tokenizer(tiny_model_path))
+            assert engine.info.max_token_id == vocabulary - 1
+            prompt = await engine.render_chat([{"role": "user", "content": "Hi"}])
+            result = await engine.generate(prompt, SamplingSpec(max_tokens=16))
+            sample = result.samples[0]
+            assert len(sample.token_ids) == 16
+            assert sample.text == " word" * 16
+            assert sample.finish_reason == "length"
+            await engine.check_health()
+        finally:
+            await engine.close()
+    finally:
+        await runner.cleanup()
