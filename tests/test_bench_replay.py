@@ -161,8 +161,14 @@ def test_adaptive_replay_bills_what_a_schedule_would_generate():
 
     pool = [trace("1", 0, True, tokens=100)] * 16
     order = list(range(16))
-    assert simulate(pool, order, Schedule(parallel=4, confidence=0.95)) == (1.0, 400.0)
-    assert simulate(pool, order, Schedule(parallel=16, confidence=0.95)) == (1.0, 1600.0)
+    assert simulate(pool, order, Schedule(parallel=4, confidence=0.95, stopping="beta")) == (
+        1.0,
+        400.0,
+    )
+    assert simulate(pool, order, Schedule(parallel=16, confidence=0.95, stopping="beta")) == (
+        1.0,
+        1600.0,
+    )
 
 
 def test_adaptive_replay_bills_aborted_samples_their_partial_tokens():
@@ -172,7 +178,9 @@ def test_adaptive_replay_bills_aborted_samples_their_partial_tokens():
 
     pool = [trace("1", 0, True, tokens=10)] * 5 + [trace("2", 1, False, tokens=1000)]
     # draw order: the slow wrong sample first, then five fast right ones
-    credit, tokens = simulate(pool, [5, 0, 1, 2, 3, 4], Schedule(parallel=2, confidence=0.95))
+    credit, tokens = simulate(
+        pool, [5, 0, 1, 2, 3, 4], Schedule(parallel=2, confidence=0.95, stopping="beta")
+    )
     assert credit == 1.0
     # the fast ones finish at t=10, 20, 30, 40; at 40 the four votes cannot be
     # overtaken by the two to come, and the slow one is aborted after 40 tokens

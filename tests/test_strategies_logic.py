@@ -123,11 +123,24 @@ async def test_adaptive_stops_when_the_leader_cannot_be_overtaken(grader):
 
 async def test_adaptive_beta_rule_saves_samples(grader):
     engine = answers_engine(["5"])
-    params = SelfConsistencyParams(n=32, sampling=SEEDED, adaptive=True, parallel=1)
+    params = SelfConsistencyParams(
+        n=32, sampling=SEEDED, adaptive=True, parallel=1, stopping="beta", confidence=0.95
+    )
     result = await self_consistency(await context(engine, grader), params)
     # P(leader stays leader) after 4 unanimous votes = 1 - 0.5**5 = 0.969 >= 0.95
     assert result.usage.samples_started == 4
     assert "P(leader stays leader) = 0.969" in result.explanation
+
+
+async def test_adaptive_default_is_the_predictive_rule_at_0_9(grader):
+    """Three unanimous votes settle the leader of 16 with P = 0.947 (the Beta rule at its
+    0.95 would want a fourth); min_samples keeps two from being enough."""
+    engine = answers_engine(["5"])
+    params = SelfConsistencyParams(n=16, sampling=SEEDED, adaptive=True, parallel=1)
+    assert (params.stopping, params.confidence, params.min_samples) == ("predictive", 0.9, 3)
+    result = await self_consistency(await context(engine, grader), params)
+    assert result.usage.samples_started == 3
+    assert "P(leader stays leader of all 16) = 0.947 >= 0.9" in result.explanation
 
 
 async def test_predictive_rule_stops_once_the_lead_is_safe_for_the_n_samples(grader):
@@ -138,7 +151,7 @@ async def test_predictive_rule_stops_once_the_lead_is_safe_for_the_n_samples(gra
     runs = {}
     for rule in ("predictive", "beta"):
         params = SelfConsistencyParams(
-            n=16, sampling=SEEDED, adaptive=True, parallel=1, stopping=rule
+            n=16, sampling=SEEDED, adaptive=True, parallel=1, stopping=rule, confidence=0.95
         )
         runs[rule] = await self_consistency(await context(answers_engine(votes), grader), params)
     assert runs["predictive"].usage.samples_started == 8
