@@ -142,6 +142,20 @@ def replay_schedules(
     return results
 
 
+def abstain_truncated(records: Sequence[Record]) -> list[Record]:
+    """The records with every sample cut off at `max_tokens` (finish reason "length")
+    voting for nothing: a what-if for a grader that does not read an answer into a
+    solution that never finished. Records do not say where an answer was found, so a
+    box written before the cut-off abstains too."""
+
+    def abstained(sample: SampleTrace) -> SampleTrace:
+        if sample.finish_reason != "length":
+            return sample
+        return sample.model_copy(update={"answer": None, "answer_class": None, "correct": False})
+
+    return [r.model_copy(update={"samples": [abstained(s) for s in r.samples]}) for r in records]
+
+
 def right_classes(pool: Sequence[SampleTrace]) -> set[int]:
     return {s.answer_class for s in pool if s.correct and s.answer_class is not None}
 

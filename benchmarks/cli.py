@@ -31,7 +31,7 @@ from ttscale.strategies.registry import discover
 from ttscale.strategies.self_consistency import DEFAULT_STOPPING, STOP_RULES, StopRule
 from ttscale.verifiers.math_grader import MathGrader
 
-from .adaptive_replay import Schedule, format_table, replay_schedules
+from .adaptive_replay import Schedule, abstain_truncated, format_table, replay_schedules
 from .backends import Backend, HttpBackend, InProcessBackend, RequestRejected
 from .datasets import DATASETS, BenchError, Problem, Selection, load_problems
 from .deepconf_replay import confidence_auroc, format_rows, full_trace_pool, replay_deepconf
@@ -189,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--stopping", type=_stop_rules, default=[DEFAULT_STOPPING],
         help=f"adaptive: stop rules, out of {', '.join(STOP_RULES)} (default {DEFAULT_STOPPING})",
     )  # fmt: skip
+    replay_cmd.add_argument(
+        "--abstain-truncated", action="store_true",
+        help="adaptive: samples cut off at max_tokens vote for nothing (a what-if)",
+    )  # fmt: skip
     return parser
 
 
@@ -337,6 +341,8 @@ def _replay_adaptive(args: argparse.Namespace, records: Sequence[Record]) -> Non
         for c in args.confidence
         for p in args.parallel
     ]
+    if args.abstain_truncated:
+        records = abstain_truncated(records)
     results = replay_schedules(records, schedules, pool=pool, draws=min(args.draws, 200))
     print(f"pool: {pool} ({results[0].problems} problems, {results[0].n} samples each)")
     print(format_table(results))

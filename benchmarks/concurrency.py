@@ -11,10 +11,14 @@ so machine noise hits both alike: read the ratios, not the absolute figures.
   directly (token ids in, `RequestOutputKind.FINAL_ONLY`).
 - `--mode remote`: a vLLM OpenAI server in a subprocess; `ttscale serve --engine remote
   --model DIR` in another, as deployed; ttscale and raw HTTP requests (`/v1/completions`
-  with token ids, `/v1/chat/completions`) share the vLLM server.
+  with token ids, `/v1/chat/completions`) share the vLLM server. The plain request also
+  goes through the remote adapter alone, in this process, which splits the added latency
+  into the adapter's path through vLLM and the front's HTTP server.
 - `--mode stand-in`: as remote, with `stand_in_vllm` (answers at once) in place of vLLM:
   the plain request's added latency without the engine's compute, i.e. the front's own
   cost and one loopback hop (latency only: `--concurrency ""`).
+- `--ours raw-per-sample` (remote): the throughput rounds set raw `n=N` requests against
+  the same samples sent raw one request each, no ttscale: vLLM's own cost per request.
 
     .venv/bin/python -m ttscale.benchmarks.concurrency --mode local --concurrency 16,64
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import statistics
 import sys
@@ -37,9 +42,11 @@ import httpx
 
 from ttscale.engine.local_vllm import LocalVLLMEngine
 from ttscale.engine.remote import RemoteVLLMEngine
+from ttscale.engine.types import SamplingSpec
 
 from .script_setup import model_to_measure, prepare_measurement
 from .serving import serve_app, stand_in_server, ttscale_front, vllm_server
+from .stats import median_ci
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 Round = Callable[[int, int], Awaitable[int]]
@@ -56,6 +63,10 @@ class Sides:
     ttscale: Round
     raw_plain: Plain
     ttscale_plain: Plain
+    adapter_plain: Plain | None = None
+    """Remote modes: the plain request through the remote adapter alone, in the measuring
+    process (no ttscale HTTP server): splits the added latency into the front's HTTP
+    server and the adapter's path through vLLM."""
 
 
 def _strategy_body(model: str, n: int, tokens: int, seed: int) -> dict[str, Any]:
@@ -152,6 +163,32 @@ def _remote_raw(
     return many, plain
 
 
+def _raw_per_sample(
+    client: httpx.AsyncClient, vllm_url: str, model: str, prompt: list[int], n: int, tokens: int
+) -> Round:
+    """The raw side's samples, each its own `n=1` request (child i of an `n=N` request is
+    seeded `seed + i` by vLLM, so these are the same samples): what vLLM's cost per
+    request alone takes from throughput, with no front in the way."""
+
+    async def many(concurrency: int, number: int) -> int:
+        bodies = [
+            {"model": model, "prompt": prompt, "n": 1, "max_tokens": tokens, "ignore_eos": True,
+             "temperature": 1.0, "seed": 1000 * number + i + j}
+            for i in range(concurrency) for j in range(n)
+        ]  # fmt: skip
+        return await _completion_tokens(client, f"{vllm_url}/v1/completions", bodies)
+
+    return many
+
+
+def _client() -> httpx.AsyncClient:
+    """The measuring client. httpx pools 100 connections unless told otherwise: with more
+    requests in flight (512 at 64 x N=8, one per sample) the rest would queue in the
+    client and the measurement would be of the queue."""
+    unlimited = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    return httpx.AsyncClient(limits=unlimited, timeout=3600)
+
+
 async def _timed(side: Round, concurrency: int, number: int) -> tuple[int, float]:
     """(tokens, tokens/s) of one round."""
     started = time.perf_counter()
@@ -185,24 +222,42 @@ async def _throughput(sides: Sides, concurrency: int, reps: int) -> dict[str, An
 
 
 async def _latency(sides: Sides, requests: int) -> dict[str, Any]:
-    """Sequential plain requests, one raw and one through ttscale in each pair, the side
-    that goes first alternating. Besides the difference of the two medians, the median
-    of the pairs' differences: the two requests of a pair meet the same machine load, so
-    it varies less from run to run than a difference of medians taken apart."""
-    raw, ours = [], []
-    for pair in range(requests):
-        sides_in_order = [(sides.raw_plain, raw), (sides.ttscale_plain, ours)]
-        for plain, into in sides_in_order if pair % 2 == 0 else sides_in_order[::-1]:
+    """Sequential plain requests, one raw and one through ttscale in each round (and one
+    through the adapter alone where there is one), the order rotating from round to round.
+    Besides the difference of the medians, the median of the rounds' differences: the
+    requests of a round meet the same machine load, so it varies less from run to run
+    than a difference of medians taken apart. Its bootstrap interval says whether a run
+    resolves a target of a few ms at all."""
+    timed: dict[str, Plain] = {"raw": sides.raw_plain, "ttscale": sides.ttscale_plain}
+    if sides.adapter_plain is not None:
+        timed["adapter"] = sides.adapter_plain
+    orders = list(itertools.permutations(timed))
+    took: dict[str, list[float]] = {name: [] for name in timed}
+    for number in range(requests):
+        for name in orders[number % len(orders)]:
             started = time.perf_counter()
-            await plain()
-            into.append(time.perf_counter() - started)
-    raw_ms, our_ms = statistics.median(raw) * 1e3, statistics.median(ours) * 1e3
-    paired_ms = statistics.median(o - r for o, r in zip(ours, raw, strict=True)) * 1e3
-    return {
+            await timed[name]()
+            took[name].append((time.perf_counter() - started) * 1e3)
+    raw_ms, our_ms = statistics.median(took["raw"]), statistics.median(took["ttscale"])
+    figures: dict[str, Any] = {
         "raw_p50_ms": round(raw_ms, 2),
         "ttscale_p50_ms": round(our_ms, 2),
         "added_p50_ms": round(our_ms - raw_ms, 2),
-        "added_paired_median_ms": round(paired_ms, 2),
+        **_paired("added", took["ttscale"], took["raw"]),
+    }
+    if "adapter" in took:
+        figures["adapter_p50_ms"] = round(statistics.median(took["adapter"]), 2)
+        figures.update(_paired("adapter_over_raw", took["adapter"], took["raw"]))
+        figures.update(_paired("front_over_adapter", took["ttscale"], took["adapter"]))
+    return figures
+
+
+def _paired(name: str, later: list[float], earlier: list[float]) -> dict[str, Any]:
+    """The median of the rounds' differences in ms, with its bootstrap interval."""
+    paired = median_ci([a - b for a, b in zip(later, earlier, strict=True)])
+    return {
+        f"{name}_paired_median_ms": round(paired.mean, 2),
+        f"{name}_paired_median_ci95_ms": [round(paired.low, 2), round(paired.high, 2)],
     }
 
 
@@ -230,7 +285,7 @@ async def _local_sides(model: Path, name: str, args: argparse.Namespace) -> Asyn
     engine = await asyncio.to_thread(LocalVLLMEngine.load, model, name, max_model_len=2048)
     prompt = await engine.render_chat(MESSAGES)
     raw, raw_plain = _local_raw(engine, prompt, args.n, args.tokens)
-    async with serve_app(engine, max_n=args.n) as url, httpx.AsyncClient() as client:
+    async with serve_app(engine, max_n=args.n) as url, _client() as client:
         ours, plain = _ttscale_rounds(client, url, name, args.n, args.tokens)
         yield Sides(raw, ours, raw_plain, plain)
 
@@ -243,10 +298,28 @@ async def _remote_sides(model: Path, name: str, args: argparse.Namespace) -> Asy
         prompt = await probe.render_chat(MESSAGES)  # the server's own rendering
         await probe.close()
         front = ttscale_front(vllm_url, model, "--max-n", str(args.n))
-        async with front as url, httpx.AsyncClient() as client:
-            raw, raw_plain = _remote_raw(client, vllm_url, name, prompt, args.n, args.tokens)
-            ours, plain = _ttscale_rounds(client, url, name, args.n, args.tokens)
-            yield Sides(raw, ours, raw_plain, plain)
+        adapter = await RemoteVLLMEngine.connect([vllm_url], model_path=str(model))
+        try:
+            async with front as url, _client() as client:
+                raw, raw_plain = _remote_raw(client, vllm_url, name, prompt, args.n, args.tokens)
+                ours, plain = _ttscale_rounds(client, url, name, args.n, args.tokens)
+                if args.ours == "raw-per-sample":
+                    ours = _raw_per_sample(client, vllm_url, name, prompt, args.n, args.tokens)
+                yield Sides(raw, ours, raw_plain, plain, _adapter_plain(adapter))
+        finally:
+            await adapter.close()
+
+
+def _adapter_plain(engine: RemoteVLLMEngine) -> Plain:
+    """What the front does for a plain chat completion, minus its HTTP server: render the
+    chat locally, sample through the adapter, wait for the text."""
+    spec = SamplingSpec(max_tokens=16, temperature=0.0)
+
+    async def plain() -> None:
+        prompt = await engine.render_chat(MESSAGES)
+        await engine.generate(prompt, spec)
+
+    return plain
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -254,7 +327,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     opener = _local_sides if args.mode == "local" else _remote_sides
     async with opener(model, name, args) as sides:
         results = await measure(sides, args)
-    return {"mode": args.mode, "model": name, "n": args.n, "tokens": args.tokens, **results}
+    return {
+        "mode": args.mode, "ours": args.ours, "model": name, "n": args.n, "tokens": args.tokens,
+        **results,
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -269,7 +345,16 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128, help="tokens per sample")
     parser.add_argument("--reps", type=int, default=3, help="interleaved round pairs")
     parser.add_argument("--latency-requests", type=int, default=30)
+    parser.add_argument(
+        "--ours", choices=["ttscale", "raw-per-sample"], default="ttscale",
+        help="remote: what the throughput rounds set against raw n=N requests; "
+        "raw-per-sample sends the same samples straight to vLLM one request each",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.ours != "ttscale" and args.mode != "remote":
+        parser.error(
+            "--ours raw-per-sample compares two ways of calling a vLLM server: --mode remote"
+        )
     if args.mode == "stand-in" and args.concurrency:
         parser.error('--mode stand-in measures one request\'s latency: add --concurrency ""')
     prepare_measurement()

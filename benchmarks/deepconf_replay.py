@@ -160,7 +160,9 @@ def replay_deepconf(
     full = [(curve[0][-1], curve[1][-1]) for curve in curves]
     runs: list[tuple[str, list[tuple[float, float]]]] = [(f"self-consistency, all {n}", full)]
     adaptive = SelfConsistencyParams(n=n, adaptive=True)
-    schedule = Schedule(adaptive.in_flight(), adaptive.confidence, adaptive.min_samples)
+    schedule = Schedule(
+        adaptive.in_flight(), adaptive.confidence, adaptive.min_samples, adaptive.stopping
+    )
     runs.append(
         (
             f"adaptive self-consistency ({schedule.label})",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +20,7 @@ LEVEL = 0.95
 @dataclass(frozen=True)
 class Interval:
     mean: float
+    """The point estimate: the mean, or the median for `median_ci`."""
     low: float
     high: float
 
@@ -31,14 +32,32 @@ def bootstrap_ci(
     values: Sequence[float], *, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0
 ) -> Interval:
     """Mean and percentile-bootstrap interval over the items (problems)."""
+    return _bootstrap(values, np.mean, resamples, level, seed)
+
+
+def median_ci(
+    values: Sequence[float], *, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0
+) -> Interval:
+    """Median and percentile-bootstrap interval: for timings on a shared machine, where a
+    few stalls would drag a mean."""
+    return _bootstrap(values, np.median, resamples, level, seed)
+
+
+def _bootstrap(
+    values: Sequence[float],
+    statistic: Callable[..., np.ndarray],
+    resamples: int,
+    level: float,
+    seed: int,
+) -> Interval:
     data = np.asarray(values, dtype=float)
     if data.size == 0:
         return Interval(math.nan, math.nan, math.nan)
     rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+    estimates = statistic(data[rng.integers(0, data.size, size=(resamples, data.size))], axis=1)
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return Interval(float(data.mean()), float(low), float(high))
+    low, high = np.percentile(estimates, [tail, 100 - tail])
+    return Interval(float(statistic(data)), float(low), float(high))
 
 
 def paired_difference(first: Sequence[float], second: Sequence[float], **kwargs: float) -> Interval:

@@ -16,7 +16,19 @@ HTTP_ERRORS = (aiohttp.ClientError, TimeoutError)
 """What a request can raise when the server is unreachable, drops the connection or
 stays silent past a timeout (aiohttp raises `TimeoutError` for the latter)."""
 
+REPLY_ERRORS = (ValueError, KeyError, IndexError, TypeError)
+"""What reading a reply can raise when the server is not the vLLM server expected: a body
+that is not JSON (`json.JSONDecodeError` is a `ValueError`), or JSON without the fields
+read from it."""
+
 
 def auth_headers(api_key: str | None) -> dict[str, str]:
     """The bearer header vLLM's `--api-key` expects, or none."""
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def unusable(server: str, exc: BaseException) -> str:
+    """Why a server cannot be used: out of reach, or answering as no vLLM server does."""
+    if isinstance(exc, REPLY_ERRORS):
+        return f"{server} does not answer as a vLLM server: {exc!r}"
+    return f"cannot reach {server}: {exc!r}"

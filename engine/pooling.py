@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from .http_client import HTTP_ERRORS, auth_headers
+from .http_client import HTTP_ERRORS, REPLY_ERRORS, auth_headers, unusable
 from .local_tokenizer import load_tokenizer, off_the_loop_if_long
 from .local_vllm import (
     apply_cpu_defaults,
@@ -296,9 +296,11 @@ class RemotePoolingEngine:
             async with session.post(f"{base}/pooling", json=probe) as reply:
                 classify = reply.status == 200
                 await reply.read()
-        except HTTP_ERRORS as exc:
+        except BaseException as exc:  # the session must not outlive a failed connect
             await session.close()
-            raise EngineUnavailable(f"cannot reach reward model server {base}: {exc}") from exc
+            if isinstance(exc, (*HTTP_ERRORS, *REPLY_ERRORS)):
+                raise EngineUnavailable(unusable(f"reward model server {base}", exc)) from exc
+            raise
         tasks = ("classify", "token_classify") if classify else ("token_classify",)
         max_len = int(model.get("max_model_len") or 4096)
         return cls(base, model["id"], max_len, tasks, session)
@@ -314,7 +316,9 @@ class RemotePoolingEngine:
                     raise EngineError(f"{url}: HTTP {reply.status}: {(await reply.text())[:300]}")
                 return await reply.json(content_type=None)
         except HTTP_ERRORS as exc:
-            raise EngineError(f"{url}: {exc}") from exc
+            raise EngineError(f"{url}: {exc!r}") from exc
+        except ValueError as exc:  # not JSON
+            raise EngineError(f"{url}: the reply is not JSON: {exc!r}") from exc
 
     async def render(self, messages: list[dict[str, str]]) -> list[int]:
         body = {

@@ -28,7 +28,7 @@ import aiohttp
 from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
 from .entropy import topk_entropy
 from .failover import Failover, TransientError, is_transient_status
-from .http_client import HTTP_ERRORS, auth_headers
+from .http_client import HTTP_ERRORS, REPLY_ERRORS, auth_headers, unusable
 from .local_tokenizer import LocalChatTemplate
 from .protocol import (
     EngineError,
@@ -153,8 +153,8 @@ class RemoteVLLMEngine:
                 response.raise_for_status()
                 model = (await response.json(content_type=None))["data"][0]
                 max_token_id = await cls._vocabulary_bound(session, base, model["id"])
-        except HTTP_ERRORS as exc:
-            raise EngineUnavailable(f"cannot reach vLLM server {base}: {exc}") from exc
+        except (*HTTP_ERRORS, *REPLY_ERRORS) as exc:
+            raise EngineUnavailable(unusable(f"vLLM server {base}", exc)) from exc
         info = EngineInfo(
             model_name=model["id"],
             max_model_len=int(model.get("max_model_len") or 4096),

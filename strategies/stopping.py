@@ -39,9 +39,13 @@ def predictive_leader_probability(leader_votes: int, runner_up_votes: int, remai
     samples only needs the leader of all n, and the posterior predictive counts the
     samples still to come (in flight or not started): with few left, a lead they cannot
     undo is enough, and early on a unanimous start is judged by what n samples could
-    do to it. Each remaining vote is taken as going to one of the two (a vote elsewhere
-    only helps the leader): X ~ BetaBinomial(remaining, leader + 1, runner_up + 1) votes
-    for the leader, who stays ahead iff leader + X > runner_up + remaining - X.
+    do to it. Each remaining vote is taken as going to one of the two: X ~
+    BetaBinomial(remaining, leader + 1, runner_up + 1) votes for the leader, who stays
+    ahead iff leader + X > runner_up + remaining - X. What this leaves out: a third
+    answer overtaking the leader (the Beta rule leaves it out too), and votes that go to
+    neither, which can move P either way, since a final tie counts as a loss and P rises
+    and falls with the parity of `remaining` (P(1, 0, r) for r = 0..4: 1, 0.667, 0.833,
+    0.700, 0.800).
     """
     a, b = leader_votes + 1, runner_up_votes + 1
     ahead = sum(

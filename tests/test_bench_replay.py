@@ -204,3 +204,21 @@ def test_adaptive_replay_compares_schedules_with_the_fixed_pool():
     assert waves.tokens < fixed.tokens
     assert waves.token_saving == pytest.approx(1 - waves.tokens / 800.0)
     assert waves.accuracy_change.mean == pytest.approx(waves.accuracy.mean - 0.75)
+
+
+def test_truncated_samples_can_be_replayed_as_abstaining():
+    """Cut-off samples that happened to end on the right number stop voting; finished
+    ones keep their votes, and the fixed pool is re-voted without them too."""
+    from ttscale.benchmarks.adaptive_replay import abstain_truncated, replay_schedules
+
+    cut = trace("1", 0, True, tokens=320).model_copy(update={"finish_reason": "length"})
+    wrong = trace("2", 1, False, tokens=100)
+    records = [record("p1", "self_consistency", 4, True, [cut, cut, cut, wrong])]
+    (kept,) = replay_schedules(records, [], pool="self_consistency@4", draws=5)
+    (abstained,) = replay_schedules(
+        abstain_truncated(records), [], pool="self_consistency@4", draws=5
+    )
+    assert kept.accuracy.mean == 1.0 and abstained.accuracy.mean == 0.0
+    (samples,) = [r.samples for r in abstain_truncated(records)]
+    assert [s.answer_class for s in samples] == [None, None, None, 1]
+    assert samples[3] == wrong and kept.tokens == abstained.tokens == 1060.0

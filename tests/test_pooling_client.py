@@ -3,9 +3,10 @@ it learns on connect, and the errors it turns failures into."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -93,3 +94,43 @@ async def test_an_unreachable_server_is_unavailable_not_a_crash():
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(EngineUnavailable, match="cannot reach reward model server"):
         await RemotePoolingEngine.connect(url)
+
+
+def not_vllm(models_reply: Callable[[], web.Response]) -> web.Application:
+    """A server that is up but is not vLLM: `/v1/models` answers `models_reply()`."""
+
+    async def models(request: web.Request) -> web.Response:
+        return models_reply()
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    return app
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [lambda: web.Response(text="<html>hello</html>"), lambda: web.json_response({"data": []})],
+    ids=["not-json", "no-model"],
+)
+@pytest.mark.parametrize("adapter", ["pooling", "generation"])
+async def test_a_server_that_is_not_vllm_is_unavailable_and_leaks_no_session(
+    adapter, reply, monkeypatch
+):
+    from ttscale.engine.remote import RemoteVLLMEngine
+
+    opened: list[aiohttp.ClientSession] = []
+
+    real = aiohttp.ClientSession
+
+    def recorded(*args, **kwargs) -> aiohttp.ClientSession:
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(aiohttp, "ClientSession", recorded)
+    async with serve(not_vllm(reply)) as url:
+        with pytest.raises(EngineUnavailable, match="does not answer as a vLLM server"):
+            if adapter == "pooling":
+                await RemotePoolingEngine.connect(url)
+            else:
+                await RemoteVLLMEngine.connect([url])
+    assert opened and all(session.closed for session in opened)

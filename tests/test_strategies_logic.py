@@ -134,7 +134,7 @@ async def test_adaptive_beta_rule_saves_samples(grader):
 
 async def test_adaptive_default_is_the_predictive_rule_at_0_9(grader):
     """Three unanimous votes settle the leader of 16 with P = 0.947 (the Beta rule at its
-    0.95 would want a fourth); min_samples keeps two from being enough."""
+    0.95 would want a fourth); two give only 0.876."""
     engine = answers_engine(["5"])
     params = SelfConsistencyParams(n=16, sampling=SEEDED, adaptive=True, parallel=1)
     assert (params.stopping, params.confidence, params.min_samples) == ("predictive", 0.9, 3)
