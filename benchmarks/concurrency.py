@@ -166,9 +166,9 @@ def _remote_raw(
 def _raw_per_sample(
     client: httpx.AsyncClient, vllm_url: str, model: str, prompt: list[int], n: int, tokens: int
 ) -> Round:
-    """The raw side's samples, each its own `n=1` request (child i of an `n=N` request is
-    seeded `seed + i` by vLLM, so these are the same samples): what vLLM's cost per
-    request alone takes from throughput, with no front in the way."""
+    """The raw side's work, each sample its own `n=1` request seeded as vLLM seeds the
+    children of an `n=N` request (`seed + i`), with as many tokens (`ignore_eos`): what
+    vLLM's cost per request alone takes from throughput, with no front in the way."""
 
     async def many(concurrency: int, number: int) -> int:
         bodies = [

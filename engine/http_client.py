@@ -29,6 +29,6 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
 
 def unusable(server: str, exc: BaseException) -> str:
     """Why a server cannot be used: out of reach, or answering as no vLLM server does."""
-    if isinstance(exc, REPLY_ERRORS):
-        return f"{server} does not answer as a vLLM server: {exc!r}"
-    return f"cannot reach {server}: {exc!r}"
+    if isinstance(exc, HTTP_ERRORS):  # first: aiohttp's InvalidURL is a ValueError too
+        return f"cannot reach {server}: {exc!r}"
+    return f"{server} does not answer as a vLLM server: {exc!r}"

@@ -134,3 +134,11 @@ async def test_a_server_that_is_not_vllm_is_unavailable_and_leaks_no_session(
             else:
                 await RemoteVLLMEngine.connect([url])
     assert opened and all(session.closed for session in opened)
+
+
+def test_a_bad_url_is_out_of_reach_not_a_server_that_is_not_vllm():
+    from ttscale.engine.http_client import unusable
+
+    # aiohttp's InvalidURL is a ValueError as well as a ClientError
+    assert unusable("vLLM server x", aiohttp.InvalidURL("x")).startswith("cannot reach")
+    assert "does not answer as a vLLM server" in unusable("vLLM server x", KeyError("id"))
