@@ -13,6 +13,7 @@ TEXTS = [
     "<|im_start|>user\nCount to ten.<|im_end|>\n<|im_start|>assistant\n",  # special tokens
     "Ünïcödé, 数学, emoji 🙂, tabs\tand  double  spaces\n\n",
     "",
+    "seven plus five " * 500,  # long: tokenised in a thread, through the wrapper
 ]
 
 
