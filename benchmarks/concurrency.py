@@ -150,17 +150,20 @@ def _remote_raw(
     client: httpx.AsyncClient, vllm_url: str, model: str, prompt: list[int], n: int, tokens: int
 ) -> tuple[Round, Plain]:
     async def many(concurrency: int, number: int) -> int:
-        bodies = [
-            {"model": model, "prompt": prompt, "n": n, "max_tokens": tokens, "ignore_eos": True,
-             "temperature": 1.0, "seed": 1000 * number + i}
-            for i in range(concurrency)
-        ]  # fmt: skip
+        seeds = [1000 * number + i for i in range(concurrency)]
+        bodies = [_raw_body(model, prompt, n, tokens, seed) for seed in seeds]
         return await _completion_tokens(client, f"{vllm_url}/v1/completions", bodies)
 
     async def plain() -> None:
         await _post(client, f"{vllm_url}/v1/chat/completions", _plain_body(model, 16))
 
     return many, plain
+
+
+def _raw_body(model: str, prompt: list[int], n: int, tokens: int, seed: int) -> dict[str, Any]:
+    """A raw `/v1/completions` request of `n` samples, each exactly `tokens` long."""
+    return {"model": model, "prompt": prompt, "n": n, "max_tokens": tokens, "ignore_eos": True,
+            "temperature": 1.0, "seed": seed}  # fmt: skip
 
 
 def _raw_per_sample(
@@ -172,10 +175,10 @@ def _raw_per_sample(
 
     async def many(concurrency: int, number: int) -> int:
         bodies = [
-            {"model": model, "prompt": prompt, "n": 1, "max_tokens": tokens, "ignore_eos": True,
-             "temperature": 1.0, "seed": 1000 * number + i + j}
-            for i in range(concurrency) for j in range(n)
-        ]  # fmt: skip
+            _raw_body(model, prompt, 1, tokens, 1000 * number + i + j)
+            for i in range(concurrency)
+            for j in range(n)
+        ]
         return await _completion_tokens(client, f"{vllm_url}/v1/completions", bodies)
 
     return many
