@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ttscale.strategies.self_consistency import (
+    DEFAULT_MIN_SAMPLES,
     DEFAULT_STOPPING,
     SelfConsistencyParams,
     StopRule,
@@ -38,12 +39,15 @@ class Schedule:
 
     parallel: int
     confidence: float
-    min_samples: int = 3
+    min_samples: int = DEFAULT_MIN_SAMPLES
     stopping: StopRule = DEFAULT_STOPPING
 
     @property
     def label(self) -> str:
-        return f"{self.stopping} parallel={self.parallel} confidence={self.confidence}"
+        label = f"{self.stopping} parallel={self.parallel} confidence={self.confidence}"
+        if self.min_samples != DEFAULT_MIN_SAMPLES:
+            label += f" min_samples={self.min_samples}"
+        return label
 
 
 @dataclass(frozen=True)

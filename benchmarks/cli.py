@@ -28,7 +28,12 @@ from ttscale.server.config import Settings
 from ttscale.strategies.deepconf import DeepConfParams
 from ttscale.strategies.errors import first_problem
 from ttscale.strategies.registry import discover
-from ttscale.strategies.self_consistency import DEFAULT_STOPPING, STOP_RULES, StopRule
+from ttscale.strategies.self_consistency import (
+    DEFAULT_MIN_SAMPLES,
+    DEFAULT_STOPPING,
+    STOP_RULES,
+    StopRule,
+)
 from ttscale.verifiers.math_grader import MathGrader
 
 from .adaptive_replay import Schedule, abstain_truncated, format_table, replay_schedules
@@ -186,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="adaptive: stopping thresholds on P(leader stays leader)",
     )  # fmt: skip
     replay_cmd.add_argument(
+        "--min-samples", type=_ints, default=[DEFAULT_MIN_SAMPLES],
+        help="adaptive: finished samples before the confidence rule may stop "
+        f"(default {DEFAULT_MIN_SAMPLES})",
+    )  # fmt: skip
+    replay_cmd.add_argument(
         "--stopping", type=_stop_rules, default=[DEFAULT_STOPPING],
         help=f"adaptive: stop rules, out of {', '.join(STOP_RULES)} (default {DEFAULT_STOPPING})",
     )  # fmt: skip
@@ -336,8 +346,9 @@ def _replay(args: argparse.Namespace) -> None:
 def _replay_adaptive(args: argparse.Namespace, records: Sequence[Record]) -> None:
     pool = args.pool or default_pool(records)
     schedules = [
-        Schedule(p, c, stopping=rule)
+        Schedule(p, c, min_samples=m, stopping=rule)
         for rule in args.stopping
+        for m in args.min_samples
         for c in args.confidence
         for p in args.parallel
     ]

@@ -180,8 +180,16 @@ def _paired_section(paired: Sequence[PairedRow], baseline: str | None) -> list[s
         f"### Paired differences against `{baseline}` at the same N",
         "",
         *_table(
-            ["setting", "baseline", "accuracy difference [95% CI]"],
-            [[p.setting, p.baseline, p.difference.format()] for p in paired],
+            [
+                "setting",
+                "baseline",
+                "accuracy difference [95% CI]",
+                "generated tokens / baseline's [95% CI]",
+            ],
+            [
+                [p.setting, p.baseline, p.difference.format(), p.token_ratio.format()]
+                for p in paired
+            ],
         ),
     ]
 

@@ -69,6 +69,31 @@ def paired_difference(first: Sequence[float], second: Sequence[float], **kwargs:
     return bootstrap_ci(a - b, **kwargs)  # type: ignore[arg-type]
 
 
+def paired_ratio(
+    first: Sequence[float],
+    second: Sequence[float],
+    *,
+    resamples: int = RESAMPLES,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> Interval:
+    """sum(first) / sum(second) over the same problems (e.g. tokens against a baseline's),
+    with a bootstrap interval that resamples problems in pairs: a ratio of totals, so
+    that long problems weigh as much as they cost."""
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError("paired samples must have the same length")
+    if a.size == 0 or b.sum() == 0:
+        return Interval(math.nan, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, a.size, size=(resamples, a.size))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        estimates = a[rows].sum(axis=1) / b[rows].sum(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(estimates, [tail, 100 - tail])
+    return Interval(float(a.sum() / b.sum()), float(low), float(high))
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples with c correct (Chen et al., 2021):
     1 - C(n-c, k) / C(n, k)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .records import Record
-from .stats import Interval, bootstrap_ci, paired_difference
+from .stats import Interval, bootstrap_ci, paired_difference, paired_ratio
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class PairedRow:
     setting: str
     baseline: str
     difference: Interval
+    """Accuracy, setting minus baseline."""
+    token_ratio: Interval
+    """Generated tokens, setting over baseline (a ratio of totals)."""
 
 
 def complete_records(records: Sequence[Record]) -> tuple[list[Record], dict[str, int]]:
@@ -98,10 +101,10 @@ def default_baseline(records: Sequence[Record]) -> str | None:
 
 def paired_against(records: Sequence[Record], baseline: str) -> list[PairedRow]:
     """Each family minus the baseline family at the same N, over the same problems."""
-    outcome: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    outcome: dict[tuple[str, str], dict[str, Record]] = defaultdict(dict)
     meta: dict[str, tuple[str, int]] = {}
     for record in records:
-        outcome[(record.dataset, record.setting)][record.problem_id] = float(record.correct)
+        outcome[(record.dataset, record.setting)][record.problem_id] = record
         meta[record.setting] = (record.family, record.n)
     rows = []
     for (dataset, setting), mine in sorted(outcome.items()):
@@ -111,8 +114,13 @@ def paired_against(records: Sequence[Record], baseline: str) -> list[PairedRow]:
         if family == baseline or theirs is None:
             continue
         ids = sorted(mine.keys() & theirs.keys())
-        difference = paired_difference([mine[i] for i in ids], [theirs[i] for i in ids])
-        rows.append(PairedRow(dataset, n, setting, base_label, difference))
+        difference = paired_difference(
+            [float(mine[i].correct) for i in ids], [float(theirs[i].correct) for i in ids]
+        )
+        tokens = paired_ratio(
+            [mine[i].generated_tokens for i in ids], [theirs[i].generated_tokens for i in ids]
+        )
+        rows.append(PairedRow(dataset, n, setting, base_label, difference, tokens))
     return rows
 
 

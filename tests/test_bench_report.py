@@ -63,6 +63,17 @@ def test_paired_differences_match_settings_at_the_same_n():
     assert (row.setting, row.baseline) == ("inverse_entropy@4", "self_consistency@4")
     assert row.difference.mean == pytest.approx(0.3)
     assert row.difference.low > 0  # nine extra wins and no loss: clearly better
+    assert row.token_ratio.format() == "1.000 [1.000, 1.000]"  # same samples, same tokens
+
+
+def test_paired_rows_report_tokens_against_the_baseline():
+    records = []
+    for i in range(10):
+        records.append(record(f"p{i}", "self_consistency", 4, True, tokens=400))
+        records.append(record(f"p{i}", "adaptive", 4, True, tokens=100 if i < 5 else 400))
+    (row,) = paired_against(records, "self_consistency")
+    assert row.token_ratio.mean == pytest.approx(2500 / 4000)
+    assert row.token_ratio.low < 0.625 < row.token_ratio.high < 1.0
 
 
 def test_default_baseline_prefers_plain_self_consistency():
@@ -156,6 +167,17 @@ def test_adaptive_replay_command_prints_one_row_per_schedule(tmp_path, capsys):
     assert rows[2][3:] == ["400", "0.0% |"]
     # the predictive rule stops after 3 of 8 (P = 0.960); the 4th, in flight, is billed
     assert rows[3][3:] == ["200", "50.0% |"]
+    argv = ["replay", str(tmp_path), "--adaptive", "--parallel", "2", "--confidence", "0.95"]
+    assert bench_main([*argv, "--min-samples", "3,5"]) == 0
+    rows = [
+        line.split(" | ") for line in capsys.readouterr().out.splitlines() if "adaptive" in line
+    ]
+    # with 5 votes needed the rule waits for the 5th (the 6th, in flight, is billed 50)
+    assert [r[0] for r in rows] == [
+        "| adaptive predictive parallel=2 confidence=0.95",
+        "| adaptive predictive parallel=2 confidence=0.95 min_samples=5",
+    ]
+    assert [r[3] for r in rows] == ["200", "300"]
     with pytest.raises(SystemExit):  # a threshold of 0.4 would stop on a losing leader
         bench_main(["replay", str(tmp_path), "--adaptive", "--confidence", "0.4"])
     with pytest.raises(SystemExit):

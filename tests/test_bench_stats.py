@@ -11,6 +11,7 @@ from ttscale.benchmarks.stats import (
     bootstrap_ci,
     median_ci,
     paired_difference,
+    paired_ratio,
     pass_at_k,
     select_credit,
     subsets,
@@ -83,6 +84,21 @@ def test_paired_difference_cancels_shared_difficulty():
     assert diff.low > 0.25
     with pytest.raises(ValueError):
         paired_difference([1.0], [1.0, 0.0])
+
+
+def test_paired_ratio_is_a_ratio_of_totals_resampled_in_pairs():
+    # half the problems cut to a tenth, half not at all: the ratio of totals
+    # (1100 / 2000), not the mean of the per-problem ratios; a resample holding only
+    # uncut problems is all but impossible with 20, so the interval stays below 1
+    baseline = [1000.0, 1000.0] * 10
+    mine = [100.0, 1000.0] * 10
+    ratio = paired_ratio(mine, baseline)
+    assert ratio.mean == pytest.approx(sum(mine) / sum(baseline))
+    assert ratio.low < ratio.mean < ratio.high < 1.0
+    assert paired_ratio(baseline, baseline).format() == "1.000 [1.000, 1.000]"
+    assert math.isnan(paired_ratio([], []).mean)
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])
 
 
 def _majority(labels: list[int], right: set[int], k: int, draws: int = 500) -> float:

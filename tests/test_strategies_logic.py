@@ -132,15 +132,15 @@ async def test_adaptive_beta_rule_saves_samples(grader):
     assert "P(leader stays leader) = 0.969" in result.explanation
 
 
-async def test_adaptive_default_is_the_predictive_rule_at_0_9(grader):
-    """Three unanimous votes settle the leader of 16 with P = 0.947 (the Beta rule at its
-    0.95 would want a fourth); two give only 0.876."""
+async def test_adaptive_default_is_the_predictive_rule_at_0_95(grader):
+    """Four unanimous votes settle the leader of 16 with P = 0.980; three give only 0.947,
+    just short of the bar."""
     engine = answers_engine(["5"])
     params = SelfConsistencyParams(n=16, sampling=SEEDED, adaptive=True, parallel=1)
-    assert (params.stopping, params.confidence, params.min_samples) == ("predictive", 0.9, 3)
+    assert (params.stopping, params.confidence, params.min_samples) == ("predictive", 0.95, 3)
     result = await self_consistency(await context(engine, grader), params)
-    assert result.usage.samples_started == 3
-    assert "P(leader stays leader of all 16) = 0.947 >= 0.9" in result.explanation
+    assert result.usage.samples_started == 4
+    assert "P(leader stays leader of all 16) = 0.980 >= 0.95" in result.explanation
 
 
 async def test_predictive_rule_stops_once_the_lead_is_safe_for_the_n_samples(grader):
