@@ -33,6 +33,12 @@ class EngineUnavailable(EngineError):
     """The engine cannot be started or reached at all."""
 
 
+class EngineSlow(EngineUnavailable):
+    """A health probe got no answer in time: the engine (or its router) may be dead, or
+    only too busy to answer, so whoever watches it should wait longer before giving up
+    than on a refused connection or an error status."""
+
+
 def new_request_id(prefix: str = "gen") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 

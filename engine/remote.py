@@ -32,6 +32,7 @@ from .http_client import HTTP_ERRORS, REPLY_ERRORS, auth_headers, unusable
 from .local_tokenizer import LocalChatTemplate
 from .protocol import (
     EngineError,
+    EngineSlow,
     EngineUnavailable,
     Generation,
     new_request_id,
@@ -374,6 +375,16 @@ class RemoteVLLMEngine:
         async with self._http().get(url, timeout=PROBE_TIMEOUT) as response:
             return response.status, await response.text()
 
+    async def _probe(self, url: str) -> tuple[int, str]:
+        """`_get` for a health check: out of reach is `EngineUnavailable`, no answer in
+        time `EngineSlow` (a loaded router or replica can be late without being dead)."""
+        try:
+            return await self._get(url)
+        except TimeoutError as exc:  # before HTTP_ERRORS, which include it
+            raise EngineSlow(f"{url}: no answer within {PROBE_TIMEOUT.total:g} s") from exc
+        except HTTP_ERRORS as exc:
+            raise EngineUnavailable(f"{url}: {exc!r}") from exc
+
     async def _scrape(self, base_url: str) -> dict[str, float] | None:
         try:
             status, text = await self._get(f"{base_url}/metrics")
@@ -400,10 +411,7 @@ class RemoteVLLMEngine:
             raise EngineUnavailable(f"router {self._base_url}: none of {total} workers healthy")
 
     async def _expect_ok(self, url: str) -> None:
-        try:
-            status, _ = await self._get(url)
-        except HTTP_ERRORS as exc:
-            raise EngineUnavailable(f"{url}: {exc!r}") from exc
+        status, _ = await self._probe(url)
         if status != 200:
             raise EngineUnavailable(f"{url}: HTTP {status}")
 
@@ -413,10 +421,7 @@ class RemoteVLLMEngine:
         if self._is_router is False:
             return None
         url = f"{self._base_url}/readiness"
-        try:
-            status, text = await self._get(url)
-        except HTTP_ERRORS as exc:
-            raise EngineUnavailable(f"{url}: {exc!r}") from exc
+        status, text = await self._probe(url)
         try:
             body = json.loads(text) if text else {}
         except ValueError:

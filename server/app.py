@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from ttscale.engine.factory import open_engine
-from ttscale.engine.protocol import Engine, EngineError
+from ttscale.engine.protocol import Engine, EngineError, EngineSlow
 from ttscale.strategies.registry import Strategy, discover
 from ttscale.strategies.run import Service
 
@@ -80,6 +80,10 @@ class Runtime:
     health_interval_s: float = 1.0
     health_failures_allowed: int = 2
     """Failed checks in a row that are tolerated (a replica restarting, one slow probe)."""
+    health_timeouts_allowed: int = 10
+    """Failed checks in a row that are tolerated while the latest got no answer in time:
+    a router or replica too busy to answer within the probe's timeout is not dead, and
+    a front that exited under load would restart into the same load."""
 
     def completions(self) -> Completions:
         if self.failure is not None:
@@ -114,10 +118,15 @@ class Runtime:
             except EngineError as exc:
                 failed += 1
                 logger.warning("engine health check failed (%d in a row): %s", failed, exc)
-                if failed > self.health_failures_allowed:
+                if failed > self._failures_allowed(exc):
                     self.fail(f"engine died: {exc}", exit_after_s=self.exit_grace_s)
             except Exception:  # a bug in a check must not silently end the watch
                 logger.exception("engine health check raised")
+
+    def _failures_allowed(self, latest: EngineError) -> int:
+        if isinstance(latest, EngineSlow):
+            return self.health_timeouts_allowed
+        return self.health_failures_allowed
 
     async def load(self, open_engine_fn: EngineOpener) -> None:
         started = time.perf_counter()

@@ -265,7 +265,8 @@ async def test_a_tts_request_completes_through_front_and_router(front):
 
 async def test_a_client_that_goes_away_frees_the_replicas(front, cluster):
     """Disconnect -> the front aborts its samples -> the router closes the replica's
-    stream -> vLLM aborts: far fewer than the 4 x LONG tokens asked for are generated."""
+    stream -> vLLM aborts: the samples stop short of the 4 x LONG tokens asked for, and
+    after the front has closed its streams the replicas make less than half of that."""
     before = await generated_tokens(cluster)
     async with httpx.AsyncClient(base_url=front.url, timeout=120) as client:
         front_log = _log_after(front)
@@ -275,10 +276,16 @@ async def test_a_client_that_goes_away_frees_the_replicas(front, cluster):
         with contextlib.suppress(asyncio.CancelledError):
             await request
     assert await _all_idle(cluster, within_s=30)
-    assert await generated_tokens(cluster) - before < 4 * LONG / 2
+    made = await generated_tokens(cluster) - before
     spent = re.search(r"cancelled by the client; .* samples_finished=(\d+) samples_aborted=(\d+)",
                       front_log())  # fmt: skip
     assert spent is not None and int(spent[2]) >= 1 and int(spent[1]) + int(spent[2]) == 4
+    # run on, the samples would have made 4 x LONG (the tiny model never ends one early);
+    # how many fewer depends on how soon the streams started and the abort got through,
+    # which a loaded machine can delay by seconds: the front's bill says what reached it
+    assert made < 4 * LONG
+    billed = re.search(r"cancelled by the client; spent .*?\sgenerated_tokens=(\d+)", front_log())
+    assert billed is not None and made - int(billed[1]) < 2 * LONG
 
 
 async def _replica_of(client: httpx.AsyncClient, cluster: Cluster) -> Member:
