@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from aiohttp import web
 
 from ttscale.engine.local_vllm import LocalVLLMEngine, apply_cpu_defaults
 from ttscale.engine.model_store import ensure_default_model
@@ -32,6 +33,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """An aiohttp app (a stand-in server) on a free local port, for as long as the block
+    runs; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def wait_for_http(url: str, process: subprocess.Popen, limit_s: float, log: Path) -> None:

@@ -20,20 +20,10 @@ from ttscale.engine.types import EngineInfo
 from ttscale.server.app import Runtime
 from ttscale.server.config import Settings
 
-from .conftest import free_port
+from .conftest import free_port, serve_app
 from .fakes import Scripted, ScriptedEngine
 
 INFO = EngineInfo(model_name="m", max_model_len=512, backend="remote")
-
-
-async def _server(routes: list[web.RouteDef]) -> tuple[web.AppRunner, str]:
-    app = web.Application()
-    app.add_routes(routes)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}"
 
 
 async def test_a_probe_without_an_answer_in_time_is_slow_and_a_refused_one_unavailable():
@@ -44,14 +34,15 @@ async def test_a_probe_without_an_answer_in_time_is_slow_and_a_refused_one_unava
     async def no_such_route(_: web.Request) -> web.Response:
         return web.Response(status=404)  # a plain vLLM server: no router's /readiness
 
-    runner, url = await _server([web.get("/health", late), web.get("/readiness", no_such_route)])
-    engine = RemoteVLLMEngine([url], INFO)
-    try:
-        with pytest.raises(EngineSlow):
-            await engine.check_health()
-    finally:
-        await engine.close()
-        await runner.cleanup()
+    app = web.Application()
+    app.add_routes([web.get("/health", late), web.get("/readiness", no_such_route)])
+    async with serve_app(app) as url:
+        engine = RemoteVLLMEngine([url], INFO)
+        try:
+            with pytest.raises(EngineSlow):
+                await engine.check_health()
+        finally:
+            await engine.close()
     gone = RemoteVLLMEngine([f"http://127.0.0.1:{free_port()}"], INFO)
     try:
         with pytest.raises(EngineUnavailable) as refused:

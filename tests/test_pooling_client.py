@@ -3,8 +3,7 @@ it learns on connect, and the errors it turns failures into."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -13,7 +12,7 @@ from aiohttp import web
 from ttscale.engine.pooling import RemotePoolingEngine
 from ttscale.engine.protocol import EngineError, EngineUnavailable
 
-from .conftest import free_port
+from .conftest import free_port, serve_app
 
 SEEN = web.AppKey("seen", list)
 
@@ -42,21 +41,9 @@ def stand_in(*, classify: bool, pooling_status: int = 200) -> web.Application:
     return app
 
 
-@asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 async def test_connect_learns_the_model_and_its_tasks_and_pools_rows():
     app = stand_in(classify=True)
-    async with serve(app) as url:
+    async with serve_app(app) as url:
         engine = await RemotePoolingEngine.connect(url, api_key="secret")
         try:
             assert engine.max_model_len == 2048
@@ -72,7 +59,7 @@ async def test_connect_learns_the_model_and_its_tasks_and_pools_rows():
 
 
 async def test_a_server_without_classify_offers_token_classify_only():
-    async with serve(stand_in(classify=False)) as url:
+    async with serve_app(stand_in(classify=False)) as url:
         engine = await RemotePoolingEngine.connect(url)
         try:
             assert await engine.supported_tasks() == ("token_classify",)
@@ -81,7 +68,7 @@ async def test_a_server_without_classify_offers_token_classify_only():
 
 
 async def test_an_error_status_becomes_an_engine_error_naming_the_url():
-    async with serve(stand_in(classify=True, pooling_status=500)) as url:
+    async with serve_app(stand_in(classify=True, pooling_status=500)) as url:
         engine = await RemotePoolingEngine.connect(url)
         try:
             with pytest.raises(EngineError, match=r"/pooling: HTTP 500: .*boom"):
@@ -127,7 +114,7 @@ async def test_a_server_that_is_not_vllm_is_unavailable_and_leaks_no_session(
         return opened[-1]
 
     monkeypatch.setattr(aiohttp, "ClientSession", recorded)
-    async with serve(not_vllm(reply)) as url:
+    async with serve_app(not_vllm(reply)) as url:
         with pytest.raises(EngineUnavailable, match="does not answer as a vLLM server"):
             if adapter == "pooling":
                 await RemotePoolingEngine.connect(url)

@@ -6,23 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aiohttp import web
-
 from ttscale.benchmarks.stand_in_vllm import build_app
 from ttscale.engine.local_tokenizer import load_tokenizer
 from ttscale.engine.remote import RemoteVLLMEngine
 from ttscale.engine.types import SamplingSpec
 
-from .conftest import free_port
+from .conftest import serve_app
 
 
 async def test_the_remote_adapter_works_against_the_stand_in(tiny_model_path: Path):
-    runner = web.AppRunner(build_app(tiny_model_path, "tiny"))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    url = f"http://127.0.0.1:{port}"
-    try:
+    async with serve_app(build_app(tiny_model_path, "tiny")) as url:
         engine = await RemoteVLLMEngine.connect([url], model_path=str(tiny_model_path))
         try:
             assert engine.renders_chat_locally  # its /tokenize renders as the tokenizer does
@@ -37,5 +30,3 @@ async def test_the_remote_adapter_works_against_the_stand_in(tiny_model_path: Pa
             await engine.check_health()
         finally:
             await engine.close()
-    finally:
-        await runner.cleanup()
