@@ -44,20 +44,23 @@ def median_ci(
 
 
 def _bootstrap(
-    values: Sequence[float],
+    values: Sequence[float] | np.ndarray,
     statistic: Callable[..., np.ndarray],
     resamples: int,
     level: float,
     seed: int,
+    percentile: Callable[..., np.ndarray] = np.percentile,
 ) -> Interval:
+    """`statistic(rows, axis=1)` of the items and of `resamples` resamples of them (items
+    are the rows of `values`: one number, or a pair for paired statistics)."""
     data = np.asarray(values, dtype=float)
-    if data.size == 0:
+    if len(data) == 0:
         return Interval(math.nan, math.nan, math.nan)
     rng = np.random.default_rng(seed)
-    estimates = statistic(data[rng.integers(0, data.size, size=(resamples, data.size))], axis=1)
+    estimates = statistic(data[rng.integers(0, len(data), size=(resamples, len(data)))], axis=1)
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(estimates, [tail, 100 - tail])
-    return Interval(float(statistic(data)), float(low), float(high))
+    low, high = percentile(estimates, [tail, 100 - tail])
+    return Interval(float(statistic(data[None], axis=1)[0]), float(low), float(high))
 
 
 def paired_difference(first: Sequence[float], second: Sequence[float], **kwargs: float) -> Interval:
@@ -85,13 +88,15 @@ def paired_ratio(
         raise ValueError("paired samples must have the same length")
     if a.size == 0 or b.sum() == 0:
         return Interval(math.nan, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, a.size, size=(resamples, a.size))
+    pairs = np.column_stack((a, b))
+    return _bootstrap(pairs, _ratio_of_totals, resamples, level, seed, np.nanpercentile)
+
+
+def _ratio_of_totals(pairs: np.ndarray, axis: int) -> np.ndarray:
+    """First over second column, each summed along `axis` (a resample of zero baseline
+    is NaN, left out of the interval)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        estimates = a[rows].sum(axis=1) / b[rows].sum(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.nanpercentile(estimates, [tail, 100 - tail])
-    return Interval(float(a.sum() / b.sum()), float(low), float(high))
+        return pairs[..., 0].sum(axis=axis) / pairs[..., 1].sum(axis=axis)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
