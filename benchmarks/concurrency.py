@@ -97,20 +97,20 @@ async def _completion_tokens(
 
 
 def _ttscale_rounds(
-    client: httpx.AsyncClient, url: str, model: str, n: int, tokens: int
+    client: httpx.AsyncClient, url: str, model: str, n: int, tokens: int, plain_tokens: int
 ) -> tuple[Round, Plain]:
     async def many(concurrency: int, number: int) -> int:
         bodies = [_strategy_body(model, n, tokens, 1000 * number + i) for i in range(concurrency)]
         return await _completion_tokens(client, f"{url}/v1/chat/completions", bodies)
 
     async def plain() -> None:
-        await _post(client, f"{url}/v1/chat/completions", _plain_body(model, 16))
+        await _post(client, f"{url}/v1/chat/completions", _plain_body(model, plain_tokens))
 
     return many, plain
 
 
 def _local_raw(
-    engine: LocalVLLMEngine, prompt: list[int], n: int, tokens: int
+    engine: LocalVLLMEngine, prompt: list[int], n: int, tokens: int, plain_tokens: int
 ) -> tuple[Round, Plain]:
     from vllm import SamplingParams
     from vllm.inputs import tokens_input
@@ -133,7 +133,7 @@ def _local_raw(
         done = await asyncio.gather(*(one(p, f"raw-{number}-{i}") for i, p in enumerate(params)))
         return sum(done)
 
-    plain_params = SamplingParams(max_tokens=16, temperature=0.0, output_kind=final)
+    plain_params = SamplingParams(max_tokens=plain_tokens, temperature=0.0, output_kind=final)
     counter = iter(range(10**9))
 
     async def plain() -> None:  # what a chat request needs: render, generate, decode
@@ -147,7 +147,13 @@ def _local_raw(
 
 
 def _remote_raw(
-    client: httpx.AsyncClient, vllm_url: str, model: str, prompt: list[int], n: int, tokens: int
+    client: httpx.AsyncClient,
+    vllm_url: str,
+    model: str,
+    prompt: list[int],
+    n: int,
+    tokens: int,
+    plain_tokens: int,
 ) -> tuple[Round, Plain]:
     async def many(concurrency: int, number: int) -> int:
         seeds = [1000 * number + i for i in range(concurrency)]
@@ -155,7 +161,7 @@ def _remote_raw(
         return await _completion_tokens(client, f"{vllm_url}/v1/completions", bodies)
 
     async def plain() -> None:
-        await _post(client, f"{vllm_url}/v1/chat/completions", _plain_body(model, 16))
+        await _post(client, f"{vllm_url}/v1/chat/completions", _plain_body(model, plain_tokens))
 
     return many, plain
 
@@ -287,9 +293,9 @@ def _progress(name: str, figures: dict[str, Any]) -> None:
 async def _local_sides(model: Path, name: str, args: argparse.Namespace) -> AsyncIterator[Sides]:
     engine = await asyncio.to_thread(LocalVLLMEngine.load, model, name, max_model_len=2048)
     prompt = await engine.render_chat(MESSAGES)
-    raw, raw_plain = _local_raw(engine, prompt, args.n, args.tokens)
+    raw, raw_plain = _local_raw(engine, prompt, args.n, args.tokens, args.plain_tokens)
     async with serve_app(engine, max_n=args.n) as url, _client() as client:
-        ours, plain = _ttscale_rounds(client, url, name, args.n, args.tokens)
+        ours, plain = _ttscale_rounds(client, url, name, args.n, args.tokens, args.plain_tokens)
         yield Sides(raw, ours, raw_plain, plain)
 
 
@@ -304,19 +310,20 @@ async def _remote_sides(model: Path, name: str, args: argparse.Namespace) -> Asy
         adapter = await RemoteVLLMEngine.connect([vllm_url], model_path=str(model))
         try:
             async with front as url, _client() as client:
-                raw, raw_plain = _remote_raw(client, vllm_url, name, prompt, args.n, args.tokens)
-                ours, plain = _ttscale_rounds(client, url, name, args.n, args.tokens)
+                shape = (args.n, args.tokens, args.plain_tokens)
+                raw, raw_plain = _remote_raw(client, vllm_url, name, prompt, *shape)
+                ours, plain = _ttscale_rounds(client, url, name, *shape)
                 if args.ours == "raw-per-sample":
                     ours = _raw_per_sample(client, vllm_url, name, prompt, args.n, args.tokens)
-                yield Sides(raw, ours, raw_plain, plain, _adapter_plain(adapter))
+                yield Sides(raw, ours, raw_plain, plain, _adapter_plain(adapter, args.plain_tokens))
         finally:
             await adapter.close()
 
 
-def _adapter_plain(engine: RemoteVLLMEngine) -> Plain:
+def _adapter_plain(engine: RemoteVLLMEngine, tokens: int) -> Plain:
     """What the front does for a plain chat completion, minus its HTTP server: render the
     chat locally, sample through the adapter, wait for the text."""
-    spec = SamplingSpec(max_tokens=16, temperature=0.0)
+    spec = SamplingSpec(max_tokens=tokens, temperature=0.0)
 
     async def plain() -> None:
         prompt = await engine.render_chat(MESSAGES)
@@ -348,6 +355,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128, help="tokens per sample")
     parser.add_argument("--reps", type=int, default=3, help="interleaved round pairs")
     parser.add_argument("--latency-requests", type=int, default=30)
+    parser.add_argument(
+        "--plain-tokens", type=int, default=16,
+        help="greedy tokens of each plain chat completion of the latency rounds (fewer: "
+        "shorter requests, whose timing varies less, so the added latency is resolved "
+        "more finely)",
+    )  # fmt: skip
     parser.add_argument(
         "--ours", choices=["ttscale", "raw-per-sample"], default="ttscale",
         help="remote: what the throughput rounds set against raw n=N requests; "
