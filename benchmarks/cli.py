@@ -45,7 +45,7 @@ from .records import Record, RunConfig, open_run, read_records
 from .replay import default_pool, replay
 from .report import build_report
 from .runner import DEFAULT_PROMPT, GivingUp, Runner, RunOutcome
-from .summary import complete_records
+from .summary import pooled_records
 
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
@@ -170,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     _report_options(report)
 
     replay_cmd = commands.add_parser("replay", help="print replay curves of recorded samples")
-    replay_cmd.add_argument("out", type=Path)
+    replay_cmd.add_argument(
+        "out", type=Path, nargs="+",
+        help="run directories; several are pooled (each problem in one of them only)",
+    )  # fmt: skip
     replay_cmd.add_argument("--pool", help="setting whose samples to draw from")
     replay_cmd.add_argument("--k", type=_ints, help="subset sizes")
     replay_cmd.add_argument("--draws", type=_positive, default=500)
@@ -327,7 +330,7 @@ def _report(args: argparse.Namespace, out: Path) -> None:
 
 
 def _replay(args: argparse.Namespace) -> None:
-    records, _ = complete_records(read_records(args.out))
+    records = pooled_records(args.out)
     if args.adaptive:
         _replay_adaptive(args, records)
         return

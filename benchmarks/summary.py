@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from .records import Record
+from .datasets import BenchError
+from .records import Record, read_records
 from .stats import Interval, bootstrap_ci, paired_difference, paired_ratio
 
 
@@ -62,6 +64,28 @@ def complete_records(records: Sequence[Record]) -> tuple[list[Record], dict[str,
     )
     kept = [r for r in records if (r.dataset, r.problem_id) in complete]
     return kept, {dataset: left_out.get(dataset, 0) for dataset in settings}
+
+
+def pooled_records(directories: Sequence[Path]) -> list[Record]:
+    """The complete records (`complete_records`) of each run directory, pooled: one
+    replay over problems recorded in several runs, e.g. one held-out set after another.
+    Each directory is completed on its own, since runs may differ in their settings; a
+    problem recorded under the same setting in two of them is refused, since pooling it
+    would count it twice."""
+    pooled: list[Record] = []
+    seen: dict[tuple[str, str, str], Path] = {}
+    for directory in directories:
+        kept, _ = complete_records(read_records(directory))
+        for record in kept:
+            key = (record.dataset, record.problem_id, record.setting)
+            if key in seen:
+                raise BenchError(
+                    f"{record.problem_id} ({record.setting}) is recorded in both "
+                    f"{seen[key]} and {directory}: pool runs of different problems"
+                )
+            seen[key] = directory
+        pooled.extend(kept)
+    return pooled
 
 
 def summarize(records: Sequence[Record]) -> list[SummaryRow]:

@@ -141,6 +141,37 @@ def test_replay_command_prints_the_curves_of_a_run_directory(tmp_path, capsys):
     assert "k=6 exceeds the smallest pool (5 samples)" in capsys.readouterr().err
 
 
+def _run_directory(directory, records):
+    config = RunConfig(
+        model="m", backend="in-process", prompt_template="{problem}", sampling=SamplingConfig()
+    )
+    open_run(directory, config)
+    writer = RecordWriter(directory)
+    for item in records:
+        writer.write(item)
+    writer.close()
+    return str(directory)
+
+
+def test_replay_pools_the_problems_of_several_run_directories(tmp_path, capsys):
+    unanimous = [trace("1", 0, True, tokens=50)] * 8
+    split = [trace("1", 0, True, tokens=50)] * 4 + [trace("2", 1, False, tokens=50)] * 4
+    first = _run_directory(tmp_path / "a", [record("p1", "self_consistency", 8, True, unanimous)])
+    second = _run_directory(tmp_path / "b", [record("p2", "self_consistency", 8, True, split)])
+    argv = ["--adaptive", "--parallel", "1", "--confidence", "0.95"]
+    assert bench_main(["replay", first, second, *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "pool: self_consistency@8 (2 problems, 8 samples each)"
+    # fixed N=8: p1 right, p2 a 4-4 tie (half credit); 400 tokens each
+    fixed = lines[3].split(" | ")
+    assert fixed[0] == "| fixed N=8"
+    assert fixed[1].startswith("0.750 ")
+    assert fixed[3] == "400"
+    again = _run_directory(tmp_path / "c", [record("p1", "self_consistency", 8, True, unanimous)])
+    assert bench_main(["replay", first, again, *argv]) == 2
+    assert "p1 (self_consistency@8) is recorded in both" in capsys.readouterr().err
+
+
 def test_adaptive_replay_command_prints_one_row_per_schedule(tmp_path, capsys):
     config = RunConfig(
         model="m", backend="in-process", prompt_template="{problem}", sampling=SamplingConfig()
