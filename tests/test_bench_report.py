@@ -21,6 +21,19 @@ from ttscale.strategies.registry import discover
 from .bench_fixtures import record, three_right_two_wrong, trace
 
 
+def write_run(directory, records):
+    """A run directory holding `records`, as `bench run` leaves one; its path as a string."""
+    config = RunConfig(
+        model="m", backend="in-process", prompt_template="{problem}", sampling=SamplingConfig()
+    )
+    open_run(directory, config)
+    writer = RecordWriter(directory)
+    for item in records:
+        writer.write(item)
+    writer.close()
+    return str(directory)
+
+
 def test_only_problems_every_setting_finished_are_compared():
     records = [
         record("p1", "self_consistency", 1, True),
@@ -84,19 +97,12 @@ def test_default_baseline_prefers_plain_self_consistency():
 
 
 def test_report_of_a_partial_run_says_what_was_left_out(tmp_path):
-    config = RunConfig(
-        model="m", backend="in-process", prompt_template="{problem}", sampling=SamplingConfig()
-    )
-    open_run(tmp_path, config)
-    writer = RecordWriter(tmp_path)
     samples = [trace("18", 0, True), trace("20", 1, False)]
-    for r in (
+    write_run(tmp_path, [
         record("p1", "self_consistency", 2, True, samples),
         record("p1", "inverse_entropy", 2, True, samples),
         record("p2", "self_consistency", 2, True, samples),
-    ):
-        writer.write(r)
-    writer.close()
+    ])  # fmt: skip
     files = build_report(tmp_path, with_plots=False)
     text = files.report.read_text()
     assert "## gsm8k (1 problems)" in text
@@ -124,14 +130,8 @@ def test_the_baseline_is_the_first_strategy_of_the_run_and_missing_settings_are_
     assert "Settings with no finished problem: best_of_n@1." in text
 
 
-def test_replay_command_prints_the_curves_of_a_run_directory(tmp_path, capsys):
-    config = RunConfig(
-        model="m", backend="in-process", prompt_template="{problem}", sampling=SamplingConfig()
-    )
-    open_run(tmp_path, config)
-    writer = RecordWriter(tmp_path)
-    writer.write(record("p1", "self_consistency", 5, True, three_right_two_wrong()))
-    writer.close()
+def test_replay_command_prints_the_curves_of_awrite_run(tmp_path, capsys):
+    write_run(tmp_path, [record("p1", "self_consistency", 5, True, three_right_two_wrong())])
     assert bench_main(["replay", str(tmp_path), "--k", "1,5"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "pool: self_consistency@5 (1 problems)"
@@ -141,23 +141,11 @@ def test_replay_command_prints_the_curves_of_a_run_directory(tmp_path, capsys):
     assert "k=6 exceeds the smallest pool (5 samples)" in capsys.readouterr().err
 
 
-def _run_directory(directory, records):
-    config = RunConfig(
-        model="m", backend="in-process", prompt_template="{problem}", sampling=SamplingConfig()
-    )
-    open_run(directory, config)
-    writer = RecordWriter(directory)
-    for item in records:
-        writer.write(item)
-    writer.close()
-    return str(directory)
-
-
 def test_replay_pools_the_problems_of_several_run_directories(tmp_path, capsys):
     unanimous = [trace("1", 0, True, tokens=50)] * 8
     split = [trace("1", 0, True, tokens=50)] * 4 + [trace("2", 1, False, tokens=50)] * 4
-    first = _run_directory(tmp_path / "a", [record("p1", "self_consistency", 8, True, unanimous)])
-    second = _run_directory(tmp_path / "b", [record("p2", "self_consistency", 8, True, split)])
+    first = write_run(tmp_path / "a", [record("p1", "self_consistency", 8, True, unanimous)])
+    second = write_run(tmp_path / "b", [record("p2", "self_consistency", 8, True, split)])
     argv = ["--adaptive", "--parallel", "1", "--confidence", "0.95"]
     assert bench_main(["replay", first, second, *argv]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -167,19 +155,14 @@ def test_replay_pools_the_problems_of_several_run_directories(tmp_path, capsys):
     assert fixed[0] == "| fixed N=8"
     assert fixed[1].startswith("0.750 ")
     assert fixed[3] == "400"
-    again = _run_directory(tmp_path / "c", [record("p1", "self_consistency", 8, True, unanimous)])
+    again = write_run(tmp_path / "c", [record("p1", "self_consistency", 8, True, unanimous)])
     assert bench_main(["replay", first, again, *argv]) == 2
     assert "p1 (self_consistency@8) is recorded in both" in capsys.readouterr().err
 
 
 def test_adaptive_replay_command_prints_one_row_per_schedule(tmp_path, capsys):
-    config = RunConfig(
-        model="m", backend="in-process", prompt_template="{problem}", sampling=SamplingConfig()
-    )
-    open_run(tmp_path, config)
-    writer = RecordWriter(tmp_path)
-    writer.write(record("p1", "self_consistency", 8, True, [trace("1", 0, True, tokens=50)] * 8))
-    writer.close()
+    unanimous = [trace("1", 0, True, tokens=50)] * 8
+    write_run(tmp_path, [record("p1", "self_consistency", 8, True, unanimous)])
     argv = ["replay", str(tmp_path), "--adaptive", "--parallel", "2,8", "--confidence", "0.95"]
     assert bench_main([*argv, "--stopping", "beta,predictive"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -144,6 +144,7 @@ async def test_adaptive_default_is_the_predictive_rule_at_0_925(grader):
     strict = params.model_copy(update={"confidence": 0.95})
     result = await self_consistency(await context(engine, grader), strict)
     assert result.usage.samples_started == 4
+    assert "P(leader stays leader of all 16) = 0.980 >= 0.95" in result.explanation
 
 
 async def test_predictive_rule_stops_once_the_lead_is_safe_for_the_n_samples(grader):
