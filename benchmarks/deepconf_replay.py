@@ -161,7 +161,7 @@ def replay_deepconf(
     runs: list[tuple[str, list[tuple[float, float]]]] = [(f"self-consistency, all {n}", full)]
     adaptive = SelfConsistencyParams(n=n, adaptive=True)
     schedule = Schedule(
-        adaptive.in_flight(), adaptive.confidence, adaptive.min_samples, adaptive.stopping
+        adaptive.in_flight_when_busy(), adaptive.confidence, adaptive.min_samples, adaptive.stopping
     )
     runs.append(
         (

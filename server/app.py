@@ -235,6 +235,7 @@ def _add_open_routes(app: FastAPI, runtime: Runtime) -> None:
     async def metrics() -> Response:
         if runtime.service is not None and runtime.failure is None:
             runtime.metrics.observe_engine(await runtime.service.engine.stats())
+            runtime.metrics.samples_in_flight.set(runtime.service.load.running)
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ttscale.strategies.load import DEFAULT_ENGINE_FILL
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TTSCALE_", frozen=True, extra="forbid")
@@ -73,6 +75,12 @@ class Settings(BaseSettings):
     )
     max_in_flight: int = Field(
         256, ge=1, description="completion requests served at once; more get a 429"
+    )
+    engine_fill: int = Field(
+        DEFAULT_ENGINE_FILL,
+        ge=1,
+        description="Samples in flight at which the engine counts as busy: below it, "
+        "adaptive requests run more of their samples at once",
     )
     grader_workers: int = Field(2, ge=1, description="Processes grading math answers")
     grading_timeout_s: float = Field(

@@ -55,6 +55,11 @@ class Metrics:
             "Completion requests refused because too many were in flight (429)",
             registry=self.registry,
         )
+        self.samples_in_flight = Gauge(
+            "ttscale_samples_in_flight",
+            "Samples this server's requests have in flight (what adaptive requests read)",
+            registry=self.registry,
+        )
         self.engine_running = Gauge(
             "ttscale_engine_running_requests", "Engine requests running", registry=self.registry
         )

@@ -131,6 +131,7 @@ def service_limits(settings: Settings) -> ServiceLimits:
         min_sample_tokens=settings.min_sample_tokens,
         default_max_tokens=settings.default_max_tokens,
         grading_deadline_s=settings.grading_deadline_s,
+        engine_fill=settings.engine_fill,
     )
 
 

@@ -21,7 +21,8 @@ from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
 
 from .budget import Budget, Usage
 from .errors import InvalidRequest
-from .sampling import OnSample, SamplingOutcome, StopReason, sample_until
+from .load import EngineLoad
+from .sampling import InFlight, OnSample, SamplingOutcome, StopReason, sample_until
 
 ProgressCallback = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -92,7 +93,8 @@ class Verifiers:
 
 @dataclass
 class StrategyContext:
-    """One request's view of the world: its engine, verifiers, budget, prompt and id."""
+    """One request's view of the world: its engine, verifiers, budget, prompt and id, and
+    the service's count of samples in flight (`load`, shared by its requests)."""
 
     engine: Engine
     verifiers: Verifiers
@@ -102,6 +104,7 @@ class StrategyContext:
     question: str
     request_id: str = "req"
     progress: ProgressCallback | None = None
+    load: EngineLoad = field(default_factory=EngineLoad)
 
     async def sample(
         self,
@@ -109,7 +112,7 @@ class StrategyContext:
         count: int,
         *,
         prompt_ids: Sequence[int] | None = None,
-        parallel: int | None = None,
+        parallel: InFlight | None = None,
         on_sample: OnSample | None = None,
         first_index: int = 0,
     ) -> SamplingOutcome:
@@ -134,6 +137,7 @@ class StrategyContext:
             first_index=first_index,
             report=self.report,
             request_id=self.request_id,
+            load=self.load,
         )
 
     async def report(self, event: str, **data: Any) -> None:

@@ -23,6 +23,7 @@ from ttscale.verifiers.request_grading import GradingTally
 from .base import ProgressCallback, StrategyContext, StrategyResult, Verifiers
 from .budget import Budget, BudgetLimits, Usage
 from .errors import InvalidRequest, ModelNotFound, first_problem
+from .load import DEFAULT_ENGINE_FILL, EngineLoad
 from .registry import Strategy
 from .selection import StrategyChoice
 
@@ -39,6 +40,11 @@ class ServiceLimits(BaseModel):
     min_wall_s: float = Field(0.05, ge=0.0, description="a wall-time budget below this is refused")
     grading_deadline_s: float = Field(
         15.0, gt=0.0, description="total wall time one request may spend grouping answers"
+    )
+    engine_fill: int = Field(
+        DEFAULT_ENGINE_FILL,
+        ge=1,
+        description="samples in flight at which the engine counts as busy (see `load`)",
     )
 
 
@@ -106,7 +112,8 @@ class PreparedRun:
 
 
 class Service:
-    """One per process: the engine, verifiers and strategies every request shares."""
+    """One per process: the engine, verifiers and strategies every request shares, and
+    the count of samples in flight that load-following requests read (`EngineLoad`)."""
 
     def __init__(
         self,
@@ -119,6 +126,7 @@ class Service:
         self.verifiers = verifiers
         self.strategies = strategies
         self.limits = limits or ServiceLimits()
+        self.load = EngineLoad(fill=self.limits.engine_fill)
 
     async def complete(
         self, request: ServiceRequest, progress: ProgressCallback | None = None
@@ -162,6 +170,7 @@ class Service:
             # unique per run: a client's id may repeat (retries), and vLLM aborts by id
             request_id=f"{prepared.request.request_id}-{uuid.uuid4().hex[:8]}",
             progress=progress,
+            load=self.load,
         )
         model = self.engine.info.model_name
         if prepared.strategy is None:

@@ -1,9 +1,9 @@
 """Budgeted parallel sampling: the loop every sampling strategy shares.
 
-Keeps up to `parallel` single-sample generations in flight, starts each only if the
-budget reserves room for it, hands each finished sample to the strategy as soon as it
-finishes (so votes can stop the run early), and on any stop aborts what is still
-running and bills the partial work.
+Keeps up to `parallel` single-sample generations in flight (a fixed number, or one that
+follows the engine's load), starts each only if the budget reserves room for it, hands
+each finished sample to the strategy as soon as it finishes (so votes can stop the run
+early), and on any stop aborts what is still running and bills the partial work.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from ttscale.engine.types import Sample, SamplingSpec
 from ttscale.verifiers.extraction import extract_answer
 
 from .budget import Budget, Reservation
+from .load import EngineLoad, FollowLoad
 
 StopReason = Literal["completed", "budget", "early_stop"]
 OnSample = Callable[[Sample], Awaitable[bool]]
 """Called with each finished sample; returning True stops the run (early exit)."""
 Report = Callable[..., Awaitable[None]]
+InFlight = int | FollowLoad
+"""How many samples one call keeps running: a fixed number, or a rule over the load."""
 T = TypeVar("T")
 
 
@@ -38,6 +41,7 @@ class SamplingOutcome:
     finished: list[Sample] = field(default_factory=list)
     aborted: list[Sample] = field(default_factory=list)
     stop_reason: StopReason = "completed"
+    most_in_flight: int = 0
 
 
 @dataclass
@@ -49,16 +53,24 @@ class _Draw:
     spec: SamplingSpec
     count: int
     budget: Budget
-    limit: int
+    in_flight: InFlight
+    load: EngineLoad
     first_index: int
     request_id: str
     running: dict[asyncio.Task[Sample], _Running] = field(default_factory=dict)
     started: int = 0
+    most_running: int = 0
     budget_refused: bool = False
+
+    def limit(self) -> int:
+        if isinstance(self.in_flight, FollowLoad):
+            return self.in_flight.limit(len(self.running), self.load)
+        return self.in_flight
 
     def start_more(self) -> None:
         """Start samples while there is room in flight and in the budget."""
-        while self.started < self.count and len(self.running) < self.limit:
+        limit = self.limit()
+        while self.started < self.count and len(self.running) < limit:
             reservation = self.budget.reserve(self.spec.max_tokens, self.spec.min_tokens)
             if reservation is None:
                 self.budget_refused = True
@@ -72,10 +84,13 @@ class _Draw:
             )
             task = asyncio.ensure_future(_first_sample(generation, index))
             self.running[task] = _Running(generation, reservation, index)
+            self.load.running += 1
             self.started += 1
+        self.most_running = max(self.most_running, len(self.running))
 
     def settle(self, task: asyncio.Task[Sample]) -> Sample:
         started = self.running.pop(task)
+        self.load.running -= 1
         sample = task.result()
         self.budget.settle(started.reservation, sample)
         return sample
@@ -88,11 +103,12 @@ async def sample_until(
     count: int,
     budget: Budget,
     *,
-    parallel: int | None = None,
+    parallel: InFlight | None = None,
     on_sample: OnSample | None = None,
     first_index: int = 0,
     report: Report | None = None,
     request_id: str = "req",
+    load: EngineLoad | None = None,
 ) -> SamplingOutcome:
     """Draw up to `count` samples of `prompt_ids` under `spec`.
 
@@ -100,9 +116,11 @@ async def sample_until(
     `{request_id}-{first_index + i}`, so results do not depend on finishing order and
     every engine request can be traced to its API request. Samples are numbered from
     `first_index` in `Sample.index`. Each finished sample is announced through `report`.
+    Samples in flight are counted in `load` (the service's) while they run.
     """
-    limit = max(1, parallel or count)
-    draw = _Draw(engine, prompt_ids, spec, count, budget, limit, first_index, request_id)
+    in_flight = parallel if isinstance(parallel, FollowLoad) else max(1, parallel or count)
+    load = load if load is not None else EngineLoad()
+    draw = _Draw(engine, prompt_ids, spec, count, budget, in_flight, load, first_index, request_id)
     outcome = SamplingOutcome()
     try:
         draw.start_more()
@@ -117,8 +135,9 @@ async def sample_until(
                 outcome.stop_reason = "budget"
     finally:
         if draw.running:  # shielded: a second cancellation must not leave samples running
-            await asyncio.shield(_abort_all(draw.running, budget, outcome))
+            await asyncio.shield(_abort_all(draw, outcome))
     outcome.finished.sort(key=lambda s: s.index)
+    outcome.most_in_flight = draw.most_running
     return outcome
 
 
@@ -156,9 +175,8 @@ async def _first_sample(generation: Generation, index: int) -> Sample:
     return sample
 
 
-async def _abort_all(
-    running: dict[asyncio.Task[Sample], _Running], budget: Budget, outcome: SamplingOutcome
-) -> None:
+async def _abort_all(draw: _Draw, outcome: SamplingOutcome) -> None:
+    running, budget = draw.running, draw.budget
     aborts = await asyncio.gather(
         *(started.generation.abort() for started in running.values()), return_exceptions=True
     )
@@ -173,6 +191,7 @@ async def _abort_all(
             outcome.aborted.append(sample)
         else:  # finished in the race with the abort: keep it, it is paid for
             outcome.finished.append(sample)
+    draw.load.running -= len(running)
     running.clear()
 
 

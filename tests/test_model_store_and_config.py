@@ -18,6 +18,7 @@ from ttscale.engine.model_store import (
     validate_model_dir,
 )
 from ttscale.server.config import Settings
+from ttscale.server.wiring import service_limits
 
 
 def test_default_model_is_converted_once_to_a_complete_directory(default_model_path: Path):
@@ -64,8 +65,10 @@ def test_validate_model_dir_rejects_broken_directories(tmp_path: Path, files, me
 def test_settings_read_environment_and_split_remote_urls(monkeypatch):
     monkeypatch.setenv("TTSCALE_PORT", "9001")
     monkeypatch.setenv("TTSCALE_REMOTE_URLS", "http://a:1, http://b:2")
+    monkeypatch.setenv("TTSCALE_ENGINE_FILL", "24")
     settings = Settings()
     assert settings.port == 9001
+    assert service_limits(settings).engine_fill == 24
     assert settings.remote_urls == ["http://a:1", "http://b:2"]
     assert Settings(port=9002).port == 9002  # explicit values win over the environment
 

@@ -615,6 +615,7 @@ async def test_metrics_count_requests_and_tokens(client):
         "prefix_cache_hit_rate",
     ):
         assert f"ttscale_engine_{gauge} " in text
+    assert "ttscale_samples_in_flight 0.0" in text  # the request's samples have settled
 
 
 async def test_requests_beyond_the_admission_cap_get_a_429_with_retry_after(engine):

@@ -149,3 +149,22 @@ async def test_cancelling_a_run_aborts_its_samples_and_bills_them(grader):
     assert await engine.num_running() == 0
     spent = prepared.spent()
     assert spent.samples_aborted == 4 and spent.aborted_tokens > 0
+
+
+async def test_an_adaptive_request_follows_the_load_of_the_services_other_requests(grader):
+    """A plain n=4 request fills the engine (fill 4): an adaptive request beside it
+    draws one sample at a time; alone, it draws four at once."""
+    engine = ScriptedEngine(  # the plain request's samples (50 tokens) take longest
+        lambda p, spec, i: Scripted("\\boxed{42}", seconds=2.0 if spec.max_tokens == 50 else 0.1)
+    )
+    svc, _ = service(engine, grader, engine_fill=4)
+    adaptive = request(choice=choose("self_consistency", n=16, adaptive=True))
+    plain = asyncio.ensure_future(svc.complete(request(n=4, sampling=SamplingSpec(max_tokens=50))))
+    await asyncio.sleep(0.1)
+    assert svc.load.running == 4
+    beside = await svc.complete(adaptive)
+    await plain
+    alone = await svc.complete(adaptive)
+    assert beside.evidence["details"]["most_in_flight"] == 1
+    assert alone.evidence["details"]["most_in_flight"] == 4
+    assert svc.load.running == 0

@@ -14,6 +14,7 @@ from ttscale.strategies.best_of_n import run as best_of_n
 from ttscale.strategies.budget import Budget, BudgetLimits
 from ttscale.strategies.inverse_entropy import InverseEntropyParams
 from ttscale.strategies.inverse_entropy import run as inverse_entropy
+from ttscale.strategies.load import EngineLoad
 from ttscale.strategies.multi_temperature import MultiTemperatureParams
 from ttscale.strategies.multi_temperature import run as multi_temperature
 from ttscale.strategies.registry import discover
@@ -68,7 +69,9 @@ def answers_engine(answers: Sequence[str], seconds: float = 0.0, **extra) -> Scr
     return ScriptedEngine(script)
 
 
-async def context(engine, grader, limits=None, outcome=None, process=None) -> StrategyContext:
+async def context(
+    engine, grader, limits=None, outcome=None, process=None, load=None
+) -> StrategyContext:
     messages = [{"role": "user", "content": QUESTION}]
     return StrategyContext(
         engine=engine,
@@ -77,6 +80,7 @@ async def context(engine, grader, limits=None, outcome=None, process=None) -> St
         messages=messages,
         prompt_ids=await engine.render_chat(messages),
         question=QUESTION,
+        load=load or EngineLoad(),
     )
 
 
@@ -180,22 +184,56 @@ async def test_adaptive_aborts_samples_in_flight_and_bills_them(grader):
     assert result.usage.generated_tokens == finished + result.usage.aborted_tokens
 
 
-async def test_adaptive_draws_one_at_a_time_by_default_so_stopping_saves(grader):
-    """With all 16 in flight a decided vote could only cut samples nearly done; the
-    default draws one at a time, so the unanimous run stops after 3 of 16 and starts
-    no fourth."""
+async def test_adaptive_draws_one_at_a_time_on_a_busy_engine_so_stopping_saves(grader):
+    """With all 16 in flight a decided vote could only cut samples nearly done. While
+    other requests fill the engine, the default draws one at a time, so the unanimous
+    run stops after 3 of 16 and starts no fourth."""
     engine = ScriptedEngine(lambda p, spec, i: Scripted("\\boxed{5}", seconds=0.01))
+    busy = EngineLoad(fill=16, running=16)  # other requests' samples
     params = SelfConsistencyParams(n=16, sampling=SEEDED, adaptive=True)
-    result = await self_consistency(await context(engine, grader), params)
-    assert result.details["parallel"] == 1
+    result = await self_consistency(await context(engine, grader, load=busy), params)
+    assert result.details["parallel"] == "1-4, following the engine's load"
+    assert result.details["most_in_flight"] == 1
     assert result.stop_reason == "early_stop"
     assert result.usage.samples_started == 3
     assert result.usage.samples_aborted == 0
+    assert busy.running == 16
     fixed = await self_consistency(
-        await context(engine, grader), SelfConsistencyParams(n=16, sampling=SEEDED)
+        await context(engine, grader, load=busy), SelfConsistencyParams(n=16, sampling=SEEDED)
     )
-    assert fixed.details["parallel"] == 16
+    assert fixed.details["parallel"] == fixed.details["most_in_flight"] == 16
     assert fixed.usage.samples_started == 16
+
+
+async def test_adaptive_draws_four_at_a_time_on_an_idle_engine(grader):
+    """Nothing else runs, so the samples the vote may not need cost no one anything,
+    and four at a time finish the run in one sample-time instead of three."""
+    engine = ScriptedEngine(lambda p, spec, i: Scripted("\\boxed{5}", seconds=0.01))
+    params = SelfConsistencyParams(n=16, sampling=SEEDED, adaptive=True)
+    result = await self_consistency(await context(engine, grader), params)
+    assert result.details["most_in_flight"] == 4
+    assert result.stop_reason == "early_stop"
+    assert result.usage.samples_started == 4
+    pinned = params.model_copy(update={"parallel": 1})
+    result = await self_consistency(await context(engine, grader), pinned)
+    assert result.details["parallel"] == result.details["most_in_flight"] == 1
+
+
+async def test_a_burst_of_adaptive_requests_shares_the_engines_fill(grader):
+    """Each request counts the others' samples the moment they start, not once the
+    engine has them: of six requests arriving together on an engine that is busy at
+    four samples, the first takes the four and the others one each (not four each)."""
+    engine = answers_engine(["5"], seconds=0.5)
+    load = EngineLoad(fill=4)
+    params = SelfConsistencyParams(n=16, sampling=SEEDED, adaptive=True)
+    contexts = [await context(engine, grader, load=load) for _ in range(6)]
+    runs = [asyncio.ensure_future(self_consistency(c, params)) for c in contexts]
+    await asyncio.sleep(0.2)
+    assert load.running == await engine.num_running() == 4 + 5
+    results = await asyncio.gather(*runs)
+    assert results[0].details["most_in_flight"] == 4
+    assert all(r.answer == "5" for r in results)
+    assert load.running == await engine.num_running() == 0
 
 
 async def test_verifier_weighting_can_overturn_the_majority(grader):
