@@ -3,10 +3,12 @@
 A sample that a stop rule may make unnecessary (adaptive voting) costs tokens when it
 runs beside others of its request. On a busy engine those tokens are other requests'
 throughput; on an idle one the engine would do nothing else with that time, and the
-extra samples buy latency. `EngineLoad` counts the samples this service has in flight
-as they start and settle. It counts them itself, at once, because the engine registers
-a sample only when the sample's task first runs: a burst of requests would otherwise
-each see an idle engine. `FollowLoad` turns that count into one request's limit.
+extra samples buy latency. `EngineLoad` counts the samples this service has in flight as
+they start and settle (samples drawn through `sample_until`, which is every strategy's
+sampling; an LLM judge's scoring calls are not counted). It counts them itself, at once,
+because the engine registers a sample only when the sample's task first runs: a burst of
+requests would otherwise each see an idle engine. `FollowLoad` turns that count into one
+request's limit.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class FollowLoad:
 
     floor: int
     ceiling: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.floor <= self.ceiling:
+            raise ValueError(f"need 1 <= floor <= ceiling, got {self.floor} and {self.ceiling}")
 
     def limit(self, mine: int, load: EngineLoad) -> int:
         room = load.fill - load.others(mine)

@@ -74,7 +74,7 @@ class _Draw:
             reservation = self.budget.reserve(self.spec.max_tokens, self.spec.min_tokens)
             if reservation is None:
                 self.budget_refused = True
-                return
+                break
             index = self.first_index + self.started
             one = self.spec.replace(
                 max_tokens=reservation.max_tokens, seed=self.spec.sample_seed(index)
@@ -177,22 +177,25 @@ async def _first_sample(generation: Generation, index: int) -> Sample:
 
 async def _abort_all(draw: _Draw, outcome: SamplingOutcome) -> None:
     running, budget = draw.running, draw.budget
-    aborts = await asyncio.gather(
-        *(started.generation.abort() for started in running.values()), return_exceptions=True
-    )
-    for (task, started), aborted in zip(running.items(), aborts, strict=True):
-        task.cancel()
-        if isinstance(aborted, BaseException):
-            continue
-        sample = aborted.samples[0]
-        sample.index = started.index
-        budget.settle(started.reservation, sample)
-        if sample.finish_reason == "abort":
-            outcome.aborted.append(sample)
-        else:  # finished in the race with the abort: keep it, it is paid for
-            outcome.finished.append(sample)
-    draw.load.running -= len(running)
-    running.clear()
+    try:
+        aborts = await asyncio.gather(
+            *(started.generation.abort() for started in running.values()),
+            return_exceptions=True,
+        )
+        for (task, started), aborted in zip(running.items(), aborts, strict=True):
+            task.cancel()
+            if isinstance(aborted, BaseException):
+                continue
+            sample = aborted.samples[0]
+            sample.index = started.index
+            budget.settle(started.reservation, sample)
+            if sample.finish_reason == "abort":
+                outcome.aborted.append(sample)
+            else:  # finished in the race with the abort: keep it, it is paid for
+                outcome.finished.append(sample)
+    finally:  # whatever went wrong, these samples no longer count as the service's load
+        draw.load.running -= len(running)
+        running.clear()
 
 
 async def gather_or_cancel(work: Iterable[Awaitable[T]]) -> list[T]:

@@ -50,7 +50,8 @@ The price is latency: a run that needs k samples takes k sample-times."""
 ADAPTIVE_IDLE_PARALLEL = 4
 """Samples in flight in adaptive mode on an idle engine unless `parallel` says otherwise:
 tokens an idle engine spends on samples the vote turns out not to need cost no other
-request anything, and four at a time cut an adaptive request's latency about fourfold.
+request anything, and four at a time cut an adaptive request's latency up to fourfold
+(a run that stops after three unanimous samples takes one sample-time instead of three).
 Between busy and idle the request takes what the other requests leave of the engine's
 fill (`FollowLoad`)."""
 

@@ -154,8 +154,8 @@ async def test_cancelling_a_run_aborts_its_samples_and_bills_them(grader):
 async def test_an_adaptive_request_follows_the_load_of_the_services_other_requests(grader):
     """A plain n=4 request fills the engine (fill 4): an adaptive request beside it
     draws one sample at a time; alone, it draws four at once."""
-    engine = ScriptedEngine(  # the plain request's samples (50 tokens) take longest
-        lambda p, spec, i: Scripted("\\boxed{42}", seconds=2.0 if spec.max_tokens == 50 else 0.1)
+    engine = ScriptedEngine(  # the plain request's samples (50 tokens) outlast the test
+        lambda p, spec, i: Scripted("\\boxed{42}", seconds=60.0 if spec.max_tokens == 50 else 0.1)
     )
     svc, _ = service(engine, grader, engine_fill=4)
     adaptive = request(choice=choose("self_consistency", n=16, adaptive=True))
@@ -163,7 +163,9 @@ async def test_an_adaptive_request_follows_the_load_of_the_services_other_reques
     await asyncio.sleep(0.1)
     assert svc.load.running == 4
     beside = await svc.complete(adaptive)
-    await plain
+    plain.cancel()
+    await asyncio.gather(plain, return_exceptions=True)
+    assert svc.load.running == 0
     alone = await svc.complete(adaptive)
     assert beside.evidence["details"]["most_in_flight"] == 1
     assert alone.evidence["details"]["most_in_flight"] == 4
