@@ -1,0 +1,35 @@
+"""Splitting a live adaptive run's accuracy change into the stop rule's and the redraws'."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ttscale.benchmarks.live_split import split, summary
+from ttscale.benchmarks.summary import pooled_records
+
+from .bench_fixtures import record, trace
+from .test_bench_report import write_run
+
+ADAPTIVE = {"n": 16, "adaptive": True, "sampling": {"seed": 1}}
+RIGHT, WRONG = trace("7", 0, True), trace("9", 1, False)
+
+
+def test_the_rule_on_the_fixed_samples_separates_stopping_from_redrawing(tmp_path: Path):
+    """p1: the first three samples agree on the runner-up of a 9-7 vote, so the rule
+    stops on it (the rule's loss). p2: the rule would have kept the fixed run's right
+    answer, but the live run voted on redrawn samples and lost (the redraws' loss)."""
+    tied_late = [WRONG] * 3 + [RIGHT] * 9 + [WRONG] * 4
+    records = [
+        record("p1", "self_consistency", 16, True, tied_late),
+        record("p1", "adaptive", 16, False, [WRONG] * 3, params=ADAPTIVE),
+        record("p2", "self_consistency", 16, True, [RIGHT] * 16),
+        record("p2", "adaptive", 16, False, [WRONG] * 3, params=ADAPTIVE),
+    ]
+    directory = write_run(tmp_path / "run", records)
+    splits = split(pooled_records([Path(directory)]), "adaptive")
+    assert [(s.problem_id, s.fixed, s.rule_on_fixed_samples, s.live) for s in splits] == [
+        ("p1", True, False, False),
+        ("p2", True, True, False),
+    ]
+    assert [s.rule_stopped_at for s in splits] == [3, 3]
+    assert "stop rule: -1 problems; redraws: -1" in summary(splits)
