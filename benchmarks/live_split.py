@@ -21,6 +21,7 @@ from pathlib import Path
 from ttscale.strategies.self_consistency import SelfConsistencyParams, stop_rule
 from ttscale.verifiers.aggregate import plurality
 
+from .adaptive_replay import right_classes
 from .records import Record, SampleTrace
 from .summary import pooled_records
 
@@ -47,8 +48,7 @@ def rule_on_samples(
         if stop_rule(votes, params, seen) is not None:
             break
     winner, _ = plurality(labels)
-    right = {s.answer_class for s in samples if s.correct}
-    return winner is not None and winner in right, len(labels)
+    return winner is not None and winner in right_classes(samples), len(labels)
 
 
 def split(records: Sequence[Record], adaptive: str, fixed: str = "self_consistency") -> list[Split]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from ttscale.benchmarks.records import Record, SampleTrace
+from ttscale.benchmarks.grid import SamplingConfig
+from ttscale.benchmarks.records import Record, RecordWriter, RunConfig, SampleTrace, open_run
 
 
 def trace(
@@ -73,3 +75,16 @@ def three_right_two_wrong() -> list[SampleTrace]:
     right = [trace("18", 0, True, entropy=2.0, logprob=-2.0) for _ in range(3)]
     wrong = [trace("20", 1, False, entropy=0.1, logprob=-0.1) for _ in range(2)]
     return right + wrong
+
+
+def write_run(directory: Path, records: list[Record]) -> str:
+    """A run directory holding `records`, as `bench run` leaves one; its path as a string."""
+    config = RunConfig(
+        model="m", backend="in-process", prompt_template="{problem}", sampling=SamplingConfig()
+    )
+    open_run(directory, config)
+    writer = RecordWriter(directory)
+    for item in records:
+        writer.write(item)
+    writer.close()
+    return str(directory)

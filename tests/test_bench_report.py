@@ -18,20 +18,7 @@ from ttscale.benchmarks.summary import (
 )
 from ttscale.strategies.registry import discover
 
-from .bench_fixtures import record, three_right_two_wrong, trace
-
-
-def write_run(directory, records):
-    """A run directory holding `records`, as `bench run` leaves one; its path as a string."""
-    config = RunConfig(
-        model="m", backend="in-process", prompt_template="{problem}", sampling=SamplingConfig()
-    )
-    open_run(directory, config)
-    writer = RecordWriter(directory)
-    for item in records:
-        writer.write(item)
-    writer.close()
-    return str(directory)
+from .bench_fixtures import record, three_right_two_wrong, trace, write_run
 
 
 def test_only_problems_every_setting_finished_are_compared():
@@ -130,7 +117,7 @@ def test_the_baseline_is_the_first_strategy_of_the_run_and_missing_settings_are_
     assert "Settings with no finished problem: best_of_n@1." in text
 
 
-def test_replay_command_prints_the_curves_of_awrite_run(tmp_path, capsys):
+def test_replay_command_prints_the_curves_of_a_run_directory(tmp_path, capsys):
     write_run(tmp_path, [record("p1", "self_consistency", 5, True, three_right_two_wrong())])
     assert bench_main(["replay", str(tmp_path), "--k", "1,5"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -7,8 +7,7 @@ from pathlib import Path
 from ttscale.benchmarks.live_split import split, summary
 from ttscale.benchmarks.summary import pooled_records
 
-from .bench_fixtures import record, trace
-from .test_bench_report import write_run
+from .bench_fixtures import record, trace, write_run
 
 ADAPTIVE = {"n": 16, "adaptive": True, "sampling": {"seed": 1}}
 RIGHT, WRONG = trace("7", 0, True), trace("9", 1, False)
