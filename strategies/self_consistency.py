@@ -28,7 +28,7 @@ from .base import (
     finish_result,
     to_candidate,
 )
-from .load import FollowLoad
+from .load import FollowLoad, describe_in_flight
 from .registry import Strategy
 from .sampling import InFlight, OnSample
 from .scoring import score_outcomes
@@ -162,14 +162,10 @@ async def run(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyRe
         explanation=explanation,
         details={
             "aborted_samples": len(outcome.aborted),
-            "parallel": _describe(params.in_flight()),
+            "in_flight_limit": describe_in_flight(params.in_flight()),
             "most_in_flight": outcome.most_in_flight,
         },
     )
-
-
-def _describe(in_flight: InFlight) -> int | str:
-    return in_flight.describe() if isinstance(in_flight, FollowLoad) else in_flight
 
 
 def _vote_watcher(

@@ -223,8 +223,11 @@ class BorrowedEngine:
 
 @pytest.fixture(scope="module")
 def grader() -> Iterator[MathGrader]:
-    """Math grading workers with a short timeout (the default is 5 s)."""
+    """Math grading workers with a short timeout (the default is 5 s), started before the
+    first test as the server starts them: grouping that waits for a worker to start is
+    bounded like any other, and falls back to exact strings on a busy machine."""
     grader = MathGrader(workers=2, timeout_s=3.0)
+    asyncio.run(grader.warm_up())
     yield grader
     grader.close()
 

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from ttscale.verifiers.extraction import extract_answer, extract_boxed
+from ttscale.verifiers.math_grader import MathGrader
 from ttscale.verifiers.normalize import normalize_answer
 
 COLUMN = "\\begin{pmatrix} -2 \\\\ -14 \\\\ -7 \\end{pmatrix}"
@@ -135,6 +136,21 @@ async def test_a_stuck_worker_is_replaced(grader):
     with pytest.raises(TimeoutError):
         await grader._run(math_worker.sleep_for_test, 10.0, limit_s=0.5)
     assert await grader.is_equivalent("\\frac{2}{4}", "0.5")
+
+
+async def test_a_worker_imports_sympy_before_its_first_task_starts_its_clock():
+    """A worker started late or replaced after a kill would otherwise spend its first
+    check's time limit importing sympy, and on a busy machine answer by timeout."""
+    from ttscale.verifiers import math_worker
+
+    grader = MathGrader(workers=1, timeout_s=3.0)  # not warmed up: the pool must do it
+    try:
+        assert await grader._run(math_worker.sympy_loaded)
+        with pytest.raises(TimeoutError):
+            await grader._run(math_worker.sleep_for_test, 10.0, limit_s=0.5)
+        assert await grader._run(math_worker.sympy_loaded)  # the replacement worker
+    finally:
+        grader.close()
 
 
 async def test_grouping_merges_equivalent_spellings(grader):

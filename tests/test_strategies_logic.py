@@ -193,7 +193,7 @@ async def test_adaptive_draws_one_at_a_time_on_a_busy_engine_so_stopping_saves(g
     busy = EngineLoad(fill=16, running=16)  # other requests' samples
     params = SelfConsistencyParams(n=16, sampling=SEEDED, adaptive=True)
     result = await self_consistency(await context(engine, grader, load=busy), params)
-    assert result.details["parallel"] == "1-4, following the engine's load"
+    assert result.details["in_flight_limit"] == {"floor": 1, "ceiling": 4, "follows_load": True}
     assert result.details["most_in_flight"] == 1
     assert result.stop_reason == "early_stop"
     assert result.usage.samples_started == 3
@@ -202,7 +202,8 @@ async def test_adaptive_draws_one_at_a_time_on_a_busy_engine_so_stopping_saves(g
     fixed = await self_consistency(
         await context(engine, grader, load=busy), SelfConsistencyParams(n=16, sampling=SEEDED)
     )
-    assert fixed.details["parallel"] == fixed.details["most_in_flight"] == 16
+    assert fixed.details["in_flight_limit"] == {"floor": 16, "ceiling": 16, "follows_load": False}
+    assert fixed.details["most_in_flight"] == 16
     assert fixed.usage.samples_started == 16
 
 
@@ -217,7 +218,8 @@ async def test_adaptive_draws_four_at_a_time_on_an_idle_engine(grader):
     assert result.usage.samples_started < 16
     pinned = params.model_copy(update={"parallel": 1})
     result = await self_consistency(await context(engine, grader), pinned)
-    assert result.details["parallel"] == result.details["most_in_flight"] == 1
+    assert result.details["in_flight_limit"]["follows_load"] is False
+    assert result.details["most_in_flight"] == 1
 
 
 async def test_a_burst_of_adaptive_requests_shares_the_engines_fill(grader):

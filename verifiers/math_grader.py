@@ -79,8 +79,15 @@ class MathGrader:
         self.timeout_s = timeout_s
         self.workers = workers
         self._request: RequestGrading | None = None
+        # Each worker imports sympy before it takes its first task (the initializer runs
+        # before pebble starts a task's clock): a worker started late, or one that replaces
+        # a killed or retired worker, would otherwise spend its first check's time limit
+        # importing, and on a busy machine answer "not equivalent" by timeout.
         self._pool = ProcessPool(
-            max_workers=workers, max_tasks=2000, context=multiprocessing.get_context("spawn")
+            max_workers=workers,
+            max_tasks=2000,
+            initializer=math_worker.start_worker,
+            context=multiprocessing.get_context("spawn"),
         )
         self._keys = _LRU(cache_size)  # normalised answer -> canonical key
         self._reps = _LRU(cache_size)  # canonical key -> the normalised answer checked for it
@@ -139,9 +146,18 @@ class MathGrader:
             logger.debug("%s failed (%s) on %.80r", fn.__name__, exc, args)
         return _FAILED
 
-    async def warm_up(self) -> None:
-        """Start the workers and import sympy there (seconds), before the first request."""
-        await asyncio.gather(*(self._run(math_worker.warm_up, limit_s=60) for _ in range(2)))
+    async def warm_up(self, within_s: float = 120.0) -> None:
+        """Start every worker (each imports sympy first: seconds) before the first request.
+        Waits until each has answered a task: the first worker ready would otherwise take
+        every warm-up task while the others are still importing."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + within_s
+        seen: set[int] = set()
+        while len(seen) < self.workers and loop.time() < give_up:
+            pids = await asyncio.gather(
+                *(self._run(math_worker.worker_pid, limit_s=60) for _ in range(self.workers))
+            )
+            seen.update(pids)
 
     async def is_equivalent(self, gold: str | None, prediction: str | None) -> bool:
         """Is `prediction` the same answer as `gold`? Symmetric; False on no answer or

@@ -462,6 +462,34 @@ def warm_up() -> bool:
     return equivalent("\\frac{1}{2}", "0.5")
 
 
+def start_worker() -> None:
+    """Pool initializer: warm up before the first task. A worker whose warm-up fails still
+    takes tasks (each then fails or succeeds on its own) rather than exiting, which the
+    pool would answer by starting another that fails alike."""
+    try:
+        warm_up()
+    except Exception:  # any failure here only makes the first task slower
+        logging.getLogger(__name__).exception("grading worker warm-up failed")
+
+
+def worker_pid() -> int:
+    """Which worker ran the task, after a pause that lets another idle worker take the
+    next one (see `MathGrader.warm_up`)."""
+    import os
+    import time
+
+    time.sleep(0.05)
+    return os.getpid()
+
+
+def sympy_loaded() -> bool:
+    """Whether this worker had imported sympy when the task started: lets tests check that
+    workers warm up before their first task."""
+    import sys
+
+    return "sympy" in sys.modules
+
+
 def sleep_for_test(seconds: float) -> None:
     """A task that overruns on purpose: lets tests check that stuck workers are replaced."""
     import time
