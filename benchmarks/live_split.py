@@ -8,7 +8,12 @@ them) tells what the adaptive run would have answered without redraws: fixed aga
 that replay is the stop rule's part of the change, that replay against the live run is
 the redraws' part.
 
-    python -m ttscale.benchmarks.live_split --adaptive adaptive RUN_DIR [RUN_DIR ...]
+How large are redraws alone? `--again FAMILY` names fixed N drawn a second time (same
+seeds, batched differently, e.g. another `--concurrency`): the problems that changed
+between the two fixed runs are the noise floor of any live comparison, and the share of
+same-seed samples that repeated tells how alike the two runs' samples were.
+
+    python -m ttscale.benchmarks.live_split --adaptive adaptive [--again again] RUN_DIR ...
 """
 
 from __future__ import annotations
@@ -35,6 +40,26 @@ class Split:
     rule_on_fixed_samples: bool
     live: bool
     rule_stopped_at: int
+    live_repeats: Repeats
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """Of the samples two runs drew with the same seeds (the i-th of each), how many came
+    out alike: the same length and answer (token ids are not recorded)."""
+
+    alike: int
+    compared: int
+
+
+@dataclass(frozen=True)
+class Again:
+    """One problem drawn twice under fixed N: right each time, and how alike."""
+
+    problem_id: str
+    first: bool
+    second: bool
+    repeats: Repeats
 
 
 def rule_on_samples(
@@ -51,22 +76,52 @@ def rule_on_samples(
     return winner is not None and winner in right_classes(samples), len(labels)
 
 
-def split(records: Sequence[Record], adaptive: str, fixed: str = "self_consistency") -> list[Split]:
-    """Every problem with both a `fixed` and an `adaptive` record (by family)."""
+def repeats(first: Sequence[SampleTrace], second: Sequence[SampleTrace]) -> Repeats:
+    """Samples are recorded in seed order, so the i-th of each run share a seed."""
+    pairs = list(zip(first, second, strict=False))  # an adaptive run drew fewer
+    return Repeats(sum(a.tokens == b.tokens and a.answer == b.answer for a, b in pairs), len(pairs))
+
+
+def _pairs(records: Sequence[Record], first: str, second: str) -> list[tuple[Record, Record]]:
+    """(first, second) records of every problem that has both families, by problem."""
     by_problem: dict[tuple[str, str], dict[str, Record]] = {}
     for record in records:
         by_problem.setdefault((record.dataset, record.problem_id), {})[record.family] = record
+    return [
+        (families[first], families[second])
+        for _, families in sorted(by_problem.items())
+        if first in families and second in families
+    ]
+
+
+def split(records: Sequence[Record], adaptive: str, fixed: str = "self_consistency") -> list[Split]:
+    """Every problem with both a `fixed` and an `adaptive` record (by family)."""
     splits = []
-    for (_, problem_id), families in sorted(by_problem.items()):
-        if adaptive not in families or fixed not in families:
-            continue
-        live, base = families[adaptive], families[fixed]
+    for base, live in _pairs(records, fixed, adaptive):
         params = SelfConsistencyParams.model_validate(
             {k: v for k, v in live.params.items() if k != "sampling"}
         )
         right, used = rule_on_samples(base.samples, params)
-        splits.append(Split(problem_id, base.correct, right, live.correct, used))
+        alike = repeats(base.samples, live.samples)
+        splits.append(Split(base.problem_id, base.correct, right, live.correct, used, alike))
     return splits
+
+
+def drawn_again(
+    records: Sequence[Record], again: str, fixed: str = "self_consistency"
+) -> list[Again]:
+    """Every problem with fixed N recorded under both families."""
+    return [
+        Again(
+            first.problem_id, first.correct, second.correct, repeats(first.samples, second.samples)
+        )
+        for first, second in _pairs(records, fixed, again)
+    ]
+
+
+def _alike(counts: Sequence[Repeats]) -> str:
+    alike, compared = sum(r.alike for r in counts), sum(r.compared for r in counts)
+    return f"{alike} of {compared} ({alike / max(compared, 1):.0%})"
 
 
 def summary(splits: Sequence[Split]) -> str:
@@ -77,6 +132,8 @@ def summary(splits: Sequence[Split]) -> str:
     lines = [
         f"{n} problems right: fixed {fixed}, the rule on fixed's samples {rule}, live {live}",
         f"stop rule: {rule - fixed:+d} problems; redraws: {live - rule:+d}",
+        "same-seed samples alike (length and answer), fixed and live: "
+        + _alike([s.live_repeats for s in splits]),
     ]
     for s in splits:
         if len({s.fixed, s.rule_on_fixed_samples, s.live}) > 1:
@@ -87,13 +144,32 @@ def summary(splits: Sequence[Split]) -> str:
     return "\n".join(lines)
 
 
+def again_summary(agains: Sequence[Again]) -> str:
+    """The noise floor: fixed N against itself, drawn again."""
+    won = sum(a.second and not a.first for a in agains)
+    lost = sum(a.first and not a.second for a in agains)
+    lines = [
+        f"fixed drawn again, {len(agains)} problems right: first {sum(a.first for a in agains)}, "
+        f"again {sum(a.second for a in agains)} ({won} won, {lost} lost)",
+        "same-seed samples alike (length and answer): " + _alike([a.repeats for a in agains]),
+    ]
+    for a in agains:
+        if a.first != a.second:
+            lines.append(f"  {a.problem_id}: first {a.first}, again {a.second}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, nargs="+", help="run directories")
     parser.add_argument("--adaptive", required=True, help="family of the adaptive setting")
     parser.add_argument("--fixed", default="self_consistency", help="family of fixed N")
+    parser.add_argument("--again", help="family of fixed N drawn a second time")
     args = parser.parse_args(argv)
-    print(summary(split(pooled_records(args.out), args.adaptive, args.fixed)))
+    records = pooled_records(args.out)
+    print(summary(split(records, args.adaptive, args.fixed)))
+    if args.again:
+        print(again_summary(drawn_again(records, args.again, args.fixed)))
 
 
 if __name__ == "__main__":

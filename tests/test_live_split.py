@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ttscale.benchmarks.live_split import split, summary
+from ttscale.benchmarks.live_split import again_summary, drawn_again, split, summary
 from ttscale.benchmarks.summary import pooled_records
 
 from .bench_fixtures import record, trace, write_run
@@ -32,3 +32,27 @@ def test_the_rule_on_the_fixed_samples_separates_stopping_from_redrawing(tmp_pat
     ]
     assert [s.rule_stopped_at for s in splits] == [3, 3]
     assert "stop rule: -1 problems; redraws: -1" in summary(splits)
+    assert "fixed and live: 3 of 6 (50%)" in summary(splits)  # p1 repeated, p2 did not
+
+
+def test_fixed_n_drawn_again_shows_how_much_redraws_alone_change(tmp_path: Path):
+    """The same seeds batched differently: p1's fourth sample came out otherwise (another
+    length), which turned a 2-2 tie into a loss; p2's samples all repeated."""
+    first = [RIGHT, RIGHT, WRONG, WRONG]
+    redrawn = [RIGHT, RIGHT, WRONG, trace("9", 1, False, tokens=12)]
+    records = [
+        record("p1", "self_consistency", 4, True, first),
+        record("p1", "again", 4, False, redrawn),
+        record("p2", "self_consistency", 4, True, [RIGHT] * 4),
+        record("p2", "again", 4, True, [RIGHT] * 4),
+    ]
+    agains = drawn_again(pooled_records([Path(write_run(tmp_path / "run", records))]), "again")
+    assert [(a.problem_id, a.first, a.second) for a in agains] == [
+        ("p1", True, False),
+        ("p2", True, True),
+    ]
+    assert [(a.repeats.alike, a.repeats.compared) for a in agains] == [(3, 4), (4, 4)]
+    text = again_summary(agains)
+    assert "right: first 2, again 1 (0 won, 1 lost)" in text
+    assert "alike (length and answer): 7 of 8 (88%)" in text
+    assert "p1: first True, again False" in text and "p2:" not in text
