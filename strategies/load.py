@@ -49,13 +49,10 @@ class FollowLoad:
         room = load.fill - load.others(mine)
         return max(self.floor, min(self.ceiling, room))
 
-    def describe(self) -> dict[str, int | bool]:
-        return {"floor": self.floor, "ceiling": self.ceiling, "follows_load": True}
-
 
 def describe_in_flight(in_flight: int | FollowLoad) -> dict[str, int | bool]:
     """One shape for the evidence whether a request fixes its samples in flight or follows
     the load, so that clients read the same fields either way."""
     if isinstance(in_flight, FollowLoad):
-        return in_flight.describe()
+        return {"floor": in_flight.floor, "ceiling": in_flight.ceiling, "follows_load": True}
     return {"floor": in_flight, "ceiling": in_flight, "follows_load": False}
