@@ -124,6 +124,7 @@ async def test_adaptive_self_consistency_on_the_engine(engine, grader):
     ctx = await make_context(engine, grader, BudgetLimits())
     params = {"n": 16, "adaptive": True, "sampling": {"temperature": 0.0, "max_tokens": 8}}
     result = await strategy.run(ctx, strategy.parse_params(params))
+    assert result.details["in_flight_limit"] == {"floor": 1, "ceiling": 4, "follows_load": True}
     assert result.details["most_in_flight"] == 4
     assert await engine.num_running() == 0
     answered = [c for c in result.candidates if c.answer is not None]
