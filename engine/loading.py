@@ -50,6 +50,17 @@ async def load_in_thread(
         raise
 
 
+async def close_together(*closes: Awaitable[None]) -> None:
+    """Await every close at once, then raise the first failure. Each vLLM engine's
+    shutdown waits up to 5 s for its process to exit, so a server with a generator and two
+    reward models took 15 s to stop one after another; and a close that fails must not
+    keep the others from stopping their processes."""
+    results = await asyncio.gather(*closes, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 def _start_daemon_thread(load: Callable[[], T]) -> asyncio.Future:
     """`asyncio.to_thread`, but in a daemon thread of its own (not the loop's executor,
     whose threads the interpreter waits for at exit)."""

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from ttscale.engine.factory import open_engine
+from ttscale.engine.loading import close_together
 from ttscale.engine.protocol import Engine, EngineError, EngineSlow
 from ttscale.strategies.registry import Strategy, discover
 from ttscale.strategies.run import Service
@@ -157,9 +158,8 @@ class Runtime:
     async def close(self) -> None:
         service, self.service = self.service, None
         if service is not None:
-            await service.verifiers.close()
-            logger.info("stopping engine")
-            await service.engine.close()
+            logger.info("stopping engine and verifiers")
+            await close_together(service.verifiers.close(), service.engine.close())
 
 
 def create_app(

@@ -7,12 +7,14 @@ with another request except the engine and the (stateless to it) verifiers.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ttscale.engine.loading import close_together
 from ttscale.engine.protocol import Engine
 from ttscale.engine.types import Sample, SamplingSpec
 from ttscale.verifiers.extraction import extract_answer
@@ -82,13 +84,12 @@ class Verifiers:
         return replace(self, grader=self.grader.for_request(grading_deadline_s))
 
     async def close(self) -> None:
-        """Stop the grading workers and every reward model this process runs."""
-        self.grader.close()
+        """Stop the grading workers and every reward model this process runs, all at once
+        (`close_together`); joining the workers blocks, so it runs off the loop."""
         every = [*self.outcome.values(), *self.process.values()]
-        for verifier in {id(v): v for v in every}.values():  # a judge may be in both
-            close = getattr(verifier, "close", None)
-            if close is not None:
-                await close()
+        unique = {id(v): v for v in every}.values()  # a judge may be in both tables
+        closes = [close() for v in unique if (close := getattr(v, "close", None))]
+        await close_together(asyncio.to_thread(self.grader.close), *closes)
 
 
 @dataclass

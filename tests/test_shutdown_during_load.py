@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ttscale.engine.loading import load_in_thread
+from ttscale.engine.loading import close_together, load_in_thread
 
 from .conftest import free_port
 
@@ -166,3 +166,25 @@ async def test_a_load_that_hangs_is_stopped_after_the_patience():
     assert time.monotonic() - began < 1.0 + 10.0  # the patience, then its grace at most
     _, alive = psutil.wait_procs(started, timeout=5)
     assert not alive
+
+
+async def test_closes_run_together_and_one_that_fails_does_not_stop_the_others():
+    """A server stops its engine, reward models and grading workers at once: each vLLM
+    engine waits seconds for its process to exit. One close that fails is reported, after
+    the others have finished."""
+    started: list[str] = []
+    finished: list[str] = []
+    all_started = asyncio.Event()
+
+    async def close(name: str, fails: bool = False) -> None:
+        started.append(name)
+        if len(started) == 3:
+            all_started.set()
+        await asyncio.wait_for(all_started.wait(), 5)  # one after another would time out
+        if fails:
+            raise RuntimeError(f"{name} could not stop")
+        finished.append(name)
+
+    with pytest.raises(RuntimeError, match="prm could not stop"):
+        await close_together(close("engine"), close("prm", fails=True), close("orm"))
+    assert sorted(finished) == ["engine", "orm"]
