@@ -179,8 +179,7 @@ async def measure(cluster: Cluster, rr_url: str, args: argparse.Namespace) -> di
                 rounds.append(result)
     finally:
         for service in services.values():
-            await service.verifiers.close()
-            await service.engine.close()
+            await service.close()
     return summarize(rounds, args.reps)
 
 

@@ -22,7 +22,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from ttscale.engine.factory import open_engine
-from ttscale.engine.loading import close_together
 from ttscale.engine.protocol import Engine, EngineError, EngineSlow
 from ttscale.strategies.registry import Strategy, discover
 from ttscale.strategies.run import Service
@@ -159,7 +158,7 @@ class Runtime:
         service, self.service = self.service, None
         if service is not None:
             logger.info("stopping engine and verifiers")
-            await close_together(service.verifiers.close(), service.engine.close())
+            await service.close()
 
 
 def create_app(

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ttscale.engine.loading import close_together
 from ttscale.engine.protocol import Engine
 from ttscale.engine.types import FinishReason, SamplingSpec
 from ttscale.verifiers.request_grading import GradingTally
@@ -127,6 +128,10 @@ class Service:
         self.strategies = strategies
         self.limits = limits or ServiceLimits()
         self.load = EngineLoad(fill=self.limits.engine_fill)
+
+    async def close(self) -> None:
+        """Stop the verifiers and the engine together (`close_together`)."""
+        await close_together(self.verifiers.close(), self.engine.close())
 
     async def complete(
         self, request: ServiceRequest, progress: ProgressCallback | None = None
