@@ -40,6 +40,7 @@ class Solved:
 class Backend(Protocol):
     model_name: str
     kind: str
+    dtype: str | None
 
     async def solve(
         self, messages: list[dict[str, str]], setting: Setting, params: dict[str, Any]
@@ -67,6 +68,7 @@ class InProcessBackend:
     def __init__(self, service: Service, *, owns_engine: bool = False) -> None:
         self.service = service
         self.model_name = service.engine.info.model_name
+        self.dtype = service.engine.info.dtype
         self._owns_engine = owns_engine
 
     @classmethod
@@ -108,14 +110,14 @@ class InProcessBackend:
 
     async def close(self) -> None:
         if self._owns_engine:
-            await self.service.verifiers.close()
-            await self.service.engine.close()
+            await self.service.close()
 
 
 class HttpBackend:
     """A running ttscale server, called as any client would call it."""
 
     kind = "http"
+    dtype = None
 
     def __init__(
         self,

@@ -300,6 +300,7 @@ async def _run(args: argparse.Namespace, box: dict[str, Path]) -> RunOutcome:
             model=backend.model_name,
             model_source=_model_source(args),
             backend=backend.kind,
+            dtype=backend.dtype,
             prompt_template=template,
             sampling=sampling,
         )

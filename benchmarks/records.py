@@ -79,17 +79,27 @@ class RunConfig(BaseModel):
         None, description="the model directory (in process) or server URL it came from"
     )
     backend: str
+    dtype: str | None = Field(
+        None,
+        description="the in-process engine's weights dtype: on a CPU, bf16 samples of one "
+        "seed differ with what they are batched with, float32 ones repeat (README); None "
+        "over HTTP, where the server does not say",
+    )
     prompt_template: str
     sampling: SamplingConfig
 
     def check_same(self, other: RunConfig) -> None:
         for field in type(self).model_fields:
             mine, theirs = getattr(self, field), getattr(other, field)
-            if mine != theirs:
-                raise BenchError(
-                    f"this output directory holds a run with a different {field} "
-                    f"({_short(theirs)} there, {_short(mine)} now); use another --out"
-                )
+            if mine == theirs:
+                continue
+            hint = "use another --out"
+            if field == "dtype" and theirs is None:
+                hint += " (or, for a run recorded before dtypes were kept, add its dtype)"
+            raise BenchError(
+                f"this output directory holds a run with a different {field} "
+                f"({_short(theirs)} there, {_short(mine)} now); {hint}"
+            )
 
 
 def _short(value: Any) -> str:

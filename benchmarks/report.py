@@ -102,8 +102,9 @@ def _run_header(config: RunConfig) -> list[str]:
     return [
         "# Benchmark report",
         "",
-        f"- model: `{config.model}` ({config.backend}"
-        + (f", {config.model_source})" if config.model_source else ")"),
+        f"- model: `{config.model}` ("
+        + ", ".join(filter(None, [config.backend, config.model_source, config.dtype]))
+        + ")",
         f"- sampling: temperature {sampling.temperature}, top_p {sampling.top_p}, "
         f"max_tokens {sampling.max_tokens} per sample, base seed {sampling.seed}",
         "- budget: a setting may generate at most (samples it draws) x max_tokens tokens per "

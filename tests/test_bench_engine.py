@@ -40,8 +40,10 @@ async def test_in_process_run_then_report_and_replay(engine, grader, tmp_path):
     sampling = SamplingConfig(max_tokens=24)
     grid = build_grid(["self_consistency", "inverse_entropy"], [1, 2], sampling, discover())
     backend = InProcessBackend(Service(BorrowedEngine(engine), Verifiers(grader), discover()))
+    assert backend.dtype == engine.info.dtype is not None  # recorded with the run
     open_run(tmp_path, RunConfig(model=backend.model_name, backend=backend.kind,
-                                 prompt_template=DEFAULT_PROMPT, sampling=sampling))  # fmt: skip
+                                 dtype=backend.dtype, prompt_template=DEFAULT_PROMPT,
+                                 sampling=sampling))  # fmt: skip
     runner = Runner(backend, grader, tmp_path, concurrency=2, progress_stream=io.StringIO())
     outcome = await runner.run(problems, grid)
     assert (outcome.done, outcome.failures) == (8, [])
@@ -60,6 +62,7 @@ async def test_in_process_run_then_report_and_replay(engine, grader, tmp_path):
 
     files = build_report(tmp_path, draws=50)
     report = files.report.read_text()
+    assert f"(in-process, {engine.info.dtype})" in report
     for heading in ("## gsm8k (2 problems)", "### Paired differences against `self_consistency`",
                     "### Replay: rules at k samples", "| inverse_entropy@2 | 2 |"):  # fmt: skip
         assert heading in report

@@ -203,6 +203,20 @@ def test_a_directory_with_another_run_is_not_mixed(tmp_path):
         open_run(tmp_path, elsewhere)
 
 
+def test_a_run_in_another_dtype_is_not_mixed_in(tmp_path):
+    """bf16 and float32 samples of one seed differ on a CPU, so their records are two runs."""
+    fp32 = RunConfig(
+        model="m", backend="in-process", dtype="float32", prompt_template="{problem}",
+        sampling=SAMPLING,
+    )  # fmt: skip
+    open_run(tmp_path / "fp32", fp32)
+    with pytest.raises(BenchError, match="different dtype"):
+        open_run(tmp_path / "fp32", fp32.model_copy(update={"dtype": "bfloat16"}))
+    open_run(tmp_path / "unrecorded", fp32.model_copy(update={"dtype": None}))
+    with pytest.raises(BenchError, match="recorded before dtypes were kept, add its dtype"):
+        open_run(tmp_path / "unrecorded", fp32)
+
+
 def test_grid_sets_each_strategys_budget_knob_and_token_cap():
     grid = build_grid(
         ["self_consistency", "multi_temperature", "adaptive=self_consistency?adaptive=true"],
