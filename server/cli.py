@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from ttscale.engine.factory import open_engine
 from ttscale.engine.model_store import ModelStoreError, ensure_default_model, validate_model_dir
 from ttscale.engine.parity import ParityReport, check_parity
+from ttscale.engine.seed_repeat import SeedRepeat, check_seed_repeat
 from ttscale.strategies.errors import first_problem
 
 from .config import Settings
@@ -106,7 +107,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "doctor",
         help="check that the engine decodes what the model means on this machine",
         description="Greedy tokens of vLLM against transformers (float32) on fixed prompts; "
-        "exit status 0 when they agree, 1 when the engine's numerics are wrong here.",
+        "exit status 0 when they agree, 1 when the engine's numerics are wrong here. Also "
+        "reports whether a seed reproduces its sample alone and batched (not a failure).",
     )
     doctor.add_argument("--model", help="local model directory (default: the embedded model)")
     doctor.add_argument("--dtype", help="weights dtype to check (default as `serve` resolves it)")
@@ -265,7 +267,9 @@ def serve(settings: Settings) -> int:
 
 def doctor(settings: Settings) -> int:
     """Load the engine as `serve` would and compare its greedy decoding with
-    transformers; print the report; 0 when the numerics are right, 1 when not."""
+    transformers; print the report; 0 when the numerics are right, 1 when not.
+    Whether seeds repeat across batches is reported, not judged: bf16 on a CPU is right
+    and still does not repeat them."""
     if importlib.util.find_spec("vllm") is None:
         raise StartupError("vLLM is not installed in this environment; run `make setup`")
     if settings.model is not None:
@@ -275,15 +279,17 @@ def doctor(settings: Settings) -> int:
     local = settings.model_copy(
         update={"engine": "local", "max_model_len": settings.max_model_len or 2048}
     )
-    report = asyncio.run(_check_engine(local))
-    print(report.describe())
-    return 0 if report.ok else EXIT_ENGINE_FAILED
+    parity, seeds = asyncio.run(_check_engine(local))
+    print(parity.describe())
+    print(seeds.describe())
+    return 0 if parity.ok else EXIT_ENGINE_FAILED
 
 
-async def _check_engine(settings: Settings) -> ParityReport:
+async def _check_engine(settings: Settings) -> tuple[ParityReport, SeedRepeat]:
     engine = await open_engine(engine_config(settings))
     try:
-        return await check_parity(engine, Path(engine.info.model_path or ""))
+        parity = await check_parity(engine, Path(engine.info.model_path or ""))
+        return parity, await check_seed_repeat(engine)
     finally:
         await engine.close()
 

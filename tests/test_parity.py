@@ -7,6 +7,7 @@ where content assertions depend on it.
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,4 +64,6 @@ def test_doctor_checks_the_engine_and_says_ok(tiny_model_path: Path, subprocess_
     assert lines[0].startswith("cpu: ") and lines[1] == f"model: {tiny_model_path}"
     assert "engine dtype: float32; reference: transformers float32" in lines[2]
     assert sum("16/16 tokens agree" in line for line in lines) == 5
-    assert lines[-1].startswith("verdict: ok")
+    assert lines[-2].startswith("verdict: ok")
+    # reported, not judged: whether seeds repeat across batches is the machine's answer
+    assert re.match(r"seeds: (ok: )?[0-4] of 4 seeded samples came out alike", lines[-1])
