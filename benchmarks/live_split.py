@@ -45,8 +45,8 @@ class Split:
 
 @dataclass(frozen=True)
 class Repeats:
-    """Of the samples two runs drew with the same seeds (the i-th of each), how many came
-    out alike: the same length and answer (token ids are not recorded)."""
+    """Of the samples two runs drew with the same seeds, how many came out alike: the same
+    length and answer (token ids are not recorded)."""
 
     alike: int
     compared: int
@@ -77,9 +77,20 @@ def rule_on_samples(
 
 
 def repeats(first: Sequence[SampleTrace], second: Sequence[SampleTrace]) -> Repeats:
-    """Samples are recorded in seed order, so the i-th of each run share a seed."""
-    pairs = list(zip(first, second, strict=False))  # an adaptive run drew fewer
+    """Compare the samples of one seed: paired by their recorded index, or, in records made
+    before indices were kept, by position (samples are recorded in seed order; an adaptive
+    run that aborted samples in flight when it stopped then pairs some seeds wrongly)."""
+    pairs = _same_seed(first, second)
     return Repeats(sum(a.tokens == b.tokens and a.answer == b.answer for a, b in pairs), len(pairs))
+
+
+def _same_seed(
+    first: Sequence[SampleTrace], second: Sequence[SampleTrace]
+) -> list[tuple[SampleTrace, SampleTrace]]:
+    if any(s.index is None for s in (*first, *second)):
+        return list(zip(first, second, strict=False))  # an adaptive run drew fewer
+    by_index = {s.index: s for s in first}
+    return [(by_index[s.index], s) for s in second if s.index in by_index]
 
 
 def _pairs(records: Sequence[Record], first: str, second: str) -> list[tuple[Record, Record]]:

@@ -27,6 +27,11 @@ GRID = "grid.json"
 class SampleTrace(BaseModel):
     """One sample of a strategy run: enough to re-vote it offline (see replay)."""
 
+    index: int | None = Field(
+        None,
+        description="the sample's number in its request (its seed is the request's plus "
+        "this); None in records made before it was kept",
+    )
     answer: str | None
     answer_class: int | None
     correct: bool

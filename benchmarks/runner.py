@@ -67,6 +67,7 @@ async def grade(
             class_correct[label] = await grader.is_equivalent(gold, answer_text)
     traces = [
         SampleTrace(
+            index=c.get("index"),
             answer=c.get("answer"),
             answer_class=label,
             correct=class_correct.get(label, False) if label is not None else False,

@@ -84,6 +84,7 @@ async def test_every_setting_runs_on_every_problem_with_graded_samples(grader, t
     easy = records[("self_consistency@2", "toy", "easy")]
     assert easy.correct and easy.answer == "18" and easy.gold == "18"
     assert [s.correct for s in easy.samples] == [True, True]
+    assert [s.index for s in easy.samples] == [0, 1]  # which seed each is (seed + index)
     assert (
         easy.generated_tokens == sum(s.tokens for s in easy.samples) == 2 * len("So \\boxed{18}.")
     )

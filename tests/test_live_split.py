@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ttscale.benchmarks.live_split import again_summary, drawn_again, split, summary
+from ttscale.benchmarks.live_split import (
+    Repeats,
+    again_summary,
+    drawn_again,
+    repeats,
+    split,
+    summary,
+)
 from ttscale.benchmarks.summary import pooled_records
 
 from .bench_fixtures import record, trace, write_run
@@ -56,3 +63,15 @@ def test_fixed_n_drawn_again_shows_how_much_redraws_alone_change(tmp_path: Path)
     assert "right: first 2, again 1 (0 won, 1 lost)" in text
     assert "alike (length and answer): 7 of 8 (88%)" in text
     assert "p1: first True, again False" in text and "p2:" not in text
+
+
+def test_samples_pair_by_their_recorded_index_when_a_live_run_aborted_some():
+    """Four in flight, three finished alike and stopped the vote: sample 1 was aborted, so
+    the live run recorded samples 0, 2 and 3, each the same as the fixed run's."""
+    fixed = [trace("7", 0, True, tokens=t).model_copy(update={"index": i})
+             for i, t in enumerate([268, 289, 282, 272])]  # fmt: skip
+    live = [fixed[0], fixed[2], fixed[3]]
+    assert repeats(fixed, live) == Repeats(alike=3, compared=3)
+    # without indices (older records) the pairing is by position, and two seeds mismatch
+    unnumbered = [s.model_copy(update={"index": None}) for s in fixed]
+    assert repeats(unnumbered, unnumbered[:1] + unnumbered[2:]) == Repeats(alike=1, compared=3)
