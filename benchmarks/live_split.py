@@ -77,20 +77,23 @@ def rule_on_samples(
 
 
 def repeats(first: Sequence[SampleTrace], second: Sequence[SampleTrace]) -> Repeats:
-    """Compare the samples of one seed: paired by their recorded index, or, in records made
-    before indices were kept, by position (samples are recorded in seed order; an adaptive
-    run that aborted samples in flight when it stopped then pairs some seeds wrongly)."""
-    pairs = _same_seed(first, second)
+    """Compare the samples of one seed, paired by index (`_seed_indices`)."""
+    by_index = dict(zip(_seed_indices(first), first, strict=True))
+    pairs = [
+        (by_index[i], s)
+        for i, s in zip(_seed_indices(second), second, strict=True)
+        if i in by_index
+    ]
     return Repeats(sum(a.tokens == b.tokens and a.answer == b.answer for a, b in pairs), len(pairs))
 
 
-def _same_seed(
-    first: Sequence[SampleTrace], second: Sequence[SampleTrace]
-) -> list[tuple[SampleTrace, SampleTrace]]:
-    if any(s.index is None for s in (*first, *second)):
-        return list(zip(first, second, strict=False))  # an adaptive run drew fewer
-    by_index = {s.index: s for s in first}
-    return [(by_index[s.index], s) for s in second if s.index in by_index]
+def _seed_indices(samples: Sequence[SampleTrace]) -> list[int]:
+    """Each sample's recorded index; in records made before indices were kept, its
+    position (samples are recorded in seed order), which is its index unless the run
+    aborted samples in flight (an adaptive run does when it stops early)."""
+    if any(s.index is None for s in samples):
+        return list(range(len(samples)))
+    return [s.index for s in samples if s.index is not None]
 
 
 def _pairs(records: Sequence[Record], first: str, second: str) -> list[tuple[Record, Record]]:

@@ -72,6 +72,8 @@ def test_samples_pair_by_their_recorded_index_when_a_live_run_aborted_some():
              for i, t in enumerate([268, 289, 282, 272])]  # fmt: skip
     live = [fixed[0], fixed[2], fixed[3]]
     assert repeats(fixed, live) == Repeats(alike=3, compared=3)
-    # without indices (older records) the pairing is by position, and two seeds mismatch
+    # a fixed run recorded before indices were kept drew every seed in order
     unnumbered = [s.model_copy(update={"index": None}) for s in fixed]
+    assert repeats(unnumbered, live) == Repeats(alike=3, compared=3)
+    # a live run recorded without them pairs by position, and two seeds mismatch
     assert repeats(unnumbered, unnumbered[:1] + unnumbered[2:]) == Repeats(alike=1, compared=3)
