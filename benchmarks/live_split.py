@@ -76,24 +76,29 @@ def rule_on_samples(
     return winner is not None and winner in right_classes(samples), len(labels)
 
 
-def repeats(first: Sequence[SampleTrace], second: Sequence[SampleTrace]) -> Repeats:
-    """Compare the samples of one seed, paired by index (`_seed_indices`)."""
-    by_index = dict(zip(_seed_indices(first), first, strict=True))
+def repeats(first: Record, second: Record) -> Repeats:
+    """Compare two records' samples of the same seeds, paired by index (`_seed_indices`);
+    samples whose seed cannot be told are not compared."""
+    first_indices, second_indices = _seed_indices(first), _seed_indices(second)
+    if first_indices is None or second_indices is None:
+        return Repeats(0, 0)
+    by_index = dict(zip(first_indices, first.samples, strict=True))
     pairs = [
         (by_index[i], s)
-        for i, s in zip(_seed_indices(second), second, strict=True)
+        for i, s in zip(second_indices, second.samples, strict=True)
         if i in by_index
     ]
     return Repeats(sum(a.tokens == b.tokens and a.answer == b.answer for a, b in pairs), len(pairs))
 
 
-def _seed_indices(samples: Sequence[SampleTrace]) -> list[int]:
-    """Each sample's recorded index; in records made before indices were kept, its
-    position (samples are recorded in seed order), which is its index unless the run
-    aborted samples in flight (an adaptive run does when it stops early)."""
-    if any(s.index is None for s in samples):
-        return list(range(len(samples)))
-    return [s.index for s in samples if s.index is not None]
+def _seed_indices(record: Record) -> list[int] | None:
+    """Each sample's index (its seed is the request's plus it). Records made before indices
+    were kept list samples in seed order, so a position is the index unless the run
+    aborted samples in flight (an adaptive run may when it stops): then None."""
+    indices = [s.index for s in record.samples if s.index is not None]
+    if len(indices) == len(record.samples):
+        return indices
+    return list(range(len(record.samples))) if record.aborted_tokens == 0 else None
 
 
 def _pairs(records: Sequence[Record], first: str, second: str) -> list[tuple[Record, Record]]:
@@ -116,7 +121,7 @@ def split(records: Sequence[Record], adaptive: str, fixed: str = "self_consisten
             {k: v for k, v in live.params.items() if k != "sampling"}
         )
         right, used = rule_on_samples(base.samples, params)
-        alike = repeats(base.samples, live.samples)
+        alike = repeats(base, live)
         splits.append(Split(base.problem_id, base.correct, right, live.correct, used, alike))
     return splits
 
@@ -126,9 +131,7 @@ def drawn_again(
 ) -> list[Again]:
     """Every problem with fixed N recorded under both families."""
     return [
-        Again(
-            first.problem_id, first.correct, second.correct, repeats(first.samples, second.samples)
-        )
+        Again(first.problem_id, first.correct, second.correct, repeats(first, second))
         for first, second in _pairs(records, fixed, again)
     ]
 

@@ -68,12 +68,16 @@ def test_fixed_n_drawn_again_shows_how_much_redraws_alone_change(tmp_path: Path)
 def test_samples_pair_by_their_recorded_index_when_a_live_run_aborted_some():
     """Four in flight, three finished alike and stopped the vote: sample 1 was aborted, so
     the live run recorded samples 0, 2 and 3, each the same as the fixed run's."""
-    fixed = [trace("7", 0, True, tokens=t).model_copy(update={"index": i})
-             for i, t in enumerate([268, 289, 282, 272])]  # fmt: skip
-    live = [fixed[0], fixed[2], fixed[3]]
+    numbered = [trace("7", 0, True, tokens=t).model_copy(update={"index": i})
+                for i, t in enumerate([268, 289, 282, 272])]  # fmt: skip
+    fixed = record("p", "self_consistency", 4, True, numbered)
+    live = record("p", "adaptive", 4, True, [numbered[0], numbered[2], numbered[3]])
+    live = live.model_copy(update={"aborted_tokens": 120})
     assert repeats(fixed, live) == Repeats(alike=3, compared=3)
-    # a fixed run recorded before indices were kept drew every seed in order
-    unnumbered = [s.model_copy(update={"index": None}) for s in fixed]
-    assert repeats(unnumbered, live) == Repeats(alike=3, compared=3)
-    # a live run recorded without them pairs by position, and two seeds mismatch
-    assert repeats(unnumbered, unnumbered[:1] + unnumbered[2:]) == Repeats(alike=1, compared=3)
+    # a fixed run recorded before indices were kept drew every seed, in order
+    unnumbered = [s.model_copy(update={"index": None}) for s in numbered]
+    old_fixed = fixed.model_copy(update={"samples": unnumbered})
+    assert repeats(old_fixed, live) == Repeats(alike=3, compared=3)
+    # an old live run that aborted samples cannot say which seeds it kept: not compared
+    old_live = live.model_copy(update={"samples": [unnumbered[0], *unnumbered[2:]]})
+    assert repeats(old_fixed, old_live) == Repeats(alike=0, compared=0)
