@@ -52,7 +52,7 @@ class SeedRepeat:
         return (
             f"seeds: {counts} came out alike alone and batched ({self.dtype}; the others "
             f"parted after {', '.join(map(str, parted))} tokens): a seed reproduces its "
-            "sample only when it is batched alike; float32 repeats on the CPUs measured"
+            "sample only when it is batched alike (try --dtype float32)"
         )
 
 
