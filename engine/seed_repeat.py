@@ -21,6 +21,7 @@ from .types import SamplingSpec
 SAMPLES = 4
 TOKENS = 32
 SEED = 1234
+_PROMPT = "Write two sentences about the sea."
 _BESIDE = "Count from one to twenty in words."
 """A second prompt drawn at the same time, so the checked samples share a batch with
 rows of another length, as a served request's samples do."""
@@ -65,13 +66,12 @@ def first_divergence(first: Sequence[int], second: Sequence[int]) -> int | None:
 
 
 async def check_seed_repeat(
-    engine: Engine, samples: int = SAMPLES, tokens: int = TOKENS, prompt: str | None = None
+    engine: Engine, samples: int = SAMPLES, tokens: int = TOKENS
 ) -> SeedRepeat:
     """Draw `samples` seeded samples together beside another prompt's, then each seed
     alone, and compare their tokens."""
     spec = SamplingSpec(temperature=1.0, max_tokens=tokens, ignore_eos=True, seed=SEED)
-    question = prompt or "Write two sentences about the sea."
-    prompt_ids = await engine.render_chat([{"role": "user", "content": question}])
+    prompt_ids = await engine.render_chat([{"role": "user", "content": _PROMPT}])
     beside_ids = await engine.render_chat([{"role": "user", "content": _BESIDE}])
     batched, _ = await asyncio.gather(
         engine.generate(prompt_ids, spec, n=samples, request_id="seeds-batched").result(),
