@@ -54,6 +54,7 @@ async def test_in_process_run_then_report_and_replay(engine, grader, tmp_path):
     }
     for r in records:
         assert len(r.samples) == r.n
+        assert [s.index for s in r.samples] == list(range(r.n))  # seed = request's + index
         assert r.generated_tokens == sum(s.tokens for s in r.samples) > 0
         assert r.flops > 0 and r.latency_s > 0 and r.prompt_tokens > 0
         # every sample carries entropy and logprob (traced), whatever the strategy
