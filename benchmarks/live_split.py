@@ -6,7 +6,9 @@ a CPU), so the two runs vote on partly different samples. Replaying the adaptive
 on the fixed run's own samples in seed order (the order one sample at a time draws
 them) tells what the adaptive run would have answered without redraws: fixed against
 that replay is the stop rule's part of the change, that replay against the live run is
-the redraws' part.
+the redraws' part. It also prints what the live run cost against fixed N (generated
+tokens, a ratio of totals) and its accuracy change, each with a bootstrap interval over
+problems, pooled over the run directories given.
 
 How large are redraws alone? `--again FAMILY` names fixed N drawn a second time (same
 seeds, batched differently, e.g. another `--concurrency`): the problems that changed
@@ -28,6 +30,7 @@ from ttscale.verifiers.aggregate import plurality
 
 from .adaptive_replay import right_classes
 from .records import Record, SampleTrace
+from .stats import paired_difference, paired_ratio
 from .summary import pooled_records
 
 
@@ -41,6 +44,9 @@ class Split:
     live: bool
     rule_stopped_at: int
     live_repeats: Repeats
+    fixed_tokens: int
+    live_tokens: int
+    """Generated tokens of each record, the live run's aborted partial samples included."""
 
 
 @dataclass(frozen=True)
@@ -121,8 +127,18 @@ def split(records: Sequence[Record], adaptive: str, fixed: str = "self_consisten
             {k: v for k, v in live.params.items() if k != "sampling"}
         )
         right, used = rule_on_samples(base.samples, params)
-        alike = repeats(base, live)
-        splits.append(Split(base.problem_id, base.correct, right, live.correct, used, alike))
+        splits.append(
+            Split(
+                problem_id=base.problem_id,
+                fixed=base.correct,
+                rule_on_fixed_samples=right,
+                live=live.correct,
+                rule_stopped_at=used,
+                live_repeats=repeats(base, live),
+                fixed_tokens=base.generated_tokens,
+                live_tokens=live.generated_tokens,
+            )
+        )
     return splits
 
 
@@ -151,6 +167,7 @@ def summary(splits: Sequence[Split]) -> str:
         f"stop rule: {rule - fixed:+d} problems; redraws: {live - rule:+d}",
         "same-seed samples alike (length and answer), fixed and live: "
         + _alike([s.live_repeats for s in splits]),
+        *cost_and_change(splits),
     ]
     for s in splits:
         if len({s.fixed, s.rule_on_fixed_samples, s.live}) > 1:
@@ -159,6 +176,24 @@ def summary(splits: Sequence[Split]) -> str:
                 f"(stopped at {s.rule_stopped_at}), live {s.live}"
             )
     return "\n".join(lines)
+
+
+def cost_and_change(splits: Sequence[Split]) -> list[str]:
+    """Live against fixed N over the same problems: generated tokens per problem and their
+    ratio of totals, and the change in accuracy, with bootstrap intervals over problems."""
+    if not splits:
+        return []
+    live = [s.live_tokens for s in splits]
+    fixed = [s.fixed_tokens for s in splits]
+    ratio = paired_ratio(live, fixed)
+    change = paired_difference([float(s.live) for s in splits], [float(s.fixed) for s in splits])
+    return [
+        f"generated tokens per problem: live {sum(live) / len(live):,.0f}, fixed "
+        f"{sum(fixed) / len(fixed):,.0f}; live / fixed {ratio.format()} "
+        f"({1 - ratio.mean:.1%} fewer)",
+        f"accuracy change, live - fixed: {100 * change.mean:+.1f} points "
+        f"[{100 * change.low:+.1f}, {100 * change.high:+.1f}]",
+    ]
 
 
 def again_summary(agains: Sequence[Again]) -> str:

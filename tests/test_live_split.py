@@ -81,3 +81,22 @@ def test_samples_pair_by_their_recorded_index_when_a_live_run_aborted_some():
     # an old live run that aborted samples cannot say which seeds it kept: not compared
     old_live = live.model_copy(update={"samples": [unnumbered[0], *unnumbered[2:]]})
     assert repeats(old_fixed, old_live) == Repeats(alike=0, compared=0)
+
+
+def test_live_cost_is_a_ratio_of_total_tokens_so_long_problems_weigh_what_they_cost(
+    tmp_path: Path,
+):
+    """p1 is long and the live run saved most of it; p2 is short and saved nothing. Per
+    problem the ratios are 0.4 and 1.0 (0.7 on average); in total the live run generated
+    500 tokens where fixed N generated 1,100, which is what the server paid."""
+    records = [
+        record("p1", "self_consistency", 16, True, [RIGHT] * 16, tokens=1000),
+        record("p1", "adaptive", 16, True, [RIGHT] * 3, params=ADAPTIVE, tokens=400),
+        record("p2", "self_consistency", 16, False, [WRONG] * 16, tokens=100),
+        record("p2", "adaptive", 16, True, [RIGHT] * 3, params=ADAPTIVE, tokens=100),
+    ]
+    splits = split(pooled_records([Path(write_run(tmp_path / "run", records))]), "adaptive")
+    text = summary(splits)
+    assert "live 250, fixed 550; live / fixed 0.455 [" in text
+    assert "(54.5% fewer)" in text
+    assert "accuracy change, live - fixed: +50.0 points [+0.0, +100.0]" in text
