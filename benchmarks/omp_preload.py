@@ -25,9 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .script_setup import model_to_measure, prepare_measurement
-
-DATA = Path(__file__).parent / "data" / "gsm8k.jsonl"
+from .script_setup import gsm8k_prompts, model_to_measure, prepare_measurement
 
 
 def intel_openmp() -> Path | None:
@@ -73,8 +71,7 @@ async def load(engine, requests: int, n: int, tokens: int) -> tuple[int, float]:
     """(tokens generated, seconds) for `requests` concurrent GSM8K prompts of `n` samples."""
     from ttscale.engine.types import SamplingSpec
 
-    rows = [json.loads(line) for line in DATA.read_text().splitlines()[:requests]]
-    prompts = [await engine.render_chat([{"role": "user", "content": r["problem"]}]) for r in rows]
+    prompts = await gsm8k_prompts(engine, requests)
     spec = SamplingSpec(temperature=0.8, max_tokens=tokens, ignore_eos=True)
     started = time.perf_counter()
     results = await asyncio.gather(*(engine.generate(ids, spec, n=n) for ids in prompts))

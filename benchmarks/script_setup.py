@@ -13,6 +13,9 @@ from pathlib import Path
 
 from ttscale.engine.local_vllm import apply_cpu_defaults
 from ttscale.engine.model_store import DEFAULT_MODEL_NAME, ensure_default_model
+from ttscale.engine.protocol import Engine
+
+from .datasets import load_dataset
 
 
 def prepare_measurement() -> None:
@@ -29,6 +32,13 @@ def model_to_measure(model: str | None) -> tuple[Path, str]:
         path = Path(model)
         return path, path.name
     return ensure_default_model(), DEFAULT_MODEL_NAME
+
+
+async def gsm8k_prompts(engine: Engine, count: int) -> list[list[int]]:
+    """The first `count` GSM8K problems as chat prompts rendered by `engine`: the load the
+    engine-throughput scripts send."""
+    problems = load_dataset("gsm8k")[:count]
+    return [await engine.render_chat([{"role": "user", "content": p.problem}]) for p in problems]
 
 
 EngineRun = Callable[[Path, str, int, int, int], Awaitable[dict]]

@@ -24,7 +24,7 @@ from ttscale.engine.local_vllm import LocalVLLMEngine
 from ttscale.engine.model_store import ensure_default_model
 from ttscale.engine.types import SamplingSpec
 
-DATA = Path(__file__).parent / "data" / "gsm8k.jsonl"
+from .script_setup import gsm8k_prompts
 
 
 async def load(
@@ -32,8 +32,7 @@ async def load(
 ) -> tuple[int, float, str | None]:
     """(tokens generated, seconds, first error) for `requests` concurrent GSM8K prompts
     of `n` samples each."""
-    rows = [json.loads(line) for line in DATA.read_text().splitlines()[:requests]]
-    prompts = [await engine.render_chat([{"role": "user", "content": r["problem"]}]) for r in rows]
+    prompts = await gsm8k_prompts(engine, requests)
     started = time.perf_counter()
     results = await asyncio.gather(
         *(
