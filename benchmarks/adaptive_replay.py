@@ -4,7 +4,9 @@ Which schedule saves tokens depends on when samples finish, so each recorded poo
 independent samples of one problem) is replayed as an event simulation: samples start
 in a random order, at most `parallel` at a time, each decodes one token per time unit
 and finishes after its recorded length; whenever one finishes, the strategy's own stop
-rule (`stop_rule` of `strategies/self_consistency.py`) looks at the finished votes. On
+rule (`stop_rule` of `strategies/self_consistency.py`) looks at the finished votes. A
+schedule that holds back starts no sample while the ones in flight could settle the vote
+(`could_stop_with`, as the live strategy's `hold_back` does). On
 a stop the samples in flight are aborted and billed the tokens they had made, as the
 live strategy bills them. Equal per-sample decode speed is the one simplification: a
 batch slows every member alike, so the finishing order and the aborted share hold.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,6 +26,7 @@ from ttscale.strategies.self_consistency import (
     DEFAULT_STOPPING,
     SelfConsistencyParams,
     StopRule,
+    could_stop_with,
     stop_rule,
 )
 from ttscale.verifiers.aggregate import plurality, weighted_vote
@@ -34,19 +38,22 @@ from .stats import Interval, bootstrap_ci, paired_difference
 
 @dataclass(frozen=True)
 class Schedule:
-    """How adaptive self-consistency is run: samples in flight, the stop rule and its
-    threshold (`SelfConsistencyParams`)."""
+    """How adaptive self-consistency is run: samples in flight (at most, when holding
+    back), the stop rule and its threshold (`SelfConsistencyParams`)."""
 
     parallel: int
     confidence: float
     min_samples: int = DEFAULT_MIN_SAMPLES
     stopping: StopRule = DEFAULT_STOPPING
+    hold_back: bool = False
 
     @property
     def label(self) -> str:
         label = f"{self.stopping} parallel={self.parallel} confidence={self.confidence}"
         if self.min_samples != DEFAULT_MIN_SAMPLES:
             label += f" min_samples={self.min_samples}"
+        if self.hold_back:
+            label += " holding back"
         return label
 
 
@@ -63,6 +70,8 @@ class ScheduleResult:
     """Mean generated tokens per problem, aborted partial samples included."""
     token_saving: float
     """1 - tokens / baseline tokens."""
+    steps: float
+    """Mean decode steps until the answer (the latency, in one sample's token times)."""
 
 
 def credit(
@@ -78,10 +87,17 @@ def credit(
     return sum(label in right for label in leaders) / len(leaders)
 
 
-def simulate(
-    pool: Sequence[SampleTrace], order: Sequence[int], schedule: Schedule
-) -> tuple[float, float]:
-    """(credit, generated tokens) of one adaptive run drawing `pool` in `order`."""
+class Run(NamedTuple):
+    """One replayed run: its vote's credit, the tokens it generated (aborted partial
+    samples included), and the decode steps until its answer."""
+
+    credit: float
+    tokens: float
+    steps: float
+
+
+def simulate(pool: Sequence[SampleTrace], order: Sequence[int], schedule: Schedule) -> Run:
+    """One adaptive run drawing `pool` in `order`."""
     params = SelfConsistencyParams(
         n=len(order),
         adaptive=True,
@@ -93,26 +109,35 @@ def simulate(
     right = {s.answer_class for s in pool if s.correct and s.answer_class is not None}
     running: list[tuple[int, int, int]] = []  # (finish time, draw number, start time)
     started = 0
+    votes: dict[int, float] = {}
+    finished: list[int] = []
+
+    def held() -> bool:
+        return (
+            schedule.hold_back
+            and bool(running)
+            and could_stop_with(votes, params, len(finished), len(running))
+        )
 
     def start(now: int) -> None:
         nonlocal started
-        while started < len(order) and len(running) < schedule.parallel:
+        while started < len(order) and len(running) < schedule.parallel and not held():
             heapq.heappush(running, (now + pool[order[started]].tokens, started, now))
             started += 1
 
     start(0)
-    finished: list[int] = []
     while running:
         now, number, _ = heapq.heappop(running)
         finished.append(number)
         labels = [pool[order[i]].answer_class for i in sorted(finished)]
-        if stop_rule(plurality(labels)[1], params, len(finished)) is not None:
+        votes = plurality(labels)[1]
+        if stop_rule(votes, params, len(finished)) is not None:
             partial = sum(now - begun for _, _, begun in running)
             tokens = sum(pool[order[i]].tokens for i in finished) + partial
-            return credit(labels, right), float(tokens)
+            return Run(credit(labels, right), float(tokens), float(now))
         start(now)
     labels = [pool[order[i]].answer_class for i in sorted(finished)]
-    return credit(labels, right), float(sum(s.tokens for s in pool))
+    return Run(credit(labels, right), float(sum(s.tokens for s in pool)), float(now))
 
 
 def replay_schedules(
@@ -135,14 +160,14 @@ def replay_schedules(
     fixed = [float(np.mean([credit([p[i].answer_class for i in o], right_classes(p)) for o in os]))
              for p, os in zip(pools, orders, strict=True)]  # fmt: skip
     fixed_tokens = float(np.mean([sum(s.tokens for s in p) for p in pools]))
-    results = [_result(None, n, fixed, fixed, [fixed_tokens], fixed_tokens, seed)]
+    all_at_once = [float(max(s.tokens for s in p)) for p in pools]  # every sample in flight
+    baseline = _PerProblem(fixed, [fixed_tokens], all_at_once)
+    results = [_result(None, n, baseline, fixed, fixed_tokens, seed)]
     for schedule in schedules:
-        credits, tokens = [], []
-        for p, os in zip(pools, orders, strict=True):
-            runs = np.array([simulate(p, o, schedule) for o in os])
-            credits.append(float(runs[:, 0].mean()))
-            tokens.append(float(runs[:, 1].mean()))
-        results.append(_result(schedule, n, credits, fixed, tokens, fixed_tokens, seed))
+        means = np.array([np.mean([simulate(p, o, schedule) for o in os], axis=0)
+                          for p, os in zip(pools, orders, strict=True)])  # fmt: skip
+        per_problem = _PerProblem(*(means[:, column].tolist() for column in range(3)))
+        results.append(_result(schedule, n, per_problem, fixed, fixed_tokens, seed))
     return results
 
 
@@ -164,37 +189,47 @@ def right_classes(pool: Sequence[SampleTrace]) -> set[int]:
     return {s.answer_class for s in pool if s.correct and s.answer_class is not None}
 
 
+@dataclass(frozen=True)
+class _PerProblem:
+    """A schedule's `Run` fields, each averaged over drawing orders, one entry a problem."""
+
+    credit: list[float]
+    tokens: list[float]
+    steps: list[float]
+
+
 def _result(
     schedule: Schedule | None,
     n: int,
-    credits: list[float],
+    per_problem: _PerProblem,
     fixed: list[float],
-    tokens: list[float],
     fixed_tokens: float,
     seed: int,
 ) -> ScheduleResult:
-    mean_tokens = float(np.mean(tokens))
+    mean_tokens = float(np.mean(per_problem.tokens))
     return ScheduleResult(
         schedule=schedule,
         n=n,
-        problems=len(credits),
-        accuracy=bootstrap_ci(credits, seed=seed),
-        accuracy_change=paired_difference(credits, fixed, seed=seed),
+        problems=len(per_problem.credit),
+        accuracy=bootstrap_ci(per_problem.credit, seed=seed),
+        accuracy_change=paired_difference(per_problem.credit, fixed, seed=seed),
         tokens=mean_tokens,
         token_saving=1.0 - mean_tokens / fixed_tokens if fixed_tokens else 0.0,
+        steps=float(np.mean(per_problem.steps)),
     )
 
 
 def format_table(results: Sequence[ScheduleResult]) -> str:
     """A Markdown table, one row per schedule, the fixed-N baseline first."""
     lines = [
-        "| schedule | accuracy [95% CI] | change vs fixed N [95% CI] | tokens/problem | saved |",
-        "|---|---|---|---|---|",
+        "| schedule | accuracy [95% CI] | change vs fixed N [95% CI] | tokens/problem | saved "
+        "| decode steps to answer |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         label = f"fixed N={r.n}" if r.schedule is None else f"adaptive {r.schedule.label}"
         lines.append(
             f"| {label} | {r.accuracy.format()} | {r.accuracy_change.format()} | "
-            f"{r.tokens:.0f} | {r.token_saving:.1%} |"
+            f"{r.tokens:.0f} | {r.token_saving:.1%} | {r.steps:.0f} |"
         )
     return "\n".join(lines)

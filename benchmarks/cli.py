@@ -203,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"adaptive: stop rules, out of {', '.join(STOP_RULES)} (default {DEFAULT_STOPPING})",
     )  # fmt: skip
     replay_cmd.add_argument(
+        "--hold-back", action="store_true",
+        help="adaptive: also replay each schedule with parallel > 1 holding back samples "
+        "while the ones in flight could settle the vote (as the server does by default)",
+    )  # fmt: skip
+    replay_cmd.add_argument(
         "--abstain-truncated", action="store_true",
         help="adaptive: samples cut off at max_tokens vote for nothing (a what-if)",
     )  # fmt: skip
@@ -350,11 +355,12 @@ def _replay(args: argparse.Namespace) -> None:
 def _replay_adaptive(args: argparse.Namespace, records: Sequence[Record]) -> None:
     pool = args.pool or default_pool(records)
     schedules = [
-        Schedule(p, c, min_samples=m, stopping=rule)
+        Schedule(p, c, min_samples=m, stopping=rule, hold_back=hold)
         for rule in args.stopping
         for m in args.min_samples
         for c in args.confidence
         for p in args.parallel
+        for hold in ([False, True] if args.hold_back and p > 1 else [False])
     ]
     if args.abstain_truncated:
         records = abstain_truncated(records)

@@ -24,7 +24,7 @@ from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
 from .budget import Budget, Usage
 from .errors import InvalidRequest
 from .load import EngineLoad
-from .sampling import InFlight, OnSample, SamplingOutcome, StopReason, sample_until
+from .sampling import Hold, InFlight, OnSample, SamplingOutcome, StopReason, sample_until
 
 ProgressCallback = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -115,6 +115,7 @@ class StrategyContext:
         prompt_ids: Sequence[int] | None = None,
         parallel: InFlight | None = None,
         on_sample: OnSample | None = None,
+        hold: Hold | None = None,
         first_index: int = 0,
     ) -> SamplingOutcome:
         """`sample_until` on this request's engine, budget, id and progress reporting;
@@ -135,6 +136,7 @@ class StrategyContext:
             self.budget,
             parallel=parallel,
             on_sample=on_sample,
+            hold=hold,
             first_index=first_index,
             report=self.report,
             request_id=self.request_id,

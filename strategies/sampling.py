@@ -1,7 +1,8 @@
 """Budgeted parallel sampling: the loop every sampling strategy shares.
 
 Keeps up to `parallel` single-sample generations in flight (a fixed number, or one that
-follows the engine's load), starts each only if the budget reserves room for it, hands
+follows the engine's load), starts each only if the budget reserves room for it and the
+strategy does not hold it back (`hold`: the samples in flight may make it needless), hands
 each finished sample to the strategy as soon as it finishes (so votes can stop the run
 early), and on any stop aborts what is still running and bills the partial work.
 """
@@ -26,6 +27,9 @@ OnSample = Callable[[Sample], Awaitable[bool]]
 Report = Callable[..., Awaitable[None]]
 InFlight = int | FollowLoad
 """How many samples one call keeps running: a fixed number, or a rule over the load."""
+Hold = Callable[[int], bool]
+"""Called with the number of samples in flight before another starts; returning True
+starts none until one of them finishes (their answers may make it needless)."""
 T = TypeVar("T")
 
 
@@ -57,6 +61,7 @@ class _Draw:
     load: EngineLoad
     first_index: int
     request_id: str
+    hold: Hold | None = None
     running: dict[asyncio.Task[Sample], _Running] = field(default_factory=dict)
     started: int = 0
     most_running: int = 0
@@ -67,10 +72,15 @@ class _Draw:
             return self.in_flight.limit(len(self.running), self.load)
         return self.in_flight
 
+    def held(self) -> bool:
+        """Whether the strategy waits for the samples in flight before starting another
+        (never with none in flight: the run would end without reason)."""
+        return bool(self.running) and self.hold is not None and self.hold(len(self.running))
+
     def start_more(self) -> None:
         """Start samples while there is room in flight and in the budget."""
         limit = self.limit()
-        while self.started < self.count and len(self.running) < limit:
+        while self.started < self.count and len(self.running) < limit and not self.held():
             reservation = self.budget.reserve(self.spec.max_tokens, self.spec.min_tokens)
             if reservation is None:
                 self.budget_refused = True
@@ -105,6 +115,7 @@ async def sample_until(
     *,
     parallel: InFlight | None = None,
     on_sample: OnSample | None = None,
+    hold: Hold | None = None,
     first_index: int = 0,
     report: Report | None = None,
     request_id: str = "req",
@@ -120,7 +131,9 @@ async def sample_until(
     """
     in_flight = parallel if isinstance(parallel, FollowLoad) else max(1, parallel or count)
     load = load if load is not None else EngineLoad()
-    draw = _Draw(engine, prompt_ids, spec, count, budget, in_flight, load, first_index, request_id)
+    draw = _Draw(
+        engine, prompt_ids, spec, count, budget, in_flight, load, first_index, request_id, hold
+    )
     outcome = SamplingOutcome()
     try:
         draw.start_more()

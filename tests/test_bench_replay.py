@@ -161,14 +161,27 @@ def test_adaptive_replay_bills_what_a_schedule_would_generate():
 
     pool = [trace("1", 0, True, tokens=100)] * 16
     order = list(range(16))
-    assert simulate(pool, order, Schedule(parallel=4, confidence=0.95, stopping="beta")) == (
-        1.0,
-        400.0,
-    )
-    assert simulate(pool, order, Schedule(parallel=16, confidence=0.95, stopping="beta")) == (
-        1.0,
-        1600.0,
-    )
+    four = simulate(pool, order, Schedule(parallel=4, confidence=0.95, stopping="beta"))
+    assert (four.credit, four.tokens) == (1.0, 400.0)
+    sixteen = simulate(pool, order, Schedule(parallel=16, confidence=0.95, stopping="beta"))
+    assert (sixteen.credit, sixteen.tokens) == (1.0, 1600.0)
+
+
+def test_holding_back_replays_the_tokens_of_one_at_a_time_at_a_fraction_of_the_latency():
+    """16 unanimous samples of 100 tokens, the default rule (stops at three unanimous
+    votes). One at a time: 300 tokens in 300 decode steps. Four in flight: the fourth is
+    billed too. Four holding back: the three the vote surely needs run together (300
+    tokens in 100 steps) and the fourth never starts."""
+    from ttscale.benchmarks.adaptive_replay import Schedule, simulate
+
+    pool = [trace("1", 0, True, tokens=100)] * 16
+    order = list(range(16))
+    one = simulate(pool, order, Schedule(parallel=1, confidence=0.925))
+    four = simulate(pool, order, Schedule(parallel=4, confidence=0.925))
+    held = simulate(pool, order, Schedule(parallel=4, confidence=0.925, hold_back=True))
+    assert (one.tokens, one.steps) == (300.0, 300.0)
+    assert (four.tokens, four.steps) == (400.0, 100.0)
+    assert (held.tokens, held.steps) == (300.0, 100.0)
 
 
 def test_adaptive_replay_bills_aborted_samples_their_partial_tokens():
@@ -178,7 +191,7 @@ def test_adaptive_replay_bills_aborted_samples_their_partial_tokens():
 
     pool = [trace("1", 0, True, tokens=10)] * 5 + [trace("2", 1, False, tokens=1000)]
     # draw order: the slow wrong sample first, then five fast right ones
-    credit, tokens = simulate(
+    credit, tokens, _ = simulate(
         pool, [5, 0, 1, 2, 3, 4], Schedule(parallel=2, confidence=0.95, stopping="beta")
     )
     assert credit == 1.0

@@ -162,12 +162,21 @@ def test_adaptive_replay_command_prints_one_row_per_schedule(tmp_path, capsys):
         "| adaptive predictive parallel=2 confidence=0.95",
         "| adaptive predictive parallel=8 confidence=0.95",
     ]
-    # unanimous: two at a time stop after 4 votes (200 tokens, 50% saved); eight at a
-    # time have all finished by then
-    assert rows[1][3:] == ["200", "50.0% |"]
-    assert rows[2][3:] == ["400", "0.0% |"]
+    # unanimous: two at a time stop after 4 votes (200 tokens, 50% saved, in two sample
+    # times); eight at a time have all finished by then, in one
+    assert rows[1][3:] == ["200", "50.0%", "100 |"]
+    assert rows[2][3:] == ["400", "0.0%", "50 |"]
     # the predictive rule stops after 3 of 8 (P = 0.960); the 4th, in flight, is billed
-    assert rows[3][3:] == ["200", "50.0% |"]
+    assert rows[3][3:] == ["200", "50.0%", "100 |"]
+    assert bench_main([*argv, "--hold-back"]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if "back" in line]
+    # holding back, eight in flight start only the three the vote needs: 150 tokens in
+    # one sample time
+    assert [r[0] for r in rows] == [
+        "| adaptive predictive parallel=2 confidence=0.95 holding back",
+        "| adaptive predictive parallel=8 confidence=0.95 holding back",
+    ]
+    assert rows[1][3:] == ["150", "62.5%", "50 |"]
     argv = ["replay", str(tmp_path), "--adaptive", "--parallel", "2", "--confidence", "0.95"]
     assert bench_main([*argv, "--min-samples", "3,5"]) == 0
     rows = [

@@ -170,10 +170,12 @@ async def test_predictive_rule_stops_once_the_lead_is_safe_for_the_n_samples(gra
 
 
 async def test_adaptive_aborts_samples_in_flight_and_bills_them(grader):
+    """Asked to keep all eight in flight (no holding back), a run decided by its four
+    fast samples aborts the four slow ones and bills what they made."""
     fast_then_slow = ScriptedEngine(
         lambda p, spec, i: Scripted("\\boxed{5}" + "." * 50, 0.01 if spec.seed < 4 else 5.0)
     )
-    params = SelfConsistencyParams(n=8, sampling=SEEDED, adaptive=True, parallel=8)
+    params = SelfConsistencyParams(n=8, sampling=SEEDED, adaptive=True, parallel=8, hold_back=False)
     result = await asyncio.wait_for(
         self_consistency(await context(fast_then_slow, grader), params), timeout=4
     )
@@ -207,19 +209,37 @@ async def test_adaptive_draws_one_at_a_time_on_a_busy_engine_so_stopping_saves(g
     assert fixed.usage.samples_started == 16
 
 
-async def test_adaptive_draws_four_at_a_time_on_an_idle_engine(grader):
-    """Nothing else runs, so the samples the vote may not need cost no one anything,
-    and four at a time finish the run in one sample-time instead of three."""
+async def test_adaptive_on_an_idle_engine_draws_together_the_samples_the_vote_needs(grader):
+    """Nothing else runs, so samples run together for latency, up to four, but only
+    those the vote surely needs: the first three (no vote stops before three), then more
+    only while no answers of the ones in flight could settle it. A unanimous run takes
+    three samples in one sample-time and starts no fourth to abort."""
     engine = ScriptedEngine(lambda p, spec, i: Scripted("\\boxed{5}", seconds=0.01))
     params = SelfConsistencyParams(n=16, sampling=SEEDED, adaptive=True)
     result = await self_consistency(await context(engine, grader), params)
-    assert result.details["most_in_flight"] == 4
+    assert result.details["most_in_flight"] == 3
     assert result.stop_reason == "early_stop"
-    assert result.usage.samples_started < 16
+    assert result.usage.samples_started == 3
+    assert result.usage.samples_aborted == 0
     pinned = params.model_copy(update={"parallel": 1})
     result = await self_consistency(await context(engine, grader), pinned)
     assert result.details["in_flight_limit"]["follows_load"] is False
     assert result.details["most_in_flight"] == 1
+
+
+async def test_a_split_vote_lets_an_idle_adaptive_run_draw_four_at_a_time(grader):
+    """The first two answers differ (5 and 7): three more samples cannot settle the vote
+    whatever they say, so a fourth starts beside them."""
+
+    def script(prompt, spec, index) -> Scripted:
+        answer, seconds = {0: ("5", 0.01), 1: ("7", 0.02)}.get(spec.seed, ("5", 0.1))
+        return Scripted(f"\\boxed{{{answer}}}", seconds=seconds)
+
+    params = SelfConsistencyParams(n=16, sampling=SEEDED, adaptive=True)
+    result = await self_consistency(await context(ScriptedEngine(script), grader), params)
+    assert result.details["most_in_flight"] == 4
+    assert result.answer == "5"
+    assert result.stop_reason == "early_stop"
 
 
 async def test_a_burst_of_adaptive_requests_shares_the_engines_fill(grader):
@@ -228,7 +248,7 @@ async def test_a_burst_of_adaptive_requests_shares_the_engines_fill(grader):
     four samples, the first takes the four and the others one each (not four each)."""
     engine = answers_engine(["5"], seconds=0.5)
     load = EngineLoad(fill=4)
-    params = SelfConsistencyParams(n=16, sampling=SEEDED, adaptive=True)
+    params = SelfConsistencyParams(n=16, sampling=SEEDED, adaptive=True, hold_back=False)
     contexts = [await context(engine, grader, load=load) for _ in range(6)]
     runs = [asyncio.ensure_future(self_consistency(c, params)) for c in contexts]
     await asyncio.sleep(0.2)
