@@ -159,9 +159,10 @@ def replay_schedules(
     orders = [[rng.permutation(n) for _ in range(draws)] for _ in pools]
     fixed = [float(np.mean([credit([p[i].answer_class for i in o], right_classes(p)) for o in os]))
              for p, os in zip(pools, orders, strict=True)]  # fmt: skip
-    fixed_tokens = float(np.mean([sum(s.tokens for s in p) for p in pools]))
+    every_sample = [float(sum(s.tokens for s in p)) for p in pools]
+    fixed_tokens = float(np.mean(every_sample))
     all_at_once = [float(max(s.tokens for s in p)) for p in pools]  # every sample in flight
-    baseline = _PerProblem(fixed, [fixed_tokens], all_at_once)
+    baseline = _PerProblem(fixed, every_sample, all_at_once)
     results = [_result(None, n, baseline, fixed, fixed_tokens, seed)]
     for schedule in schedules:
         means = np.array([np.mean([simulate(p, o, schedule) for o in os], axis=0)

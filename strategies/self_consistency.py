@@ -50,8 +50,9 @@ The price is latency: a run that needs k samples takes k sample-times."""
 
 ADAPTIVE_IDLE_PARALLEL = 4
 """Most samples in flight in adaptive mode on an idle engine unless `parallel` says
-otherwise: samples the vote surely needs (the first `min_samples`, and later those no
-answers of the ones in flight could make needless) run together, up to four, which cuts
+otherwise: samples the vote surely needs (those before the first count at which a vote
+could stop, and later those no answers of the ones in flight could make needless) run
+together, up to four, which cuts
 an adaptive request's latency up to fourfold (a run that stops after three unanimous
 samples takes one sample-time instead of three). A sample the ones in flight could make
 needless waits for them (`hold_back`), so the ceiling costs no tokens that drawing one at
@@ -237,8 +238,9 @@ def could_stop_with(
     sample started now is drawn only to be aborted if they do, and it waits for them.
 
     Holding back only samples the run might not need keeps the token cost of drawing one
-    at a time while the samples that are surely needed run together (at the start, the
-    `min_samples` no vote can skip). The samples' best case for stopping is each voting
+    at a time (a vote stop then finds nothing in flight to abort) while the samples that
+    are surely needed run together (at the start, those before the first count at which
+    a vote could stop: three by default). The samples' best case for stopping is each voting
     for the leader (for a first answer if there is none yet), checked after each of them;
     for n = 8 and 16 at thresholds 0.9 to 0.95, no order of other answers, new answers or
     none stops where that best case does not (tests)."""

@@ -229,7 +229,8 @@ async def test_adaptive_on_an_idle_engine_draws_together_the_samples_the_vote_ne
 
 async def test_a_split_vote_lets_an_idle_adaptive_run_draw_four_at_a_time(grader):
     """The first two answers differ (5 and 7): three more samples cannot settle the vote
-    whatever they say, so a fourth starts beside them."""
+    whatever they say, so a fourth starts beside them. Held back so, a stop never finds
+    a sample in flight: any that could be was not started."""
 
     def script(prompt, spec, index) -> Scripted:
         answer, seconds = {0: ("5", 0.01), 1: ("7", 0.02)}.get(spec.seed, ("5", 0.1))
@@ -240,6 +241,7 @@ async def test_a_split_vote_lets_an_idle_adaptive_run_draw_four_at_a_time(grader
     assert result.details["most_in_flight"] == 4
     assert result.answer == "5"
     assert result.stop_reason == "early_stop"
+    assert result.usage.samples_aborted == 0  # the stop found nothing in flight
 
 
 async def test_a_burst_of_adaptive_requests_shares_the_engines_fill(grader):
