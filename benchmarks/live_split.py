@@ -8,7 +8,9 @@ them) tells what the adaptive run would have answered without redraws: fixed aga
 that replay is the stop rule's part of the change, that replay against the live run is
 the redraws' part. It also prints what the live run cost against fixed N (generated
 tokens, a ratio of totals) and its accuracy change, each with a bootstrap interval over
-problems, pooled over the run directories given.
+problems, pooled over the run directories given, and what the rule on the fixed run's
+samples in seed order cost: a live run draws each problem once, in that order, so this,
+not the replay's average over many orders, is what its tokens should match.
 
 How large are redraws alone? `--again FAMILY` names fixed N drawn a second time (same
 seeds, batched differently, e.g. another `--concurrency`): the problems that changed
@@ -47,6 +49,9 @@ class Split:
     fixed_tokens: int
     live_tokens: int
     """Generated tokens of each record, the live run's aborted partial samples included."""
+    rule_tokens: int
+    """Tokens of the fixed run's samples the rule voted on: what the live run would have
+    cost had it drawn those samples one at a time."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,7 @@ def split(records: Sequence[Record], adaptive: str, fixed: str = "self_consisten
                 live_repeats=repeats(base, live),
                 fixed_tokens=base.generated_tokens,
                 live_tokens=live.generated_tokens,
+                rule_tokens=sum(sample.tokens for sample in base.samples[:used]),
             )
         )
     return splits
@@ -185,12 +191,15 @@ def cost_and_change(splits: Sequence[Split]) -> list[str]:
         return []
     live = [s.live_tokens for s in splits]
     fixed = [s.fixed_tokens for s in splits]
-    ratio = paired_ratio(live, fixed)
+    rule = [s.rule_tokens for s in splits]
+    ratio, rule_ratio = paired_ratio(live, fixed), paired_ratio(rule, fixed)
     change = paired_difference([float(s.live) for s in splits], [float(s.fixed) for s in splits])
     return [
         f"generated tokens per problem: live {sum(live) / len(live):,.0f}, fixed "
         f"{sum(fixed) / len(fixed):,.0f}; live / fixed {ratio.format()} "
         f"({1 - ratio.mean:.1%} fewer)",
+        f"the rule on fixed's samples in seed order: {sum(rule) / len(rule):,.0f} per problem; "
+        f"rule / fixed {rule_ratio.format()} ({1 - rule_ratio.mean:.1%} fewer)",
         f"accuracy change, live - fixed: {100 * change.mean:+.1f} points "
         f"[{100 * change.low:+.1f}, {100 * change.high:+.1f}]",
     ]

@@ -100,3 +100,24 @@ def test_live_cost_is_a_ratio_of_total_tokens_so_long_problems_weigh_what_they_c
     assert "live 250, fixed 550; live / fixed 0.455 [" in text
     assert "(54.5% fewer)" in text
     assert "accuracy change, live - fixed: +50.0 points [+0.0, +100.0]" in text
+
+
+def test_the_rule_on_fixed_samples_in_seed_order_is_what_a_live_run_should_cost(
+    tmp_path: Path,
+):
+    """A live run draws each problem once, in seed order. On p1 the first three samples
+    agree, so the rule stops at three (30 of 160 tokens); on p2 the samples alternate
+    between two answers, and it needs all sixteen. The live run's cost is compared with
+    that, not only with fixed N."""
+    alternating = [RIGHT, WRONG] * 8
+    records = [
+        record("p1", "self_consistency", 16, True, [RIGHT] * 16, tokens=160),
+        record("p1", "adaptive", 16, True, [RIGHT] * 3, params=ADAPTIVE, tokens=30),
+        record("p2", "self_consistency", 16, True, alternating, tokens=160),
+        record("p2", "adaptive", 16, True, alternating, params=ADAPTIVE, tokens=160),
+    ]
+    splits = split(pooled_records([Path(write_run(tmp_path / "run", records))]), "adaptive")
+    assert [s.rule_stopped_at for s in splits] == [3, 16]
+    assert [s.rule_tokens for s in splits] == [30, 160]
+    text = summary(splits)
+    assert "the rule on fixed's samples in seed order: 95 per problem; rule / fixed 0.594 [" in text
