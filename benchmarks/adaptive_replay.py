@@ -106,7 +106,7 @@ def simulate(pool: Sequence[SampleTrace], order: Sequence[int], schedule: Schedu
         min_samples=schedule.min_samples,
         stopping=schedule.stopping,
     )
-    right = {s.answer_class for s in pool if s.correct and s.answer_class is not None}
+    right = right_classes(pool)
     running: list[tuple[int, int, int]] = []  # (finish time, draw number, start time)
     started = 0
     votes: dict[int, float] = {}
@@ -160,15 +160,14 @@ def replay_schedules(
     fixed = [float(np.mean([credit([p[i].answer_class for i in o], right_classes(p)) for o in os]))
              for p, os in zip(pools, orders, strict=True)]  # fmt: skip
     every_sample = [float(sum(s.tokens for s in p)) for p in pools]
-    fixed_tokens = float(np.mean(every_sample))
     all_at_once = [float(max(s.tokens for s in p)) for p in pools]  # every sample in flight
     baseline = _PerProblem(fixed, every_sample, all_at_once)
-    results = [_result(None, n, baseline, fixed, fixed_tokens, seed)]
+    results = [_result(None, n, baseline, baseline, seed)]
     for schedule in schedules:
         means = np.array([np.mean([simulate(p, o, schedule) for o in os], axis=0)
                           for p, os in zip(pools, orders, strict=True)])  # fmt: skip
         per_problem = _PerProblem(*(means[:, column].tolist() for column in range(3)))
-        results.append(_result(schedule, n, per_problem, fixed, fixed_tokens, seed))
+        results.append(_result(schedule, n, per_problem, baseline, seed))
     return results
 
 
@@ -200,20 +199,17 @@ class _PerProblem:
 
 
 def _result(
-    schedule: Schedule | None,
-    n: int,
-    per_problem: _PerProblem,
-    fixed: list[float],
-    fixed_tokens: float,
-    seed: int,
+    schedule: Schedule | None, n: int, per_problem: _PerProblem, fixed: _PerProblem, seed: int
 ) -> ScheduleResult:
+    """A schedule's figures against fixed N's (`fixed`) over the same problems."""
     mean_tokens = float(np.mean(per_problem.tokens))
+    fixed_tokens = float(np.mean(fixed.tokens))
     return ScheduleResult(
         schedule=schedule,
         n=n,
         problems=len(per_problem.credit),
         accuracy=bootstrap_ci(per_problem.credit, seed=seed),
-        accuracy_change=paired_difference(per_problem.credit, fixed, seed=seed),
+        accuracy_change=paired_difference(per_problem.credit, fixed.credit, seed=seed),
         tokens=mean_tokens,
         token_saving=1.0 - mean_tokens / fixed_tokens if fixed_tokens else 0.0,
         steps=float(np.mean(per_problem.steps)),

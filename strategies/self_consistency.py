@@ -52,12 +52,11 @@ ADAPTIVE_IDLE_PARALLEL = 4
 """Most samples in flight in adaptive mode on an idle engine unless `parallel` says
 otherwise: samples the vote surely needs (those before the first count at which a vote
 could stop, and later those no answers of the ones in flight could make needless) run
-together, up to four, which cuts
-an adaptive request's latency up to fourfold (a run that stops after three unanimous
-samples takes one sample-time instead of three). A sample the ones in flight could make
-needless waits for them (`hold_back`), so the ceiling costs no tokens that drawing one at
-a time would not. Between busy and idle the request takes what the other requests leave
-of the engine's fill (`FollowLoad`)."""
+together, up to four, which cuts an adaptive request's latency up to fourfold (a run
+that stops after three unanimous samples takes one sample-time instead of three). A
+sample the ones in flight could make needless waits for them (`hold_back`), so the
+ceiling costs no tokens that drawing one at a time would not. Between busy and idle the
+request takes what the other requests leave of the engine's fill (`FollowLoad`)."""
 
 
 StopRule = Literal["beta", "predictive"]
