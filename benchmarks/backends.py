@@ -18,8 +18,8 @@ import httpx
 from ttscale.engine.protocol import new_request_id
 from ttscale.server.config import Settings
 from ttscale.strategies.errors import RequestError
-from ttscale.strategies.run import Service, ServiceRequest
-from ttscale.strategies.selection import StrategyChoice
+from ttscale.strategies.service import Service, ServiceRequest
+from ttscale.strategies.strategy_choice import StrategyChoice
 from ttscale.verifiers.math_grader import MathGrader
 
 from .datasets import BenchError
@@ -105,7 +105,7 @@ class InProcessBackend:
             if exc.code == "context_length_exceeded":
                 raise ProblemTooLong(exc.message) from exc
             raise RequestRejected(f"{setting.label}: {exc.message}") from exc
-        result = await self.service.run(prepared)
+        result = await self.service.execute(prepared)
         return Solved(result.evidence or {}, time.perf_counter() - started)
 
     async def close(self) -> None:

@@ -34,6 +34,9 @@ from ttscale.strategies.self_consistency import (
     STOP_RULES,
     StopRule,
 )
+from ttscale.strategies.self_consistency import (
+    STRATEGY as SELF_CONSISTENCY,
+)
 from ttscale.verifiers.math_grader import MathGrader
 
 from .adaptive_replay import Schedule, abstain_truncated, format_table, replay_schedules
@@ -278,7 +281,7 @@ def _plan(args: argparse.Namespace) -> tuple[list[Problem], SamplingConfig, list
         seed=args.seed,
         logprobs=None if args.trace_logprobs < 0 else args.trace_logprobs,
     )
-    grid = build_grid(args.strategies or ["self_consistency"], args.n, sampling, discover())
+    grid = build_grid(args.strategies or [SELF_CONSISTENCY.name], args.n, sampling, discover())
     check_report_options(args, grid)
     print(
         f"{len(problems)} problems x {len(grid)} settings: {', '.join(s.label for s in grid)}",

@@ -37,6 +37,9 @@ from ttscale.strategies.deepconf import (
     percentile,
     warmup_threshold,
 )
+from ttscale.strategies.deepconf import (
+    STRATEGY as DEEPCONF,
+)
 from ttscale.strategies.self_consistency import SelfConsistencyParams
 
 from .adaptive_replay import Schedule, credit, right_classes, simulate
@@ -235,7 +238,7 @@ def full_trace_pool(records: Sequence[Record]) -> str:
     """The deepconf setting whose traces are all warm-up traces (so none was stopped)."""
     for record in records:
         warmup = record.params.get("warmup")
-        if record.strategy == "deepconf" and warmup is not None and warmup >= record.n:
+        if record.strategy == DEEPCONF.name and warmup is not None and warmup >= record.n:
             return record.setting
     raise BenchError("no deepconf?warmup=N setting at budget N to replay; name one with --pool")
 

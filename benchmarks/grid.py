@@ -2,10 +2,11 @@
 
 A strategy is written as the model-name suffix of the API (`NAME?key=value&...`), with an
 optional label in front (`sc-adaptive=self_consistency?adaptive=true`). The budget `N`
-sets the strategy's scale knob (`n`, or samples per temperature, or expansions per
-beam, or particles). A setting may generate at most (samples it draws) x max_tokens per problem: N x
-max_tokens for the n-based strategies, so those are compute-matched at equal N; the
-report's cost axes compare the rest by what they actually spent.
+sets the strategy's scale knob (each strategy declares it: `n`, or samples per
+temperature, or expansions per beam, or particles). A setting may generate at most
+(samples it draws) x max_tokens per problem: N x max_tokens for the n-based strategies,
+so those are compute-matched at equal N; the report's cost axes compare the rest by what
+they actually spent.
 """
 
 from __future__ import annotations
@@ -18,18 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ttscale.strategies.errors import InvalidRequest, first_problem
 from ttscale.strategies.registry import Strategy
-from ttscale.strategies.selection import split_model_name
+from ttscale.strategies.strategy_choice import split_model_name
 
 from .datasets import BenchError
-
-SCALE_KNOBS = {
-    "multi_temperature": "samples_per_temperature",
-    "step_search": "expansions",
-    "particle_filtering": "particles",
-}
-"""Strategies whose budget is not their `n` parameter."""
-STEP_LEVEL = {"step_search", "particle_filtering"}
-"""Strategies that draw steps, not whole samples: no fixed sample count."""
 
 
 class SamplingConfig(BaseModel):
@@ -63,24 +55,6 @@ class Setting(BaseModel):
         return self.label.rsplit("@", 1)[0]
 
 
-def scale_knob(strategy: Strategy) -> str:
-    knob = SCALE_KNOBS.get(strategy.name, "n")
-    if knob not in strategy.params_model.model_fields:
-        raise BenchError(f"strategy {strategy.name!r} has no budget parameter {knob!r}")
-    return knob
-
-
-def samples_drawn(strategy: str, params: BaseModel) -> int | None:
-    """How many full samples a setting may draw, for its token cap; None where the count
-    is not fixed in advance (step-level search: the server's own cap applies)."""
-    if strategy == "multi_temperature":
-        per = params.samples_per_temperature  # type: ignore[attr-defined]
-        return sum(1 if t == 0 else per for t in params.temperatures)  # type: ignore[attr-defined]
-    if strategy in STEP_LEVEL:
-        return None
-    return params.n  # type: ignore[attr-defined]
-
-
 def parse_spec(spec: str) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
     """`[label=]NAME?k=v` -> (family label, strategy name, params, budget)."""
     head, _, _ = spec.partition("?")
@@ -110,7 +84,7 @@ def build_grid(
         if name not in strategies:
             raise BenchError(f"unknown strategy {name!r}; choose from {', '.join(strategies)}")
         strategy = strategies[name]
-        knob = scale_knob(strategy)
+        knob = strategy.params_model.scale_knob
         for n in budgets:
             sampled = {
                 "temperature": sampling.temperature,
@@ -125,7 +99,7 @@ def build_grid(
             except ValidationError as exc:
                 where, message, _ = first_problem(exc)
                 raise BenchError(f"strategy {spec!r} at N={n}: {where}: {message}") from exc
-            samples = samples_drawn(name, parsed)
+            samples = parsed.samples_in_all()  # None: no fixed count (the server's cap)
             cap = (
                 {} if samples is None else {"max_generated_tokens": samples * sampled["max_tokens"]}
             )

@@ -16,15 +16,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from pydantic import ValidationError
 
 from ttscale.strategies.inverse_entropy import EPSILON
+from ttscale.strategies.registry import discover
+from ttscale.strategies.self_consistency import STRATEGY as SELF_CONSISTENCY
 from ttscale.verifiers.aggregate import aggregate_steps
 
 from .datasets import BenchError
 from .records import Record, SampleTrace
 from .stats import Interval, bootstrap_ci, pass_at_k, select_credit, subsets, vote_credit
 
-IID_STRATEGIES = {"best_of_n", "self_consistency", "inverse_entropy"}
 DERIVED_SCORES = {"inverse_entropy_weight", "mean_logprob"}
 """Scores that restate what the entropy and logprob rules already use."""
 
@@ -86,14 +88,18 @@ def rules_for(pools: Sequence[Sequence[SampleTrace]]) -> dict[str, Rule]:
 
 def default_pool(records: Sequence[Record]) -> str:
     """The setting with the most samples per problem among those that draw independent
-    samples (no adaptive stopping, no sequential refinement); any setting otherwise."""
+    samples (as their strategies declare: no stop rule, no sequential refinement); any
+    setting otherwise."""
+    strategies = discover()
 
     def independent(record: Record) -> bool:
-        return (
-            record.strategy in IID_STRATEGIES
-            and not record.params.get("adaptive", False)
-            and record.params.get("mode", "parallel") == "parallel"
-        )
+        strategy = strategies.get(record.strategy)
+        if strategy is None:
+            return False
+        try:
+            return strategy.parse_params(record.params).draws_independent_samples()
+        except ValidationError:  # parameters of another version of the strategy
+            return False
 
     sizes: dict[str, list[int]] = defaultdict(list)
     for record in records:
@@ -102,7 +108,8 @@ def default_pool(records: Sequence[Record]) -> str:
     if not candidates:
         raise BenchError("no records to replay")
     # on equal size plain self-consistency wins: its samples are the plainest draw
-    return max(sorted(candidates), key=lambda s: (min(sizes[s]), s.startswith("self_consistency@")))
+    plainest = f"{SELF_CONSISTENCY.name}@"
+    return max(sorted(candidates), key=lambda s: (min(sizes[s]), s.startswith(plainest)))
 
 
 def powers_of_two(limit: int) -> list[int]:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ttscale.strategies.self_consistency import STRATEGY as SELF_CONSISTENCY
+
 from .datasets import BenchError
 from .records import Record, read_records
 from .stats import Interval, bootstrap_ci, paired_difference, paired_ratio
@@ -120,7 +122,8 @@ def default_baseline(records: Sequence[Record]) -> str | None:
     """For runs without a saved grid: plain self-consistency when the run has it (the
     usual baseline), else the family first in name order."""
     families = sorted({r.family for r in records})
-    return "self_consistency" if "self_consistency" in families else next(iter(families), None)
+    plain = SELF_CONSISTENCY.name
+    return plain if plain in families else next(iter(families), None)
 
 
 def paired_against(records: Sequence[Record], baseline: str) -> list[PairedRow]:

@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ttscale.benchmarks.cli import main as bench_main
 
         return bench_main(args[1:])
-    return server_cli.run(build_parser().parse_args(args))
+    return server_cli.run_command(build_parser().parse_args(args))
 
 
 if __name__ == "__main__":

@@ -87,12 +87,6 @@ class LocalVLLMEngine:
         self._info = info
         self._tokenizer = llm.get_tokenizer()
         self._template = LocalChatTemplate(self._tokenizer)
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
-        self._sampling_params_cls = SamplingParams
-        self._final_only = RequestOutputKind.FINAL_ONLY
-        self._delta = RequestOutputKind.DELTA
         self._make_prompt = _prompt_factory()
 
     @classmethod
@@ -179,7 +173,7 @@ class LocalVLLMEngine:
                 return Sample(index, "", [], "abort", prompt_tokens=0)
             if spec.confidence_stop is not None:
                 return await self._run_watched(prompt, len(prompt_ids), spec, index, request_id)
-            params = self._sampling_params(spec, index)
+            params = sampling_params(spec, index)
             final = None
             async for output in self._llm.generate(
                 prompt, params, sample_request_id(request_id, index)
@@ -196,35 +190,12 @@ class LocalVLLMEngine:
         holder.append(generation)
         return generation
 
-    def _sampling_params(self, spec: SamplingSpec, index: int) -> Any:
-        return self._sampling_params_cls(
-            n=1,
-            temperature=spec.temperature,
-            top_p=spec.top_p,
-            top_k=spec.top_k if spec.top_k > 0 else -1,
-            min_p=spec.min_p,
-            max_tokens=spec.max_tokens,
-            min_tokens=spec.min_tokens,
-            stop=list(spec.stop) or None,
-            stop_token_ids=list(spec.stop_token_ids) or None,
-            include_stop_str_in_output=spec.include_stop_str_in_output,
-            ignore_eos=spec.ignore_eos,
-            seed=spec.sample_seed(index),
-            logprobs=spec.logprobs,
-            logprob_token_ids=list(spec.logprob_token_ids) or None,
-            presence_penalty=spec.presence_penalty,
-            frequency_penalty=spec.frequency_penalty,
-            skip_special_tokens=spec.skip_special_tokens,
-            # tokens must arrive as they are made for the confidence watch to stop them
-            output_kind=self._final_only if spec.confidence_stop is None else self._delta,
-        )
-
     async def _run_watched(
         self, prompt: Any, prompt_tokens: int, spec: SamplingSpec, index: int, request_id: str
     ) -> Sample:
         """One sample streamed as deltas and aborted in vLLM once its window confidence
         falls below `spec.confidence_stop.threshold` (its stop reason then says so)."""
-        params = self._sampling_params(spec, index)
+        params = sampling_params(spec, index)
         sample_id = sample_request_id(request_id, index)
         final, low = await _generate_watched(self._llm, prompt, params, sample_id, spec)
         if final is None:  # aborted before vLLM produced anything
@@ -248,6 +219,21 @@ class LocalVLLMEngine:
         llm, self._llm = self._llm, None
         if llm is not None:
             await shutdown_async_llm(llm)
+
+
+def sampling_params(spec: SamplingSpec, index: int) -> Any:
+    """vLLM's `SamplingParams` for sample `index` of `spec` (one sample per vLLM request)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    # tokens must arrive as they are made for the confidence watch to stop them
+    watched = spec.confidence_stop is not None
+    return SamplingParams(
+        n=1,
+        **spec.engine_fields(),
+        seed=spec.sample_seed(index),
+        output_kind=RequestOutputKind.DELTA if watched else RequestOutputKind.FINAL_ONLY,
+    )
 
 
 def start_async_llm(

@@ -50,6 +50,9 @@ class PoolingEngine(Protocol):
     model: str
     """The model directory or the served model's name, for listings and logs."""
     backend: str
+    step_token_id: int | None
+    """The token a step pooler scores at, where this side knows it (a remote server
+    applies its own and does not say which)."""
 
     async def render(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of a whole conversation (no generation prompt)."""
@@ -275,6 +278,7 @@ class RemotePoolingEngine:
         self._base = base_url.rstrip("/")
         self._model = model_name
         self.model = f"{model_name} at {self._base}"
+        self.step_token_id: int | None = None
         self.max_model_len = max_model_len
         self._tasks = tasks
         self._session = session

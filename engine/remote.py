@@ -210,12 +210,6 @@ class RemoteVLLMEngine:
     def info(self) -> EngineInfo:
         return self._info
 
-    @property
-    def renders_chat_locally(self) -> bool:
-        """Chat prompts are rendered here (the served model's directory was given and
-        renders as the server does), not by a `/tokenize` round trip."""
-        return self._chat_template is not None
-
     async def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
         if self._chat_template is not None:
             return await self._chat_template.render(messages)
@@ -509,28 +503,11 @@ def _completion_body(
         "stream_options": {"include_usage": True},
         "return_token_ids": True,
         "return_tokens_as_token_ids": True,
-        "temperature": spec.temperature,
-        "top_p": spec.top_p,
-        "min_p": spec.min_p,
-        "max_tokens": spec.max_tokens,
-        "min_tokens": spec.min_tokens,
-        "stop": list(spec.stop),
-        "stop_token_ids": list(spec.stop_token_ids),
-        "include_stop_str_in_output": spec.include_stop_str_in_output,
-        "ignore_eos": spec.ignore_eos,
-        "presence_penalty": spec.presence_penalty,
-        "frequency_penalty": spec.frequency_penalty,
-        "skip_special_tokens": spec.skip_special_tokens,
+        **spec.engine_fields(),
+        "seed": spec.sample_seed(index),
     }
-    if spec.top_k > 0:
-        body["top_k"] = spec.top_k
-    if spec.seed is not None:
-        body["seed"] = spec.sample_seed(index)
-    if spec.logprobs is not None:
-        body["logprobs"] = spec.logprobs
-    if spec.logprob_token_ids:
+    if spec.logprob_token_ids:  # the server returns them as top logprobs: ask for none else
         body["logprobs"] = 0
-        body["logprob_token_ids"] = list(spec.logprob_token_ids)
     if spec.confidence_stop is None:
         body["stream_interval"] = CHUNK_TOKENS
     return body

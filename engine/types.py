@@ -7,7 +7,8 @@ with a `SamplingSpec` and gets back `Sample`s, whichever adapter ran them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from enum import Enum
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -29,8 +30,28 @@ class ConfidenceStop(BaseModel):
     threshold: float = Field(description="stop when the window's mean confidence is below")
 
 
+class Exposure(Enum):
+    """Where a sampling field reaches besides `SamplingSpec` (its `Annotated` metadata).
+
+    A field without a mark is sent to vLLM under its own name and value, in process
+    (`SamplingParams`) and remotely (the completion request's body) alike, and is not
+    an API request field: that is the one place a new vLLM sampling field needs.
+    """
+
+    API = "api"
+    """Also a field of the OpenAI API requests, under the same name (`server/api`)."""
+    ADAPTER = "adapter"
+    """Not sent by name: each engine adapter turns it into what its engine takes
+    (seeds per sample, the confidence watch that aborts a sample)."""
+
+
+API = Exposure.API
+ADAPTER = Exposure.ADAPTER
+
+
 class SamplingSpec(BaseModel):
-    """How to sample a completion: the one sampling type from the API request to vLLM.
+    """How to sample a completion: the one declaration of sampling fields, from the API
+    request to vLLM (see `Exposure` for where each field goes).
 
     How many completions to draw is not part of it (`Engine.generate(..., n=)`, or a
     strategy's own count), so a strategy's `sampling` block has no knob that would be
@@ -42,27 +63,43 @@ class SamplingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: Annotated[float, API] = Field(1.0, ge=0.0, le=2.0)
+    top_p: Annotated[float, API] = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0, description="0 disables top-k filtering")
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     max_tokens: int = Field(256, ge=1)
     min_tokens: int = Field(0, ge=0)
-    stop: tuple[Annotated[str, Field(min_length=1)], ...] = Field((), max_length=16)
+    stop: Annotated[tuple[Annotated[str, Field(min_length=1)], ...], API] = Field((), max_length=16)
     include_stop_str_in_output: bool = False
     stop_token_ids: tuple[Annotated[int, Field(ge=0)], ...] = ()
     ignore_eos: bool = False
-    seed: int | None = None
+    seed: Annotated[int | None, API, ADAPTER] = None
     logprobs: int | None = Field(None, ge=0, le=20)
     logprob_token_ids: tuple[int, ...] = Field(
         (), max_length=128, description="report these tokens' log-probabilities (judges)"
     )
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: Annotated[float, API] = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: Annotated[float, API] = Field(0.0, ge=-2.0, le=2.0)
     skip_special_tokens: bool = True
-    confidence_stop: ConfidenceStop | None = Field(
+    confidence_stop: Annotated[ConfidenceStop | None, ADAPTER] = Field(
         None, description="abort the sample when its window confidence drops (needs logprobs)"
     )
+
+    @classmethod
+    def fields_exposed(cls, exposure: Exposure) -> tuple[str, ...]:
+        """The fields marked `exposure`, in declaration order."""
+        return tuple(name for name, info in cls.model_fields.items() if exposure in info.metadata)
+
+    def engine_fields(self) -> dict[str, Any]:
+        """Every field the engine takes by its own name (all but the `ADAPTER` ones), with
+        sequences as lists and empty ones as None (vLLM's "not set"): the shared part of
+        vLLM's `SamplingParams` and of a remote completion request."""
+        adapted = self.fields_exposed(ADAPTER)
+        return {
+            name: (list(value) or None) if isinstance(value, tuple) else value
+            for name, value in self
+            if name not in adapted
+        }
 
     @model_validator(mode="after")
     def _min_below_max(self) -> SamplingSpec:
@@ -137,11 +174,6 @@ class GenerationResult:
     @property
     def cached_prompt_tokens(self) -> int:
         return sum(s.cached_prompt_tokens for s in self.samples)
-
-    @property
-    def prefill_tokens(self) -> int:
-        """Prompt tokens actually computed: every sample's prompt minus its cache hits."""
-        return sum(s.prompt_tokens - s.cached_prompt_tokens for s in self.samples)
 
     @property
     def aborted(self) -> list[Sample]:

@@ -3,7 +3,7 @@
 The engine loads in the background after start-up so that `/health` can answer
 "loading" (503) while vLLM starts, then "ok" (200). All per-process state lives on
 `app.state.runtime`; nothing is global. The routes only parse, call the service entry
-(`ttscale.strategies.run.Service`) and format.
+(`ttscale.strategies.service.Service`) and format.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from ttscale.engine.factory import open_engine
 from ttscale.engine.protocol import Engine, EngineError, EngineSlow
 from ttscale.strategies.registry import Strategy, discover
-from ttscale.strategies.run import Service
+from ttscale.strategies.service import Service
 
 from .api.admission import AdmissionMiddleware
 from .api.auth import ApiKeyMiddleware
@@ -106,7 +106,7 @@ class Runtime:
         if self.on_failure is not None:
             asyncio.get_running_loop().call_later(exit_after_s, self.on_failure, message)
 
-    async def run(self, open_engine_fn: EngineOpener) -> None:
+    async def load_and_watch(self, open_engine_fn: EngineOpener) -> None:
         """Load the engine, then watch it for as long as the process serves."""
         await self.load(open_engine_fn)
         failed = 0
@@ -171,7 +171,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        loader = asyncio.create_task(runtime.run(open_engine_fn), name="engine-runtime")
+        loader = asyncio.create_task(runtime.load_and_watch(open_engine_fn), name="engine-runtime")
         try:
             yield
         finally:

@@ -294,7 +294,7 @@ async def _check_engine(settings: Settings) -> tuple[ParityReport, SeedRepeat]:
         await engine.close()
 
 
-def run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     """Run a parsed server subcommand; problems a user can fix end in one line, exit 2."""
     try:
         if args.command == "prepare-model":

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ttscale.engine.types import EngineStats
-from ttscale.strategies.budget import Usage
+from ttscale.strategies.budget import Spending
 from ttscale.verifiers.request_grading import GradingTally
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -110,7 +110,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    def record(self, strategy: str, outcome: str, seconds: float, usage: Usage | None) -> None:
+    def record(self, strategy: str, outcome: str, seconds: float, usage: Spending | None) -> None:
         self.requests.labels(strategy, outcome).inc()
         self.latency.labels(strategy).observe(seconds)
         if usage is None:

@@ -19,7 +19,7 @@ from ttscale.engine.model_store import validate_model_dir
 from ttscale.engine.protocol import Engine
 from ttscale.strategies.base import Verifiers
 from ttscale.strategies.registry import Strategy, discover
-from ttscale.strategies.run import Service, ServiceLimits
+from ttscale.strategies.service import Service, ServiceLimits
 from ttscale.verifiers.judge import LLMJudge
 from ttscale.verifiers.math_grader import MathGrader
 from ttscale.verifiers.reward_model import RewardModel

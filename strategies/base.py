@@ -1,8 +1,9 @@
 """What every strategy receives and returns.
 
-A strategy is a plain async function `run(context, params) -> StrategyResult` over the
-engine protocol, with its own pydantic parameter model; nothing it touches is shared
-with another request except the engine and the (stateless to it) verifiers.
+A strategy is a plain async function `(context, params) -> StrategyResult` over the
+engine protocol, with its own parameter model (`params.StrategyParams`); nothing it
+touches is shared with another request except the engine and the (stateless to it)
+verifiers.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -21,28 +22,13 @@ from ttscale.verifiers.extraction import extract_answer
 from ttscale.verifiers.math_grader import MathGrader
 from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
 
-from .budget import Budget, Usage
-from .errors import InvalidRequest
-from .load import EngineLoad
+from .budget import Budget, Spending
+from .engine_load import EngineLoad
+from .errors import InvalidRequest, field_ref
+from .params import VerifierUse
 from .sampling import Hold, InFlight, OnSample, SamplingOutcome, StopReason, sample_until
 
 ProgressCallback = Callable[[dict[str, Any]], Awaitable[None]]
-
-DEFAULT_SAMPLING = SamplingSpec(temperature=0.8, max_tokens=512)
-"""A strategy's `sampling` block when neither the request nor `ttscale.params` set it:
-diverse samples (T=0.8) are what voting and search need."""
-
-
-VerifierKind = Literal["outcome", "process"]
-
-
-@dataclass(frozen=True)
-class VerifierUse:
-    """A verifier a strategy's parameters name: where, which, and as what (None: either)."""
-
-    param: str
-    name: str
-    kind: VerifierKind | None
 
 
 @dataclass
@@ -60,21 +46,23 @@ class Verifiers:
             verifier = self.outcome.get(name) or self.process.get(name)
             kinds = [k for k, table in (("outcome", self.outcome), ("process", self.process))
                      if name in table]  # fmt: skip
-            describe = getattr(verifier, "describe", None)
-            entries.append({"name": name, "kinds": kinds, **(describe() if describe else {})})
+            entries.append({"name": name, "kinds": kinds, **verifier.describe()})
         return entries
 
-    def check(self, use: VerifierUse) -> None:
-        """Refuse a verifier this server does not have, or has only as the other kind."""
+    def check(self, use: VerifierUse, params_path: str) -> None:
+        """Refuse a verifier this server does not have, or has only as the other kind;
+        `params_path` is where the strategy's parameters sit in the request."""
         tables = {"outcome": self.outcome, "process": self.process}
         wanted = [use.kind] if use.kind else ["outcome", "process"]
         if any(use.name in tables[kind] for kind in wanted):
             return
         valid = sorted({name for kind in wanted for name in tables[kind]})
         what = f"{use.kind} verifier" if use.kind else "verifier"
+        param = f"{params_path}.{use.param}"
+        names = ", ".join(valid) or "none"
         raise InvalidRequest(
-            f"{use.param}: no {what} named {use.name!r}; valid: {', '.join(valid) or 'none'}",
-            param=use.param,
+            f"{field_ref(param)}: no {what} named {use.name!r}; valid: {names}",
+            param=param,
             code="unknown_verifier",
         )
 
@@ -88,7 +76,7 @@ class Verifiers:
         (`close_together`); joining the workers blocks, so it runs off the loop."""
         every = [*self.outcome.values(), *self.process.values()]
         unique = {id(v): v for v in every}.values()  # a judge may be in both tables
-        closes = [close() for v in unique if (close := getattr(v, "close", None))]
+        closes = [verifier.close() for verifier in unique]
         await close_together(asyncio.to_thread(self.grader.close), *closes)
 
 
@@ -174,7 +162,7 @@ class StrategyResult(BaseModel):
     stop_reason: StopReason
     explanation: str
     details: dict[str, Any] = Field(default_factory=dict)
-    usage: Usage
+    usage: Spending
 
 
 def to_candidate(

@@ -10,29 +10,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from ttscale.engine.types import SamplingSpec
 from ttscale.verifiers.aggregate import PRMAggregation, aggregate_steps, argmax_first
 
 from .base import (
-    DEFAULT_SAMPLING,
     StrategyContext,
     StrategyResult,
-    VerifierUse,
     finish_result,
     to_candidate,
 )
+from .params import StrategyParams, VerifierUse
 from .registry import Strategy
 from .scoring import score_outcomes, score_steps
 from .steps import split_steps
 
 
-class BestOfNParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class BestOfNParams(StrategyParams):
     n: int = Field(8, ge=1, le=1024)
-    sampling: SamplingSpec = DEFAULT_SAMPLING
     verifier: str | None = Field(None, description="verifier name; none: mean logprob")
     verifier_kind: Literal["outcome", "process"] | None = Field(
         None, description="outcome (ORM, judge) or process (PRM); none: outcome if it is one"
@@ -49,10 +44,16 @@ class BestOfNParams(BaseModel):
     def verifiers_used(self) -> list[VerifierUse]:
         if self.verifier is None:
             return []
-        return [VerifierUse("ttscale.params.verifier", self.verifier, self.verifier_kind)]
+        return [VerifierUse("verifier", self.verifier, self.verifier_kind)]
+
+    def samples_requested(self) -> int:
+        return self.n
+
+    def draws_independent_samples(self) -> bool:
+        return True
 
 
-async def run(ctx: StrategyContext, params: BestOfNParams) -> StrategyResult:
+async def best_of_n(ctx: StrategyContext, params: BestOfNParams) -> StrategyResult:
     # the sampled token's logprob (logprobs=0) is the no-verifier fallback score
     spec = params.sampling.replace(logprobs=params.sampling.logprobs or 0)
     outcome = await ctx.sample(spec, params.n, parallel=params.parallel)
@@ -102,4 +103,4 @@ def _or_minus_inf(value: float | None) -> float:
     return float("-inf") if value is None else value
 
 
-STRATEGY = Strategy("best_of_n", BestOfNParams, run, __doc__)
+STRATEGY = Strategy("best_of_n", BestOfNParams, best_of_n, __doc__)

@@ -32,7 +32,7 @@ class BudgetLimits(BaseModel):
     max_wall_s: float | None = Field(None, gt=0)
 
 
-class Usage(BaseModel):
+class Spending(BaseModel):
     """What a request spent. Generated tokens include aborted partial samples."""
 
     prompt_tokens: int = 0
@@ -87,7 +87,7 @@ class Budget:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits
-        self.usage = Usage()
+        self.usage = Spending()
         self._policy_shape = policy_shape
         self._verifier_shape = verifier_shape
         self._clock = clock
@@ -172,6 +172,6 @@ class Budget:
         computed = usage.prompt_tokens - usage.cached_prompt_tokens + usage.generated_tokens
         self.usage.verifier_flops += forward_flops(shape, usage.cached_prompt_tokens, computed)
 
-    def finish(self) -> Usage:
+    def finish(self) -> Spending:
         self.usage.wall_s = round(self.elapsed_s(), 4)
         return self.usage

@@ -29,20 +29,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ttscale.engine.confidence import LOW_CONFIDENCE, confidence_drops, lowest_group_confidence
-from ttscale.engine.types import ConfidenceStop, Sample, SamplingSpec
+from ttscale.engine.types import ConfidenceStop, Sample
 from ttscale.verifiers.aggregate import plurality, weighted_vote
 from ttscale.verifiers.extraction import extract_answer
 
 from .base import (
-    DEFAULT_SAMPLING,
     StrategyContext,
     StrategyResult,
     finish_result,
     to_candidate,
 )
+from .params import StrategyParams
 from .registry import Strategy
 from .sampling import SamplingOutcome, StopReason
 from .stopping import beta_leader_probability, leader_margin
@@ -53,9 +53,7 @@ KEPT_PERCENT = {"low": 10, "high": 90}
 DEFAULT_WARMUP = 4
 
 
-class DeepConfParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class DeepConfParams(StrategyParams):
     n: int = Field(16, ge=1, le=1024, description="traces in all, warm-up included (at most)")
     warmup: int | None = Field(
         None, ge=1, description=f"warm-up traces that set the threshold [min({DEFAULT_WARMUP}, n)]"
@@ -73,7 +71,6 @@ class DeepConfParams(BaseModel):
         ge=1,
         description="traces in flight after the warm-up [the warm-up's size; no consensus: all]",
     )
-    sampling: SamplingSpec = DEFAULT_SAMPLING
 
     @model_validator(mode="after")
     def _warmup_within_n(self) -> DeepConfParams:
@@ -96,6 +93,9 @@ class DeepConfParams(BaseModel):
     def samples_at_once(self) -> int:
         """The warm-up runs together, then `in_flight()` of the other traces."""
         return max(self.warmup_traces, self.in_flight())
+
+    def samples_requested(self) -> int:
+        return self.n
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -198,7 +198,7 @@ class _Consensus:
         return await self.add(Trace.of(sample, "final", self.params.window))
 
 
-async def run(ctx: StrategyContext, params: DeepConfParams) -> StrategyResult:
+async def deepconf(ctx: StrategyContext, params: DeepConfParams) -> StrategyResult:
     spec = params.sampling.replace(logprobs=params.top_k, confidence_stop=None)
     warm = await ctx.sample(spec, params.warmup_traces)
     traces = [Trace.of(s, "warmup", params.window) for s in warm.finished]
@@ -348,4 +348,4 @@ class _Outcome:
         }
 
 
-STRATEGY = Strategy("deepconf", DeepConfParams, run, __doc__)
+STRATEGY = Strategy("deepconf", DeepConfParams, deepconf, __doc__)

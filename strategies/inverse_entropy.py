@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from ttscale.engine.types import Sample, SamplingSpec
 from ttscale.verifiers.aggregate import weighted_vote
 
-from .base import DEFAULT_SAMPLING, StrategyContext, StrategyResult, finish_result, to_candidate
+from .base import StrategyContext, StrategyResult, finish_result, to_candidate
+from .params import StrategyParams
 from .registry import Strategy
 from .sampling import SamplingOutcome
 from .voting import candidate_votes, label_answers, pick_member
@@ -29,13 +30,10 @@ REFINE_PROMPT = (
 )
 
 
-class InverseEntropyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class InverseEntropyParams(StrategyParams):
     n: int = Field(8, ge=1, le=1024, description="chains")
     mode: Literal["parallel", "sequential"] = "parallel"
     top_k: int = Field(20, ge=2, le=20, description="k of the top-k entropy")
-    sampling: SamplingSpec = DEFAULT_SAMPLING
     refine_prompt: str = Field(
         REFINE_PROMPT, description="sequential mode; {previous} = last attempt"
     )
@@ -51,6 +49,12 @@ class InverseEntropyParams(BaseModel):
                 "the only placeholder is {previous}; write other braces as {{ }}"
             ) from exc
         return template
+
+    def samples_requested(self) -> int:
+        return self.n
+
+    def draws_independent_samples(self) -> bool:
+        return self.mode == "parallel"
 
 
 def chain_weight(sample: Sample) -> float:
@@ -80,7 +84,7 @@ async def _sequential(ctx: StrategyContext, spec: SamplingSpec, params: InverseE
     return outcome
 
 
-async def run(ctx: StrategyContext, params: InverseEntropyParams) -> StrategyResult:
+async def inverse_entropy(ctx: StrategyContext, params: InverseEntropyParams) -> StrategyResult:
     spec = params.sampling.replace(logprobs=params.top_k)
     if params.mode == "parallel":
         outcome = await ctx.sample(spec, params.n, parallel=params.parallel)
@@ -110,4 +114,4 @@ async def run(ctx: StrategyContext, params: InverseEntropyParams) -> StrategyRes
     )
 
 
-STRATEGY = Strategy("inverse_entropy", InverseEntropyParams, run, __doc__)
+STRATEGY = Strategy("inverse_entropy", InverseEntropyParams, inverse_entropy, __doc__)

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import asyncio
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from ttscale.engine.types import Sample, SamplingSpec
+from ttscale.engine.types import Sample
 from ttscale.verifiers.aggregate import plurality
 
 from .base import (
-    DEFAULT_SAMPLING,
     Candidate,
     StrategyContext,
     StrategyResult,
     finish_result,
     to_candidate,
 )
+from .params import StrategyParams
 from .registry import Strategy
 from .sampling import SamplingOutcome
 from .voting import candidate_votes, class_spelling, label_answers, pick_member
@@ -34,15 +34,14 @@ from .voting import candidate_votes, class_spelling, label_answers, pick_member
 _SEED_STRIDE = 100_000  # seeds of different temperatures never collide
 
 
-class MultiTemperatureParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class MultiTemperatureParams(StrategyParams):
+    scale_knob = "samples_per_temperature"
 
     temperatures: list[float] = Field([0.0, 0.4, 0.8, 1.2], min_length=1, max_length=32)
     samples_per_temperature: int = Field(4, ge=1, le=256)
     first_round: int = Field(2, ge=1, description="samples per temperature before the exit check")
     intra_threshold: float = Field(0.8, ge=0.0, le=1.0)
     agreement_threshold: float = Field(1.0, ge=0.0, le=1.0)
-    sampling: SamplingSpec = DEFAULT_SAMPLING
 
     @field_validator("temperatures")
     @classmethod
@@ -61,6 +60,9 @@ class MultiTemperatureParams(BaseModel):
 
     def quota(self, temperature: float) -> int:
         return 1 if temperature == 0 else self.samples_per_temperature
+
+    def samples_in_all(self) -> int:
+        return sum(self.quota(t) for t in self.temperatures)
 
 
 async def _draw(
@@ -93,7 +95,7 @@ def _vote(
     return overall, table, agreement
 
 
-async def run(ctx: StrategyContext, params: MultiTemperatureParams) -> StrategyResult:
+async def multi_temperature(ctx: StrategyContext, params: MultiTemperatureParams) -> StrategyResult:
     slots = range(len(params.temperatures))
     first = [min(params.first_round, params.quota(params.temperatures[s])) for s in slots]
     rounds = await asyncio.gather(*(_draw(ctx, params, s, 0, first[s]) for s in slots))
@@ -167,4 +169,4 @@ def _spelling(candidates: list[Candidate], label: int | None) -> str | None:
     )
 
 
-STRATEGY = Strategy("multi_temperature", MultiTemperatureParams, run, __doc__)
+STRATEGY = Strategy("multi_temperature", MultiTemperatureParams, multi_temperature, __doc__)

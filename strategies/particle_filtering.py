@@ -39,20 +39,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ttscale.engine.types import Sample, SamplingSpec
 from ttscale.verifiers.aggregate import argmax_first, weighted_vote
 from ttscale.verifiers.extraction import extract_answer
 
 from .base import (
-    DEFAULT_SAMPLING,
     Candidate,
     StrategyContext,
     StrategyResult,
-    VerifierUse,
     finish_result,
 )
+from .params import StrategyParams, VerifierUse
 from .registry import Strategy
 from .sampling import SamplingOutcome, StopReason, gather_or_cancel
 from .scoring import score_steps
@@ -68,8 +67,8 @@ _CLIP = 1e-7
 """Scores are clipped to [_CLIP, 1 - _CLIP] before the logit, so 0 and 1 stay finite."""
 
 
-class ParticleFilteringParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ParticleFilteringParams(StrategyParams):
+    scale_knob = "particles"
 
     verifier: str = Field(..., description="process verifier scoring each new step")
     particles: int = Field(4, ge=1, le=64, description="partial solutions advanced together")
@@ -84,10 +83,9 @@ class ParticleFilteringParams(BaseModel):
     aggregate: Literal["best", "vote"] = Field(
         "best", description="highest final weight, or weighted vote over answers"
     )
-    sampling: SamplingSpec = DEFAULT_SAMPLING
 
     def verifiers_used(self) -> list[VerifierUse]:
-        return [VerifierUse("ttscale.params.verifier", self.verifier, "process")]
+        return [VerifierUse("verifier", self.verifier, "process")]
 
     def samples_at_once(self) -> int:
         """Next steps drawn per step (the server's max_n bounds it)."""
@@ -250,7 +248,9 @@ async def _score(ctx: StrategyContext, verifier: str, stepped: list[Particle]) -
     return True
 
 
-async def run(ctx: StrategyContext, params: ParticleFilteringParams) -> StrategyResult:
+async def particle_filtering(
+    ctx: StrategyContext, params: ParticleFilteringParams
+) -> StrategyResult:
     spec = params.sampling.replace(
         max_tokens=params.step_max_tokens, stop=(STEP_SEPARATOR,), include_stop_str_in_output=True
     )
@@ -339,4 +339,4 @@ async def _result(
     )
 
 
-STRATEGY = Strategy("particle_filtering", ParticleFilteringParams, run, __doc__)
+STRATEGY = Strategy("particle_filtering", ParticleFilteringParams, particle_filtering, __doc__)

@@ -12,21 +12,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from .params import StrategyParams
 
 if TYPE_CHECKING:
     from .base import StrategyContext, StrategyResult
 
-P = TypeVar("P", bound=BaseModel)
+P = TypeVar("P", bound=StrategyParams)
 
 
 @dataclass(frozen=True)
 class Strategy(Generic[P]):
-    """A named strategy whose `run` takes parameters of exactly its own model `P`."""
+    """A named strategy: its parameter model `P` (what it declares to the service and the
+    benchmark, see `params.StrategyParams`) and `execute`, which takes parameters of
+    exactly that model."""
 
     name: str
     params_model: type[P]
-    run: Callable[[StrategyContext, P], Awaitable[StrategyResult]]
+    execute: Callable[[StrategyContext, P], Awaitable[StrategyResult]]
     description: str | None = None
 
     def parse_params(self, raw: dict[str, Any] | None) -> P:

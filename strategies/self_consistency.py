@@ -14,22 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from ttscale.engine.types import Sample, SamplingSpec
+from ttscale.engine.types import Sample
 from ttscale.verifiers.aggregate import pessimistic_vote, plurality, weighted_vote
 from ttscale.verifiers.extraction import extract_answer
 
 from .base import (
-    DEFAULT_SAMPLING,
     Candidate,
     StrategyContext,
     StrategyResult,
-    VerifierUse,
     finish_result,
     to_candidate,
 )
-from .load import FollowLoad, describe_in_flight
+from .engine_load import FollowLoad, describe_in_flight
+from .params import StrategyParams, VerifierUse
 from .registry import Strategy
 from .sampling import InFlight
 from .scoring import score_outcomes
@@ -81,11 +80,8 @@ DEFAULT_MIN_SAMPLES = 3
 samples can undo stops at any count)."""
 
 
-class SelfConsistencyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SelfConsistencyParams(StrategyParams):
     n: int = Field(8, ge=1, le=1024, description="samples to draw (at most)")
-    sampling: SamplingSpec = DEFAULT_SAMPLING
     weighting: Literal["none", "verifier", "pessimistic"] = "none"
     verifier: str | None = Field(None, description="outcome verifier for the weighted modes")
     alpha: float = Field(0.5, ge=0.0, description="pessimism of the pessimistic mode")
@@ -142,10 +138,16 @@ class SelfConsistencyParams(BaseModel):
     def verifiers_used(self) -> list[VerifierUse]:
         if self.weighting == "none" or self.verifier is None:
             return []
-        return [VerifierUse("ttscale.params.verifier", self.verifier, "outcome")]
+        return [VerifierUse("verifier", self.verifier, "outcome")]
+
+    def samples_requested(self) -> int:
+        return self.n
+
+    def draws_independent_samples(self) -> bool:
+        return not self.adaptive
 
 
-async def run(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyResult:
+async def self_consistency(ctx: StrategyContext, params: SelfConsistencyParams) -> StrategyResult:
     watch = _VoteWatch(ctx, params)
     watching = params.adaptive or ctx.progress is not None  # else votes are counted once
     outcome = await ctx.sample(
@@ -274,4 +276,4 @@ async def _vote(
     return (*pessimistic_vote(labels, scores, params.alpha), explanation)
 
 
-STRATEGY = Strategy("self_consistency", SelfConsistencyParams, run, __doc__)
+STRATEGY = Strategy("self_consistency", SelfConsistencyParams, self_consistency, __doc__)

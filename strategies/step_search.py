@@ -17,20 +17,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ttscale.engine.types import Sample, SamplingSpec
 from ttscale.verifiers.aggregate import argmax_first
 from ttscale.verifiers.extraction import extract_answer
 
 from .base import (
-    DEFAULT_SAMPLING,
     Candidate,
     StrategyContext,
     StrategyResult,
-    VerifierUse,
     finish_result,
 )
+from .params import StrategyParams, VerifierUse
 from .registry import Strategy
 from .sampling import gather_or_cancel
 from .scoring import score_steps
@@ -47,8 +46,8 @@ _DEPTH_STRIDE = 10_000
 _REFINE_BASE = 1_000_000
 
 
-class StepSearchParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class StepSearchParams(StrategyParams):
+    scale_knob = "expansions"
 
     verifier: str = Field(..., description="process verifier scoring each new step")
     beam_width: int = Field(2, ge=1, le=64)
@@ -58,10 +57,9 @@ class StepSearchParams(BaseModel):
     refine: bool = True
     refine_threshold: float = Field(0.9, ge=0.0, le=1.0)
     refine_rounds: int = Field(3, ge=0, le=10)
-    sampling: SamplingSpec = DEFAULT_SAMPLING
 
     def verifiers_used(self) -> list[VerifierUse]:
-        return [VerifierUse("ttscale.params.verifier", self.verifier, "process")]
+        return [VerifierUse("verifier", self.verifier, "process")]
 
     def samples_at_once(self) -> int:
         """Candidate steps drawn per depth (the server's max_n bounds it)."""
@@ -187,7 +185,7 @@ async def _expand(
     return grown, any(drawn.stop_reason == "budget" for drawn in draws)
 
 
-async def run(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
+async def step_search(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
     spec = params.sampling.replace(
         max_tokens=params.step_max_tokens, stop=(STEP_SEPARATOR,), include_stop_str_in_output=True
     )
@@ -251,4 +249,4 @@ async def run(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
     )
 
 
-STRATEGY = Strategy("step_search", StepSearchParams, run, __doc__)
+STRATEGY = Strategy("step_search", StepSearchParams, step_search, __doc__)

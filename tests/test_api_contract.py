@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from ttscale.benchmarks.fuzz_api import run_schemathesis
-from ttscale.engine.tiny_models import TINY_MODEL_NAME
-
-from .conftest import serving_engine
+from .support.fuzz_api import run_schemathesis
+from .support.servers import serving_engine
+from .support.tiny_models import TINY_MODEL_NAME
 
 CHEAP = {"max_n": 2, "max_request_tokens": 64, "default_max_tokens": 8, "grading_deadline_s": 2}
 

@@ -22,9 +22,9 @@ from ttscale.benchmarks.report import build_report
 from ttscale.benchmarks.runner import DEFAULT_PROMPT, Runner
 from ttscale.strategies.base import Verifiers
 from ttscale.strategies.registry import discover
-from ttscale.strategies.run import Service
+from ttscale.strategies.service import Service
 
-from .conftest import BorrowedEngine, serving_engine, wait_until_idle
+from .support.servers import BorrowedEngine, serving_engine, wait_until_idle
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,7 @@ import pytest
 from ttscale.benchmarks.datasets import BenchError
 from ttscale.benchmarks.replay import default_pool, powers_of_two, replay
 
-from .bench_fixtures import record, three_right_two_wrong, trace
+from .support.bench_fixtures import record, three_right_two_wrong, trace
 
 
 def _by_method(points, k):

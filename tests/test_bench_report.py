@@ -18,7 +18,7 @@ from ttscale.benchmarks.summary import (
 )
 from ttscale.strategies.registry import discover
 
-from .bench_fixtures import record, three_right_two_wrong, trace, write_run
+from .support.bench_fixtures import record, three_right_two_wrong, trace, write_run
 
 
 def test_only_problems_every_setting_finished_are_compared():

@@ -41,10 +41,10 @@ from ttscale.benchmarks.records import (
 from ttscale.benchmarks.runner import GivingUp, Runner, grade, render_prompt
 from ttscale.strategies.base import Verifiers
 from ttscale.strategies.registry import discover
-from ttscale.strategies.run import Service, ServiceLimits
+from ttscale.strategies.service import Service, ServiceLimits
 
-from .bench_fixtures import record, trace
-from .fakes import Scripted, ScriptedEngine
+from .support.bench_fixtures import record, trace
+from .support.fakes import Scripted, ScriptedEngine
 
 PROBLEMS = [
     Problem(dataset="toy", id="easy", problem="What is 9 + 9?", answer="18"),

@@ -16,12 +16,13 @@ import httpx
 from ttscale.cli import main as ttscale_cli
 from ttscale.server import cli as server_cli
 
-from .conftest import free_port, wait_for_http
+from .support.servers import free_port, wait_for_http
 
 TTSCALE = [sys.executable, "-m", "ttscale.cli"]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
+def run_cli(*args: str, env: dict[str, str], timeout: float = 120):
+    """`ttscale ARGS` as its own process (tests calling it use `subprocess_env`)."""
     return subprocess.run(
         [*TTSCALE, *args], capture_output=True, text=True, timeout=timeout, env=env
     )
@@ -36,45 +37,57 @@ def assert_one_line_error(result, fragment: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_unknown_model_path():
-    result = run_cli("serve", "--model", "/no/such/model", "--port", str(free_port()))
+def test_unknown_model_path(subprocess_env):
+    result = run_cli(
+        "serve", "--model", "/no/such/model", "--port", str(free_port()), env=subprocess_env
+    )
     assert_one_line_error(result, "model path does not exist: /no/such/model")
 
 
-def test_directory_without_config(tmp_path: Path):
-    result = run_cli("serve", "--model", str(tmp_path), "--port", str(free_port()))
+def test_directory_without_config(tmp_path: Path, subprocess_env):
+    result = run_cli(
+        "serve", "--model", str(tmp_path), "--port", str(free_port()), env=subprocess_env
+    )
     assert_one_line_error(result, "no config.json")
 
 
-def test_unreadable_config(tmp_path: Path):
+def test_unreadable_config(tmp_path: Path, subprocess_env):
     (tmp_path / "config.json").write_text("{broken")
     (tmp_path / "model.safetensors").write_bytes(b"")
-    result = run_cli("serve", "--model", str(tmp_path), "--port", str(free_port()))
+    result = run_cli(
+        "serve", "--model", str(tmp_path), "--port", str(free_port()), env=subprocess_env
+    )
     assert_one_line_error(result, "unreadable model config")
 
 
-def test_truncated_weights(tmp_path: Path, tiny_model_path: Path):
+def test_truncated_weights(tmp_path: Path, tiny_model_path: Path, subprocess_env):
     shutil.copy(tiny_model_path / "config.json", tmp_path / "config.json")
     (tmp_path / "model.safetensors").write_bytes(b"\x10\x00")
-    result = run_cli("serve", "--model", str(tmp_path), "--port", str(free_port()))
+    result = run_cli(
+        "serve", "--model", str(tmp_path), "--port", str(free_port()), env=subprocess_env
+    )
     assert_one_line_error(result, "unreadable weights file")
 
 
-def test_unknown_architecture(tmp_path: Path, tiny_model_path: Path):
+def test_unknown_architecture(tmp_path: Path, tiny_model_path: Path, subprocess_env):
     config = json.loads((tiny_model_path / "config.json").read_text())
     config["model_type"] = "no-such-architecture"
     (tmp_path / "config.json").write_text(json.dumps(config))
     shutil.copy(tiny_model_path / "model.safetensors", tmp_path / "model.safetensors")
-    result = run_cli("serve", "--model", str(tmp_path), "--port", str(free_port()))
+    result = run_cli(
+        "serve", "--model", str(tmp_path), "--port", str(free_port()), env=subprocess_env
+    )
     assert_one_line_error(result, "cannot read the model config")
 
 
-def test_port_in_use(tiny_model_path: Path):
+def test_port_in_use(tiny_model_path: Path, subprocess_env):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run_cli("serve", "--model", str(tiny_model_path), "--port", str(port))
+        result = run_cli(
+            "serve", "--model", str(tiny_model_path), "--port", str(port), env=subprocess_env
+        )
     assert_one_line_error(result, f"port {port} on 127.0.0.1 is already in use")
 
 
@@ -84,8 +97,8 @@ def test_invalid_setting_from_environment(subprocess_env):
     assert_one_line_error(result, "invalid setting port")
 
 
-def test_remote_engine_needs_a_url():
-    result = run_cli("serve", "--engine", "remote", "--port", str(free_port()))
+def test_remote_engine_needs_a_url(subprocess_env):
+    result = run_cli("serve", "--engine", "remote", "--port", str(free_port()), env=subprocess_env)
     assert_one_line_error(result, "--engine remote needs at least one --remote-url")
 
 

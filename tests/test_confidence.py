@@ -20,7 +20,7 @@ from ttscale.engine.confidence import (
 )
 from ttscale.engine.types import ConfidenceStop, SamplingSpec
 
-from .conftest import wait_until_idle
+from .support.servers import wait_until_idle
 
 CHAT = [{"role": "user", "content": "Count to ten."}]
 

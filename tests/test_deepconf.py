@@ -12,13 +12,12 @@ from pydantic import ValidationError
 
 from ttscale.strategies.base import StrategyContext, Verifiers
 from ttscale.strategies.budget import Budget, BudgetLimits
-from ttscale.strategies.deepconf import DeepConfParams, percentile, warmup_threshold
-from ttscale.strategies.deepconf import run as deepconf
+from ttscale.strategies.deepconf import DeepConfParams, deepconf, percentile, warmup_threshold
 from ttscale.strategies.registry import discover
-from ttscale.strategies.selection import split_model_name
+from ttscale.strategies.strategy_choice import split_model_name
 
-from .conftest import wait_until_idle
-from .fakes import Scripted, ScriptedEngine
+from .support.fakes import Scripted, ScriptedEngine
+from .support.servers import wait_until_idle
 
 QUESTION = "What is x?"
 SEEDED = {"temperature": 0.8, "max_tokens": 200, "seed": 0}

@@ -18,7 +18,7 @@ from ttscale.benchmarks.grid import SamplingConfig
 from ttscale.benchmarks.records import RecordWriter, RunConfig, open_run
 from ttscale.strategies.deepconf import DeepConfParams
 
-from .bench_fixtures import record, trace
+from .support.bench_fixtures import record, trace
 
 
 def pool_trace(label: int, confidence: float, tokens: int = 100, low_at: int | None = None):

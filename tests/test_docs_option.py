@@ -9,8 +9,8 @@ from ttscale.cli.main import build_parser
 from ttscale.server.cli import settings_from_args
 from ttscale.server.config import Settings
 
-from .conftest import serving_engine
-from .fakes import Scripted, ScriptedEngine
+from .support.fakes import Scripted, ScriptedEngine
+from .support.servers import serving_engine
 
 DOC_PATHS = ["/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"]
 

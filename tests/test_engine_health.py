@@ -20,8 +20,8 @@ from ttscale.engine.types import EngineInfo
 from ttscale.server.app import Runtime
 from ttscale.server.config import Settings
 
-from .conftest import free_port, serve_app
-from .fakes import Scripted, ScriptedEngine
+from .support.fakes import Scripted, ScriptedEngine
+from .support.servers import free_port, serve_app
 
 INFO = EngineInfo(model_name="m", max_model_len=512, backend="remote")
 
@@ -75,7 +75,7 @@ async def _watch(answers: list[Exception | None]) -> tuple[Runtime, ProbedEngine
         return engine
 
     runtime = Runtime(Settings(), health_interval_s=0.0)
-    watch = asyncio.create_task(runtime.run(open_engine))
+    watch = asyncio.create_task(runtime.load_and_watch(open_engine))
     while engine.checks <= len(answers) and not watch.done():
         await asyncio.sleep(0.01)
     watch.cancel()

@@ -9,7 +9,7 @@ import pytest
 from ttscale.engine.protocol import EngineError, Generation
 from ttscale.engine.types import Sample, SamplingSpec
 
-from .fakes import Scripted, ScriptedEngine
+from .support.fakes import Scripted, ScriptedEngine
 
 
 def durations(*seconds: float) -> ScriptedEngine:

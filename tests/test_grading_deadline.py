@@ -15,8 +15,8 @@ import pytest
 from ttscale.engine.types import SamplingSpec
 from ttscale.verifiers.math_grader import MathGrader
 
-from .conftest import serving_engine
-from .fakes import Scripted, ScriptedEngine
+from .support.fakes import Scripted, ScriptedEngine
+from .support.servers import serving_engine
 
 TIMEOUT_S = 3.0
 SLOW = [f"\\int_0^{{\\infty}} e^{{-x^{{{100 + i}}}}} \\sin(x^{{50}}) dx" for i in range(8)]

@@ -14,6 +14,8 @@ from ttscale.verifiers.extraction import extract_answer, extract_boxed
 from ttscale.verifiers.math_grader import MathGrader
 from ttscale.verifiers.normalize import normalize_answer
 
+from .support import grading_tasks
+
 COLUMN = "\\begin{pmatrix} -2 \\\\ -14 \\\\ -7 \\end{pmatrix}"
 
 EQUIVALENT = [
@@ -132,24 +134,20 @@ async def test_adversarial_answers_are_rejected_within_the_timeout(grader, predi
 
 async def test_a_stuck_worker_is_replaced(grader):
     """After a timeout the pool still answers (pebble killed and replaced the worker)."""
-    from ttscale.verifiers import math_worker
-
     with pytest.raises(TimeoutError):
-        await grader._run(math_worker.sleep_for_test, 10.0, limit_s=0.5)
+        await grader._run(grading_tasks.sleep_for_test, 10.0, limit_s=0.5)
     assert await grader.is_equivalent("\\frac{2}{4}", "0.5")
 
 
 async def test_a_worker_imports_sympy_before_its_first_task_starts_its_clock():
     """A worker started late or replaced after a kill would otherwise spend its first
     check's time limit importing sympy, and on a busy machine answer by timeout."""
-    from ttscale.verifiers import math_worker
-
     grader = MathGrader(workers=1, timeout_s=3.0)  # not warmed up: the pool must do it
     try:
-        assert await grader._run(math_worker.sympy_loaded)
+        assert await grader._run(grading_tasks.sympy_loaded)
         with pytest.raises(TimeoutError):
-            await grader._run(math_worker.sleep_for_test, 10.0, limit_s=0.5)
-        assert await grader._run(math_worker.sympy_loaded)  # the replacement worker
+            await grader._run(grading_tasks.sleep_for_test, 10.0, limit_s=0.5)
+        assert await grader._run(grading_tasks.sympy_loaded)  # the replacement worker
     finally:
         grader.close()
 

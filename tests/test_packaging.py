@@ -24,7 +24,7 @@ GENERIC_NAMES = {*LAYERS, "tests", "scripts", "docker"}
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
+def installed(tmp_path_factory, subprocess_env) -> Path:
     """A fresh venv with ttscale installed from a wheel of this checkout."""
     root = tmp_path_factory.mktemp("install")
     wheels = root / "wheels"

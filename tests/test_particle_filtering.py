@@ -18,28 +18,28 @@ from typing import Any
 import httpx
 import pytest
 
-from ttscale.engine.tiny_models import TINY_MODEL_NAME, tiny_reward_model_dir
 from ttscale.strategies.base import StrategyContext, Verifiers
 from ttscale.strategies.budget import Budget, BudgetLimits
 from ttscale.strategies.particle_filtering import (
     ParticleFilteringParams,
+    particle_filtering,
     resample,
-    run,
     softmax_weights,
 )
 from ttscale.strategies.registry import discover
-from ttscale.strategies.selection import split_model_name
+from ttscale.strategies.strategy_choice import split_model_name
 from ttscale.verifiers.protocol import StepScores, VerifierUsage
 
-from .conftest import serving_engine
-from .fakes import Scripted, ScriptedEngine
+from .support.fakes import FakeVerifier, Scripted, ScriptedEngine
+from .support.servers import serving_engine
+from .support.tiny_models import TINY_MODEL_NAME, tiny_reward_model_dir
 
 QUESTION = "What is x?"
 SEEDED = {"temperature": 0.8, "max_tokens": 64, "seed": 0}
 """Seed 0: a draw's seed is its sample index, step * 1000 + the particle's slot."""
 
 
-class StepTableVerifier:
+class StepTableVerifier(FakeVerifier):
     """Scores a step by the first key of `table` it starts with (else `default`); bills
     one verifier token per character of the solutions it reads."""
 
@@ -141,7 +141,7 @@ async def test_a_particle_with_near_zero_weight_is_dropped_and_ancestry_recorded
     engine = particle_engine(boxed_at(final_depth=2))
     verifier = StepTableVerifier({"d0s2": 0.9, "d0": 0.0})  # the first step of slot 2 only
     ctx = await context(engine, grader, verifier)
-    result = await run(ctx, params(particles=4, max_steps=5))
+    result = await particle_filtering(ctx, params(particles=4, max_steps=5))
 
     first = result.details["history"][0]
     assert first["scored"] == first["live"] == [0, 1, 2, 3]
@@ -167,7 +167,7 @@ async def test_all_live_particles_step_together(grader):
 
     watcher = asyncio.create_task(watch())
     try:
-        result = await run(ctx, params(particles=4))
+        result = await particle_filtering(ctx, params(particles=4))
     finally:
         watcher.cancel()
     assert most_at_once == 4
@@ -189,7 +189,7 @@ async def test_finished_particles_are_set_aside_and_not_resampled(grader):
     engine = particle_engine(text)
     # the finished particle scores far below the others: it would not survive resampling
     ctx = await context(engine, grader, StepTableVerifier({"d0s1": 0.01}, default=0.9))
-    result = await run(ctx, params(particles=3))
+    result = await particle_filtering(ctx, params(particles=3))
 
     first, second = result.details["history"]
     assert first["finished"] == [1] and first["live"] == [0, 2]
@@ -208,11 +208,13 @@ async def test_best_takes_the_heaviest_particle_and_vote_the_heaviest_answer(gra
 
     verifier = StepTableVerifier({"s0": 0.8, "s1": 0.75, "s2": 0.75})
     # final weights are the normalised odds: 4, 3 and 3 out of 10
-    best = await run(await context(engine_for(), grader, verifier), params(particles=3))
+    best = await particle_filtering(
+        await context(engine_for(), grader, verifier), params(particles=3)
+    )
     assert [c.scores["weight"] for c in best.candidates] == pytest.approx([0.4, 0.3, 0.3])
     assert best.answer == "7" and best.votes == {}
 
-    voted = await run(
+    voted = await particle_filtering(
         await context(engine_for(), grader, verifier), params(particles=3, aggregate="vote")
     )
     assert voted.answer == "9"
@@ -229,7 +231,7 @@ async def test_resampling_is_seeded_by_the_request_seed(grader):
         chosen = ParticleFilteringParams(
             verifier="prm", particles=4, resampling=resampling, sampling=sampling
         )
-        result = await run(await context(engine, grader, verifier), chosen)
+        result = await particle_filtering(await context(engine, grader, verifier), chosen)
         return [record["parents"] for record in result.details["history"]]
 
     for how in ("systematic", "multinomial"):
@@ -242,7 +244,7 @@ async def test_the_generated_token_cap_stops_the_run(grader):
     engine = particle_engine(boxed_at(final_depth=5))  # each step is 6 tokens
     cap = BudgetLimits(max_generated_tokens=30)
     ctx = await context(engine, grader, StepTableVerifier({}), cap)
-    result = await run(ctx, params(particles=4, step_max_tokens=6))
+    result = await particle_filtering(ctx, params(particles=4, step_max_tokens=6))
     # step 1 spends 4 x 6 tokens; of step 2 only one particle's 6 tokens fit
     assert result.stop_reason == "budget"
     assert result.usage.generated_tokens == 30
@@ -255,7 +257,7 @@ async def test_the_generated_token_cap_stops_the_run(grader):
 async def test_the_verifier_token_cap_stops_the_run(grader):
     engine = particle_engine(boxed_at(final_depth=5))
     ctx = await context(engine, grader, StepTableVerifier({}), BudgetLimits(max_verifier_tokens=30))
-    result = await run(ctx, params(particles=4))
+    result = await particle_filtering(ctx, params(particles=4))
     # step 1 reads 4 x 4 characters; step 2 would read 4 x 8 more
     assert result.stop_reason == "budget"
     assert result.usage.verifier_tokens == 16
@@ -271,7 +273,7 @@ async def test_progress_is_reported_once_per_step(grader):
     engine = particle_engine(boxed_at(final_depth=2))
     ctx = await context(engine, grader, StepTableVerifier({}))
     ctx.progress = progress
-    await run(ctx, params(particles=2))
+    await particle_filtering(ctx, params(particles=2))
     steps = [e for e in events if e["event"] == "step"]
     assert [e["step"] for e in steps] == [1, 2, 3]
     assert [e["live"] for e in steps] == [2, 2, 0] and steps[-1]["finished"] == 2
@@ -281,7 +283,7 @@ async def test_progress_is_reported_once_per_step(grader):
 async def test_cancelling_the_run_aborts_every_particle_in_flight(grader):
     engine = particle_engine(boxed_at(final_depth=3), seconds=5.0)
     ctx = await context(engine, grader, StepTableVerifier({}))
-    task = asyncio.create_task(run(ctx, params(particles=3)))
+    task = asyncio.create_task(particle_filtering(ctx, params(particles=3)))
     while await engine.num_running() < 3:
         await asyncio.sleep(0.01)
     task.cancel()
@@ -297,7 +299,7 @@ async def test_cancelling_the_run_aborts_every_particle_in_flight(grader):
 def test_parameters_name_the_process_verifier_and_the_samples_drawn_at_once():
     chosen = params(particles=6)
     (use,) = chosen.verifiers_used()
-    assert (use.param, use.name, use.kind) == ("ttscale.params.verifier", "prm", "process")
+    assert (use.param, use.name, use.kind) == ("verifier", "prm", "process")
     assert chosen.samples_at_once() == 6
     with pytest.raises(ValueError, match="Extra inputs"):
         ParticleFilteringParams(verifier="prm", beam_width=2)

@@ -12,7 +12,7 @@ from aiohttp import web
 from ttscale.engine.pooling import RemotePoolingEngine
 from ttscale.engine.protocol import EngineError, EngineUnavailable
 
-from .conftest import free_port, serve_app
+from .support.servers import free_port, serve_app
 
 SEEN = web.AppKey("seen", list)
 

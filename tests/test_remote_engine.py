@@ -22,14 +22,16 @@ from ttscale.engine.types import ConfidenceStop, SamplingSpec
 from ttscale.server.app import create_app
 from ttscale.server.config import Settings
 
-from .conftest import vllm_api_server
+from .support.servers import vllm_api_server
 
 SERVED_NAME = "smollm2-remote"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def vllm_server(default_model_path: Path, subprocess_env, tmp_path_factory) -> Iterator[str]:
+def vllm_server(
+    default_model_path: Path, starts_vllm, subprocess_env, tmp_path_factory
+) -> Iterator[str]:
     args = [
         "--model",
         str(default_model_path),
@@ -271,7 +273,6 @@ async def test_with_the_model_directory_chat_is_rendered_locally_as_the_server_w
     local = await RemoteVLLMEngine.connect([vllm_server], model_path=str(default_model_path))
     served = await RemoteVLLMEngine.connect([vllm_server])
     try:
-        assert local.renders_chat_locally and not served.renders_chat_locally
         caplog.set_level(logging.DEBUG, logger="ttscale.engine.remote")
         caplog.clear()
         conversation = [{"role": "system", "content": "Be brief."}, *QUESTION]
@@ -298,14 +299,16 @@ async def test_a_template_that_renders_differently_is_not_used(
     (other / "chat_template.jinja").write_text(template)
     engine = await RemoteVLLMEngine.connect([vllm_server], model_path=str(other))
     try:
-        assert not engine.renders_chat_locally
         assert "renders differently from the server's" in caplog.text
+        caplog.set_level(logging.DEBUG, logger="ttscale.engine.remote")
+        caplog.clear()
         tokenizer = AutoTokenizer.from_pretrained(default_model_path)
         expected = tokenizer.encode(
             tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=False),
             add_special_tokens=False,
         )
         assert await engine.render_chat(QUESTION) == expected
+        assert "POST /tokenize" in caplog.text  # rendered by the server, not locally
     finally:
         await engine.close()
 

@@ -11,11 +11,11 @@ import math
 
 import pytest
 
-from ttscale.engine.tiny_models import reference_reward_logits, tiny_reward_model_dir
 from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
 from ttscale.verifiers.reward_model import RewardModel
 
-from .conftest import tiny_prm_server_args, vllm_api_server
+from .support.servers import tiny_prm_server_args, vllm_api_server
+from .support.tiny_models import reference_reward_logits, tiny_reward_model_dir
 
 QUESTION = "What is 2 + 3 * 4?"
 SOLUTIONS = [
@@ -26,7 +26,7 @@ SOLUTIONS = [
 
 
 @pytest.fixture(scope="module")
-async def prm(default_model_path):
+async def prm(default_model_path, starts_vllm):
     path = tiny_reward_model_dir("prm")
     model = await asyncio.to_thread(RewardModel.load, path, "prm", dtype="float32")
     yield model
@@ -34,7 +34,7 @@ async def prm(default_model_path):
 
 
 @pytest.fixture(scope="module")
-async def orm(default_model_path):
+async def orm(default_model_path, starts_vllm):
     path = tiny_reward_model_dir("orm")
     model = await asyncio.to_thread(RewardModel.load, path, "orm", dtype="float32")
     yield model
@@ -95,7 +95,7 @@ async def test_the_wrong_kind_of_question_is_refused(prm, orm):
 
 
 @pytest.fixture(scope="module")
-def prm_server(default_model_path, subprocess_env, tmp_path_factory):
+def prm_server(default_model_path, starts_vllm, subprocess_env, tmp_path_factory):
     """A separate vLLM server running the tiny PRM with the pooling runner."""
     args = tiny_prm_server_args()
     with vllm_api_server(args, subprocess_env, tmp_path_factory.mktemp("prm")) as url:

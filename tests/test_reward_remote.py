@@ -11,14 +11,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ttscale.engine.tiny_models import TINY_MODEL_NAME
-
-from .conftest import serving_engine, tiny_prm_server_args, vllm_api_process
+from .support.servers import serving_engine, tiny_prm_server_args, vllm_api_process
+from .support.tiny_models import TINY_MODEL_NAME
 from .test_reward_serving import _chat
 
 
 @pytest.fixture(scope="module")
-def remote_prm(subprocess_env, tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
+def remote_prm(
+    starts_vllm, subprocess_env, tmp_path_factory
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """The tiny PRM behind its own vLLM pooling server (killed by the test below)."""
     args = tiny_prm_server_args()
     with vllm_api_process(args, subprocess_env, tmp_path_factory.mktemp("prm")) as server:

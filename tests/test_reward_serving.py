@@ -1,7 +1,7 @@
 """Reward models served to strategies by `ttscale serve --prm DIR --orm DIR`: in the
 server's process, on vLLM's pooling runner beside the generator.
 
-Tiny random reward models (built by `ttscale.engine.tiny_models`; no weights of a real
+Tiny random reward models (built by `tests.support.tiny_models`; no weights of a real
 PRM can be downloaded here). The remote form is in test_reward_remote.py: a module of its
 own, so that this module's three engines have stopped before its server starts.
 """
@@ -16,9 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ttscale.engine.tiny_models import TINY_MODEL_NAME, tiny_reward_model_dir
-
-from .conftest import free_port, wait_for_http
+from .support.servers import free_port, wait_for_http
+from .support.tiny_models import TINY_MODEL_NAME, tiny_reward_model_dir
 
 QUESTION = [{"role": "user", "content": "What is 2 + 3? Think step by step."}]
 
@@ -34,7 +33,9 @@ def _chat(model: str, strategy: str, **params) -> dict:
 
 
 @pytest.fixture(scope="module")
-def served_with_rewards(tiny_model_path: Path, subprocess_env, tmp_path_factory) -> Iterator[str]:
+def served_with_rewards(
+    tiny_model_path: Path, starts_vllm, subprocess_env, tmp_path_factory
+) -> Iterator[str]:
     """`ttscale serve` with an in-process PRM and ORM beside the generator."""
     log_path = tmp_path_factory.mktemp("serve-rewards") / "serve.log"
     port = free_port()

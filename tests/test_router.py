@@ -22,14 +22,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ttscale.benchmarks.cluster import Cluster, Member, local_cluster
 from ttscale.engine.failover import Failover
 from ttscale.engine.remote import RemoteVLLMEngine
 from ttscale.engine.types import SamplingSpec
 from ttscale.server.app import create_app
 from ttscale.server.config import Settings
 
-from .conftest import free_port, wait_for_http
+from .support.cluster import Cluster, Member, local_cluster
+from .support.servers import free_port, wait_for_http
 
 NAME = "tiny-routed"
 QUESTION = [{"role": "user", "content": "What is 7 + 5? Put the answer in \\boxed{}."}]
@@ -41,7 +41,9 @@ can come seconds late; 6,000 tokens outlast that."""
 
 
 @pytest.fixture(scope="module")
-def cluster(tiny_model_path: Path, subprocess_env, tmp_path_factory) -> Iterator[Cluster]:
+def cluster(
+    tiny_model_path: Path, starts_vllm, subprocess_env, tmp_path_factory
+) -> Iterator[Cluster]:
     log_dir = tmp_path_factory.mktemp("cluster")
     # the tiny model declares 2,048 positions; its random weights do not mind more, and
     # samples that must still run when a test acts on them need more (see LONG)
@@ -129,11 +131,11 @@ async def delta(cluster: Cluster, before: dict[str, float], total: int) -> list[
         await asyncio.sleep(0.1)
 
 
-def test_two_remote_urls_are_refused_with_a_pointer_to_the_router():
+def test_two_remote_urls_are_refused_with_a_pointer_to_the_router(subprocess_env):
     result = subprocess.run(
         [*TTSCALE, "serve", "--engine", "remote", "--remote-url", "http://a:1",
          "--remote-url", "http://b:2", "--port", str(free_port())],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env=subprocess_env,
     )  # fmt: skip
     assert result.returncode == 2
     assert "vllm-router in front of several replicas" in result.stderr

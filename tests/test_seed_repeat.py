@@ -11,7 +11,7 @@ from __future__ import annotations
 from ttscale.engine.seed_repeat import check_seed_repeat, first_divergence
 from ttscale.engine.types import SamplingSpec
 
-from .fakes import Scripted, ScriptedEngine
+from .support.fakes import Scripted, ScriptedEngine
 
 
 def _by_seed(prompt: list[int], spec: SamplingSpec, index: int) -> Scripted:

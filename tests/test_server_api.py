@@ -13,11 +13,17 @@ import httpx
 import openai
 import pytest
 
-from ttscale.engine.tiny_models import TINY_MODEL_NAME
 from ttscale.server.app import create_app
 from ttscale.server.config import Settings
 
-from .conftest import BorrowedEngine, free_port, serving_engine, start_uvicorn, wait_until_idle
+from .support.servers import (
+    BorrowedEngine,
+    free_port,
+    serving_engine,
+    start_uvicorn,
+    wait_until_idle,
+)
+from .support.tiny_models import TINY_MODEL_NAME
 
 GSM8K = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "gsm8k.jsonl"
 

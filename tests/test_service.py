@@ -1,4 +1,4 @@
-"""The service entry below HTTP (`ttscale.strategies.run.Service`), on the scripted engine.
+"""The service entry below HTTP (`ttscale.strategies.service.Service`), on the scripted engine.
 
 One request in, one result out: every check happens in `prepare`, before any sample;
 the request id reaches every engine request and verifier call; cancelling `run` aborts
@@ -16,10 +16,10 @@ from ttscale.engine.types import SamplingSpec
 from ttscale.strategies.base import Verifiers
 from ttscale.strategies.errors import InvalidRequest, ModelNotFound
 from ttscale.strategies.registry import discover
-from ttscale.strategies.run import Service, ServiceLimits, ServiceRequest
-from ttscale.strategies.selection import StrategyChoice
+from ttscale.strategies.service import Service, ServiceLimits, ServiceRequest
+from ttscale.strategies.strategy_choice import StrategyChoice
 
-from .fakes import Scripted, ScriptedEngine
+from .support.fakes import Scripted, ScriptedEngine
 from .test_strategies_logic import FakeOutcomeVerifier, answers_engine
 
 MESSAGES = [{"role": "user", "content": "What is 6 * 7?"}]
@@ -71,15 +71,15 @@ async def test_plain_sampling_returns_n_choices_and_bills_every_prompt_read(grad
     [
         ({"model": "other"}, ModelNotFound, "model"),
         ({"n": 65}, InvalidRequest, "n"),
-        ({"choice": choose("nope")}, InvalidRequest, "ttscale.strategy"),
+        ({"choice": choose("nope")}, InvalidRequest, "choice.strategy"),
         ({"n": 2, "choice": choose("best_of_n")}, InvalidRequest, "n"),
-        ({"choice": choose("best_of_n", n=0)}, InvalidRequest, "ttscale.params.n"),
-        ({"choice": choose("best_of_n", bogus=1)}, InvalidRequest, "ttscale.params.bogus"),
-        ({"sampling": SamplingSpec(max_tokens=5000)}, InvalidRequest, "max_tokens"),
+        ({"choice": choose("best_of_n", n=0)}, InvalidRequest, "choice.params.n"),
+        ({"choice": choose("best_of_n", bogus=1)}, InvalidRequest, "choice.params.bogus"),
+        ({"sampling": SamplingSpec(max_tokens=5000)}, InvalidRequest, "sampling.max_tokens"),
         (
             {"choice": StrategyChoice(strategy="best_of_n", budget={"max_generated_tokens": 8})},
             InvalidRequest,
-            "ttscale.budget.max_generated_tokens",
+            "choice.budget.max_generated_tokens",
         ),
     ],
 )
@@ -94,9 +94,9 @@ async def test_prepare_refuses_bad_requests_before_any_sample(grader, fields, er
 
 async def test_plain_sampling_obeys_the_request_cap_and_refuses_strategy_fields(grader):
     svc, _ = service(answers_engine(["1"]), grader, max_request_tokens=100)
-    with pytest.raises(InvalidRequest, match="n x max_tokens = 120 exceeds"):
+    with pytest.raises(InvalidRequest, match=r"n x sampling\.max_tokens = 120 exceeds"):
         await svc.prepare(request(n=3, sampling=SamplingSpec(max_tokens=40)))
-    with pytest.raises(InvalidRequest, match=r"need a ttscale\.strategy"):
+    with pytest.raises(InvalidRequest, match=r"need a choice\.strategy"):
         await svc.prepare(request(choice=StrategyChoice(params={"n": 4})))
 
 
@@ -139,7 +139,7 @@ async def test_cancelling_a_run_aborts_its_samples_and_bills_them(grader):
     engine = ScriptedEngine(lambda *a: Scripted("y" * 100, seconds=5.0))
     svc, _ = service(engine, grader)
     prepared = await svc.prepare(request(choice=choose("self_consistency", n=4)))
-    task = asyncio.create_task(svc.run(prepared))
+    task = asyncio.create_task(svc.execute(prepared))
     while await engine.num_running() < 4:
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.5)

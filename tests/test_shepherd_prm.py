@@ -17,11 +17,11 @@ import pytest
 from transformers import AutoTokenizer
 
 from ttscale.engine.protocol import EngineUnavailable
-from ttscale.engine.tiny_models import reference_causal_lm_logits, tiny_shepherd_prm_dir
 from ttscale.verifiers.protocol import ProcessVerifier
 from ttscale.verifiers.reward_model import RewardModel, math_shepherd_server_args, shepherd_text
 
-from .conftest import vllm_api_server
+from .support.servers import vllm_api_server
+from .support.tiny_models import reference_causal_lm_logits, tiny_shepherd_prm_dir
 from .test_reward_models import QUESTION, SOLUTIONS
 
 
@@ -31,7 +31,7 @@ def shepherd_path(default_model_path):
 
 
 @pytest.fixture(scope="module")
-async def shepherd(shepherd_path):
+async def shepherd(shepherd_path, starts_vllm):
     model = await asyncio.to_thread(
         RewardModel.load, shepherd_path, "prm", prm_format="math-shepherd", dtype="float32"
     )
@@ -120,7 +120,7 @@ def test_server_flags_convert_the_lm_to_a_step_tag_classifier(shepherd_path):
 
 
 @pytest.fixture(scope="module")
-def shepherd_server(shepherd_path, subprocess_env, tmp_path_factory):
+def shepherd_server(shepherd_path, starts_vllm, subprocess_env, tmp_path_factory):
     """A separate vLLM server running the tiny causal LM as a step-tag PRM."""
     args = ["--model", str(shepherd_path), "--dtype", "float32"]
     args += math_shepherd_server_args(shepherd_path)

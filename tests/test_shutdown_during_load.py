@@ -22,7 +22,7 @@ import pytest
 
 from ttscale.engine.loading import close_together, load_in_thread
 
-from .conftest import free_port
+from .support.servers import free_port
 
 TTSCALE = [sys.executable, "-m", "ttscale.cli"]
 

@@ -4,24 +4,28 @@ chat rendered locally after the probe check, the vocabulary bound, a streamed sa
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from ttscale.benchmarks.stand_in_vllm import build_app
 from ttscale.engine.local_tokenizer import load_tokenizer
 from ttscale.engine.remote import RemoteVLLMEngine
 from ttscale.engine.types import SamplingSpec
 
-from .conftest import serve_app
+from .support.servers import serve_app
+from .support.stand_in_vllm import build_app
 
 
-async def test_the_remote_adapter_works_against_the_stand_in(tiny_model_path: Path):
+async def test_the_remote_adapter_works_against_the_stand_in(tiny_model_path: Path, caplog):
     async with serve_app(build_app(tiny_model_path, "tiny")) as url:
         engine = await RemoteVLLMEngine.connect([url], model_path=str(tiny_model_path))
         try:
-            assert engine.renders_chat_locally  # its /tokenize renders as the tokenizer does
+            caplog.set_level(logging.DEBUG, logger="ttscale.engine.remote")
+            caplog.clear()
+            prompt = await engine.render_chat([{"role": "user", "content": "Hi"}])
+            # its /tokenize renders as the tokenizer does, so chat is rendered locally
+            assert "/tokenize" not in caplog.text
             vocabulary = len(load_tokenizer(tiny_model_path))
             assert engine.info.max_token_id == vocabulary - 1
-            prompt = await engine.render_chat([{"role": "user", "content": "Hi"}])
             result = await engine.generate(prompt, SamplingSpec(max_tokens=16))
             sample = result.samples[0]
             assert len(sample.token_ids) == 16

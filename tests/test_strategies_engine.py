@@ -69,7 +69,7 @@ def test_every_registered_strategy_has_an_engine_case():
 async def test_strategy_runs_and_accounts_for_every_token(engine, grader, name):
     strategy = discover()[name]
     ctx = await make_context(engine, grader, BudgetLimits())
-    result = await strategy.run(ctx, strategy.parse_params(CASES[name]))
+    result = await strategy.execute(ctx, strategy.parse_params(CASES[name]))
     usage = result.usage
     assert result.strategy == name
     assert result.candidates and result.stop_reason in ("completed", "early_stop")
@@ -91,7 +91,7 @@ async def test_generated_token_cap_holds(engine, grader, name):
     cap = 10 if name in ("step_search", "particle_filtering") else 40
     strategy = discover()[name]
     ctx = await make_context(engine, grader, BudgetLimits(max_generated_tokens=cap))
-    result = await strategy.run(ctx, strategy.parse_params(CASES[name]))
+    result = await strategy.execute(ctx, strategy.parse_params(CASES[name]))
     assert result.usage.generated_tokens <= cap
     assert result.stop_reason == "budget"
     assert await engine.num_running() == 0
@@ -100,7 +100,7 @@ async def test_generated_token_cap_holds(engine, grader, name):
 async def test_verifier_token_cap_holds(engine, grader):
     strategy = discover()["best_of_n"]
     ctx = await make_context(engine, grader, BudgetLimits(max_verifier_tokens=50))
-    result = await strategy.run(ctx, strategy.parse_params(CASES["best_of_n"]))
+    result = await strategy.execute(ctx, strategy.parse_params(CASES["best_of_n"]))
     assert result.usage.verifier_tokens == 0  # four judgements cost more than 50 tokens
     assert "verifier budget exhausted" in result.explanation
 
@@ -109,7 +109,7 @@ async def test_wall_time_cap_aborts_long_samples(engine, grader):
     strategy = discover()["self_consistency"]
     ctx = await make_context(engine, grader, BudgetLimits(max_wall_s=1.0))
     params = {"n": 4, "sampling": {"max_tokens": 900, "seed": 1}}
-    result = await strategy.run(ctx, strategy.parse_params(params))
+    result = await strategy.execute(ctx, strategy.parse_params(params))
     assert result.stop_reason == "budget"
     assert result.usage.samples_aborted == 4
     assert result.usage.aborted_tokens == result.usage.generated_tokens > 0
@@ -124,7 +124,7 @@ async def test_adaptive_self_consistency_on_the_engine(engine, grader):
     strategy = discover()["self_consistency"]
     ctx = await make_context(engine, grader, BudgetLimits())
     params = {"n": 16, "adaptive": True, "sampling": {"temperature": 0.0, "max_tokens": 8}}
-    result = await strategy.run(ctx, strategy.parse_params(params))
+    result = await strategy.execute(ctx, strategy.parse_params(params))
     assert result.details["in_flight_limit"] == {"floor": 1, "ceiling": 4, "follows_load": True}
     assert result.details["most_in_flight"] == 3
     assert await engine.num_running() == 0

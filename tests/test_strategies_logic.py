@@ -10,25 +10,21 @@ import pytest
 
 from ttscale.engine.protocol import EngineError
 from ttscale.strategies.base import StrategyContext, Verifiers
-from ttscale.strategies.best_of_n import BestOfNParams
-from ttscale.strategies.best_of_n import run as best_of_n
+from ttscale.strategies.best_of_n import BestOfNParams, best_of_n
 from ttscale.strategies.budget import Budget, BudgetLimits
-from ttscale.strategies.inverse_entropy import InverseEntropyParams
-from ttscale.strategies.inverse_entropy import run as inverse_entropy
-from ttscale.strategies.load import EngineLoad
-from ttscale.strategies.multi_temperature import MultiTemperatureParams
-from ttscale.strategies.multi_temperature import run as multi_temperature
+from ttscale.strategies.engine_load import EngineLoad
+from ttscale.strategies.inverse_entropy import InverseEntropyParams, inverse_entropy
+from ttscale.strategies.multi_temperature import MultiTemperatureParams, multi_temperature
 from ttscale.strategies.registry import discover
-from ttscale.strategies.self_consistency import SelfConsistencyParams
-from ttscale.strategies.self_consistency import run as self_consistency
+from ttscale.strategies.self_consistency import SelfConsistencyParams, self_consistency
 from ttscale.verifiers.protocol import OutcomeScores, StepScores, VerifierUsage
 
-from .fakes import Scripted, ScriptedEngine
+from .support.fakes import FakeVerifier, Scripted, ScriptedEngine
 
 QUESTION = "What is x?"
 
 
-class FakeOutcomeVerifier:
+class FakeOutcomeVerifier(FakeVerifier):
     """Scores a solution by a lookup on its text; costs 10 tokens per solution."""
 
     def __init__(self, score: Callable[[str], float]) -> None:
@@ -46,7 +42,7 @@ class FakeOutcomeVerifier:
         return OutcomeScores([self._score(s) for s in solutions], usage)
 
 
-class FakeProcessVerifier:
+class FakeProcessVerifier(FakeVerifier):
     def __init__(self, score: Callable[[str], float]) -> None:
         self._score = score
 
@@ -531,8 +527,7 @@ def step_verifier(table: dict[str, float], default: float = 0.5) -> FakeProcessV
 
 
 async def test_step_search_keeps_the_best_steps_and_picks_the_highest_minimum(grader):
-    from ttscale.strategies.step_search import StepSearchParams
-    from ttscale.strategies.step_search import run as step_search
+    from ttscale.strategies.step_search import StepSearchParams, step_search
 
     engine = step_engine()
     verifier = step_verifier({"d0c2": 0.95, "d0c1": 0.92, "d1c3": 0.97, "d2c0": 0.99, "d2c1": 0.6})
@@ -557,8 +552,7 @@ async def test_step_search_submits_every_live_beams_expansions_together(grader):
     """All beams of a depth are sampled in one batch (the engine sees beam_width x
     expansions samples in flight at once), and the evidence reports the prefix-cache
     hit rate of the request's prompts."""
-    from ttscale.strategies.step_search import StepSearchParams
-    from ttscale.strategies.step_search import run as step_search
+    from ttscale.strategies.step_search import StepSearchParams, step_search
 
     steps = step_engine()._script
     in_flight: list[int] = []
@@ -579,8 +573,7 @@ async def test_step_search_submits_every_live_beams_expansions_together(grader):
 
 
 async def test_step_refinement_is_accepted_only_if_the_score_rises(grader):
-    from ttscale.strategies.step_search import StepSearchParams
-    from ttscale.strategies.step_search import run as step_search
+    from ttscale.strategies.step_search import StepSearchParams, step_search
 
     params = StepSearchParams(
         verifier="prm", beam_width=1, expansions=2, max_steps=1, refine_rounds=3, sampling=SEEDED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ttscale.strategies.errors import InvalidRequest
-from ttscale.strategies.selection import split_model_name
+from ttscale.strategies.strategy_choice import split_model_name
 
 
 def test_plain_model_name_has_no_options():

@@ -46,14 +46,17 @@ class JudgeScore:
 class LLMJudge:
     """Scores solutions or steps with P("Yes") from an engine's logprobs."""
 
-    def describe(self) -> dict[str, str]:
-        """What a verifier listing shows: the judging model and what runs it."""
-        return {"model": self._engine.info.model_name, "backend": self._engine.info.backend}
-
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._yes_ids: tuple[int, ...] | None = None
         self._no_ids: tuple[int, ...] | None = None
+
+    def describe(self) -> dict[str, str]:
+        """What a verifier listing shows: the judging model and what runs it."""
+        return {"model": self._engine.info.model_name, "backend": self._engine.info.backend}
+
+    async def close(self) -> None:
+        """Nothing of its own to stop: it judges with the policy's engine."""
 
     async def _answer_token_ids(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         if self._yes_ids is None or self._no_ids is None:

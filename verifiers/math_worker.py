@@ -450,10 +450,6 @@ def equivalent_by_keys(gold: str, prediction: str) -> bool:
     return bool(a and b) and check_pair(a, b)
 
 
-def equivalent_pairs(pairs: list[tuple[str, str]]) -> list[bool]:
-    return [equivalent(a, b) for a, b in pairs]
-
-
 def warm_up() -> bool:
     """Import sympy and math-verify and walk the LaTeX parser through common shapes,
     so that the first real answers of each shape are not the slow ones."""
@@ -480,18 +476,3 @@ def worker_pid() -> int:
 
     time.sleep(0.05)
     return os.getpid()
-
-
-def sympy_loaded() -> bool:
-    """Whether this worker had imported sympy when the task started: lets tests check that
-    workers warm up before their first task."""
-    import sys
-
-    return "sympy" in sys.modules
-
-
-def sleep_for_test(seconds: float) -> None:
-    """A task that overruns on purpose: lets tests check that stuck workers are replaced."""
-    import time
-
-    time.sleep(seconds)

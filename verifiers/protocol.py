@@ -45,7 +45,20 @@ class StepScores:
 
 
 @runtime_checkable
-class OutcomeVerifier(Protocol):
+class Verifier(Protocol):
+    """What every verifier says of itself and how it stops."""
+
+    def describe(self) -> dict[str, str]:
+        """What `/v1/verifiers` lists beside the name: model, backend, input format."""
+        ...
+
+    async def close(self) -> None:
+        """Stop what this verifier runs itself (a reward model's engine); idempotent."""
+        ...
+
+
+@runtime_checkable
+class OutcomeVerifier(Verifier, Protocol):
     """Scores whole solutions (ORM, or a judge asked about the whole solution)."""
 
     async def score_outcomes(
@@ -60,7 +73,7 @@ class OutcomeVerifier(Protocol):
 
 
 @runtime_checkable
-class ProcessVerifier(Protocol):
+class ProcessVerifier(Verifier, Protocol):
     """Scores each step of each solution (PRM, or a judge asked step by step)."""
 
     async def score_steps(

@@ -310,7 +310,7 @@ class RewardModel:
     def step_token_id(self) -> int | None:
         if self.shepherd is not None:
             return self.shepherd.step_tag_id
-        return getattr(self.engine, "step_token_id", None)
+        return self.engine.step_token_id
 
     async def close(self) -> None:
         await self.engine.close()

@@ -4,7 +4,7 @@ Without a strategy a request behaves like any OpenAI-compatible server (`n` choi
 With one (the `ttscale` field or a model-name suffix), the strategy's pick is the single
 choice, `usage` counts every token spent on the request's behalf, and the `ttscale`
 field carries the evidence. Everything between parsing and formatting is
-`ttscale.strategies.run.Service`; chat and text differ only in their response shapes.
+`ttscale.strategies.service.Service`; chat and text differ only in their response shapes.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ttscale.strategies.base import ProgressCallback
-from ttscale.strategies.budget import Usage as Spent
-from ttscale.strategies.run import PreparedRun, Service, ServiceResult
+from ttscale.strategies.budget import Spending
+from ttscale.strategies.errors import RequestError
+from ttscale.strategies.service import PreparedRequest, Service, ServiceResult
 
 from ..metrics import Metrics
 from .disconnect import ClientDisconnected, unless_disconnected
+from .errors import api_error
 from .schemas import (
     AssistantMessage,
     ChatChoice,
@@ -48,11 +50,14 @@ class Completions:
 
     async def handle(self, body: SamplingRequest, request: Request, kind: Kind):
         started = time.perf_counter()
-        prepared = await self.service.prepare(body.service_request(request.state.request_id))
+        try:
+            prepared = await self.service.prepare(body.service_request(request.state.request_id))
+        except RequestError as exc:
+            raise api_error(exc, body.field_name) from exc
         if body.stream:
             return self._stream(body, prepared, kind, started)
         try:
-            result = await unless_disconnected(request, self.service.run(prepared))
+            result = await unless_disconnected(request, self.service.execute(prepared))
         except ClientDisconnected:
             self._cancelled(prepared, started)
             return JSONResponse({"error": "client closed request"}, status_code=_CLIENT_CLOSED)
@@ -63,11 +68,11 @@ class Completions:
         return format_response(kind, result)
 
     def _stream(
-        self, body: SamplingRequest, prepared: PreparedRun, kind: Kind, started: float
+        self, body: SamplingRequest, prepared: PreparedRequest, kind: Kind, started: float
     ) -> StreamingResponse:
-        async def run(progress: ProgressCallback) -> ServiceResult:
+        async def execute(progress: ProgressCallback) -> ServiceResult:
             try:
-                result = await self.service.run(prepared, progress)
+                result = await self.service.execute(prepared, progress)
             except Exception:
                 self._failed(prepared, started)
                 raise
@@ -77,14 +82,14 @@ class Completions:
         choice = prepared.request.choice
         events = completion_events(
             ChunkWriter(self.service.engine.info.model_name, kind),
-            run,
+            execute,
             progress=choice.progress if choice is not None else False,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
             on_cancel=lambda: self._cancelled(prepared, started),
         )
         return sse(events)
 
-    def _finished(self, prepared: PreparedRun, result: ServiceResult, started: float) -> None:
+    def _finished(self, prepared: PreparedRequest, result: ServiceResult, started: float) -> None:
         seconds = time.perf_counter() - started
         self.metrics.record(result.strategy, "ok", seconds, result.usage)
         self.metrics.grading(prepared.grading)
@@ -92,12 +97,12 @@ class Completions:
             self.metrics.budget_stop(result.strategy)
         _log(prepared, result.usage, seconds)
 
-    def _failed(self, prepared: PreparedRun, started: float) -> None:
+    def _failed(self, prepared: PreparedRequest, started: float) -> None:
         seconds = time.perf_counter() - started
         self.metrics.record(prepared.strategy_name, "error", seconds, prepared.spent())
         self.metrics.grading(prepared.grading)
 
-    def _cancelled(self, prepared: PreparedRun, started: float) -> None:
+    def _cancelled(self, prepared: PreparedRequest, started: float) -> None:
         spent = prepared.spent()
         logger.info(
             "request=%s cancelled by the client; spent %s", prepared.request.request_id, spent
@@ -131,7 +136,7 @@ def format_response(kind: Kind, result: ServiceResult):
     )
 
 
-def _log(prepared: PreparedRun, usage: Spent, seconds: float) -> None:
+def _log(prepared: PreparedRequest, usage: Spending, seconds: float) -> None:
     logger.info(
         "request=%s strategy=%s prompt_tokens=%d completion_tokens=%d "
         "verifier_tokens=%d latency_s=%.2f",

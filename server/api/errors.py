@@ -17,7 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ttscale.engine.protocol import EngineError
-from ttscale.strategies.errors import ModelNotFound, RequestError
+from ttscale.strategies.errors import ModelNotFound, Namer, RequestError
+
+from .schemas import api_field_name
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +126,12 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     return message, param
 
 
-def status_of(exc: RequestError) -> int:
-    """HTTP status of a domain error of the service entry."""
-    return 404 if isinstance(exc, ModelNotFound) else 400
+def api_error(exc: RequestError, name: Namer = api_field_name) -> APIError:
+    """A domain error of the service entry as the API reports it: 404 for a model not
+    served, else 400, with every field the error names renamed to the request's own."""
+    message, param = exc.named(name)
+    status = 404 if isinstance(exc, ModelNotFound) else 400
+    return APIError(status, message, param=param, code=exc.code)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -148,7 +153,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
-        return error_response(status_of(exc), exc.message, param=exc.param, code=exc.code)
+        error = api_error(exc)
+        return error_response(error.status, error.message, param=error.param, code=error.code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,16 +7,18 @@ the user never hears about.
 from __future__ import annotations
 
 import time
+import typing
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 
-from ttscale.engine.types import SamplingSpec
-from ttscale.strategies.budget import Usage as SpentUsage
+from ttscale.engine.types import API, SamplingSpec
+from ttscale.strategies.budget import Spending
 from ttscale.strategies.errors import InvalidRequest
-from ttscale.strategies.run import ServiceRequest
-from ttscale.strategies.selection import StrategyChoice, split_model_name
+from ttscale.strategies.service import ServiceRequest
+from ttscale.strategies.strategy_choice import StrategyChoice, split_model_name
 
 
 def _encodable(text: str) -> str:
@@ -69,42 +71,63 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-_SAMPLING_FIELDS = (
-    "temperature",
-    "top_p",
-    "seed",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
-)
+def _as_list(value: str | list[str] | None) -> list[str]:
+    """One stop sequence or a list of them (at most 16, none empty): a list."""
+    return [value] if isinstance(value, str) else list(value or [])
 
 
-class SamplingRequest(BaseModel):
-    """Fields shared by chat and text completion requests."""
+_API_TYPES: dict[str, Any] = {
+    "seed": (Seed | None, None),
+    "stop": (
+        Annotated[
+            NonEmptyText | Annotated[list[NonEmptyText], Field(max_length=16)] | None,
+            AfterValidator(_as_list),
+        ],
+        None,
+    ),
+}
+"""API types of sampling fields whose JSON shape differs from `SamplingSpec`'s own."""
 
+
+def _api_sampling_fields() -> dict[str, Any]:
+    """The sampling fields of the API requests: those `SamplingSpec` marks `API`, with
+    its types and bounds (sequences as JSON arrays) unless `_API_TYPES` says otherwise."""
+    fields: dict[str, Any] = {}
+    for name in SamplingSpec.fields_exposed(API):
+        info = SamplingSpec.model_fields[name]
+        if name in _API_TYPES:
+            fields[name] = _API_TYPES[name]
+            continue
+        annotation = info.annotation
+        if typing.get_origin(annotation) is tuple:
+            annotation = list[typing.get_args(annotation)[0]]  # type: ignore[valid-type]
+        fields[name] = (annotation, FieldInfo.merge_field_infos(info, annotation=annotation))
+    return fields
+
+
+class _RequestBase(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # strict: no true for 1
 
     model: str = Field(..., min_length=1)
+
+
+_SamplingFields = create_model(  # type: ignore[call-overload]
+    "_SamplingFields", __base__=_RequestBase, **_api_sampling_fields()
+)
+
+
+class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
+    """Fields shared by chat and text completion requests: the sampling fields that
+    `SamplingSpec` marks for the API, and the request's own."""
+
     max_tokens: PositiveInt | None = None
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: PositiveInt = 1
-    stop: NonEmptyText | Annotated[list[NonEmptyText], Field(max_length=16)] | None = None
-    seed: Seed | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     user: str | None = None
     ttscale: StrategyChoice | None = Field(
         None, description="test-time-scaling strategy, parameters and budget"
     )
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> list[str]:
-        """One stop sequence or a list of them (at most 16, none empty): a list."""
-        return [value] if isinstance(value, str) else list(value or [])
 
     @property
     def requested_max_tokens(self) -> int | None:
@@ -114,13 +137,16 @@ class SamplingRequest(BaseModel):
     def max_tokens_param(self) -> str:
         return "max_tokens"
 
+    def field_name(self, path: str) -> str:
+        """What this request calls the service's field `path` (see `api_field_name`)."""
+        return api_field_name(path, self.max_tokens_param)
+
     def sampling_spec(self) -> SamplingSpec:
         """The request's sampling fields as the one sampling type; only the fields the
         client set are set on it (`model_fields_set`), so a strategy keeps its own
         defaults for the rest."""
-        given = {f: getattr(self, f) for f in _SAMPLING_FIELDS if f in self.model_fields_set}
-        if "stop" in given:
-            given["stop"] = tuple(given["stop"])
+        api_fields = SamplingSpec.fields_exposed(API)
+        given = {f: getattr(self, f) for f in api_fields if f in self.model_fields_set}
         if self.requested_max_tokens is not None:
             given["max_tokens"] = self.requested_max_tokens
         return SamplingSpec(**given)
@@ -140,12 +166,22 @@ class SamplingRequest(BaseModel):
             sampling=self.sampling_spec(),
             n=self.n,
             choice=from_suffix or self.ttscale,
-            max_tokens_param=self.max_tokens_param,
             **self.prompt_fields(),
         )
 
     def prompt_fields(self) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def api_field_name(path: str, max_tokens_param: str = "max_tokens") -> str:
+    """The API request field that a service field path (`ServiceRequest`'s structure, see
+    `ttscale.strategies.errors`) stands for: the strategy choice is the `ttscale` field,
+    the sampling fields sit at the top, and the length field is the one the client used."""
+    if path == "choice" or path.startswith("choice."):
+        return "ttscale" + path.removeprefix("choice")
+    if path == "sampling.max_tokens":
+        return max_tokens_param
+    return path.removeprefix("sampling.")
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -190,7 +226,7 @@ class Usage(BaseModel):
     prompt_tokens_details: PromptTokensDetails | None = None
 
     @classmethod
-    def of(cls, spent: SpentUsage) -> Usage:
+    def of(cls, spent: Spending) -> Usage:
         return cls(
             prompt_tokens=spent.prompt_tokens,
             completion_tokens=spent.generated_tokens,

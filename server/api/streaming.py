@@ -24,7 +24,7 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 
 from ttscale.strategies.base import ProgressCallback
-from ttscale.strategies.run import ServiceResult
+from ttscale.strategies.service import ServiceResult
 
 from .schemas import Usage
 

@@ -2,10 +2,11 @@
 
 `Service.prepare` validates a parsed request once (model, `n`, strategy and typed
 parameters, budget against the service's limits, prompt against the context) and
-renders its prompt; `Service.run` opens the request's budget, runs the strategy (or
-plain sampling) and returns the choices, usage and evidence. Errors the caller can fix
-are `RequestError`s. The HTTP server and `ttscale bench` both call this, so a strategy
-behaves the same from either.
+renders its prompt; `Service.execute` opens the request's budget, runs the strategy (or
+plain sampling) and returns the choices, spending and evidence. Errors the caller can
+fix are `RequestError`s naming fields by their paths in `ServiceRequest` (`errors.py`).
+The HTTP server and `ttscale bench` both call this, so a strategy behaves the same from
+either.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from ttscale.engine.types import FinishReason, SamplingSpec
 from ttscale.verifiers.request_grading import GradingTally
 
 from .base import ProgressCallback, StrategyContext, StrategyResult, Verifiers
-from .budget import Budget, BudgetLimits, Usage
-from .errors import InvalidRequest, ModelNotFound, first_problem
-from .load import DEFAULT_ENGINE_FILL, EngineLoad
+from .budget import Budget, BudgetLimits, Spending
+from .engine_load import DEFAULT_ENGINE_FILL, EngineLoad
+from .errors import InvalidRequest, ModelNotFound, field_ref, first_problem
+from .params import StrategyParams
 from .registry import Strategy
-from .selection import StrategyChoice
+from .strategy_choice import StrategyChoice
 
 
 class ServiceLimits(BaseModel):
@@ -63,7 +65,6 @@ class ServiceRequest(BaseModel):
     sampling: SamplingSpec = SamplingSpec()
     n: int = Field(1, ge=1)
     choice: StrategyChoice | None = None
-    max_tokens_param: str = Field("max_tokens", description="how errors name the length field")
 
 
 @dataclass(frozen=True)
@@ -79,13 +80,13 @@ class ServiceResult:
     strategy: str
     """The strategy's name, "none" for plain sampling."""
     choices: list[Choice]
-    usage: Usage
+    usage: Spending
     evidence: dict[str, Any] | None = None
     stop_reason: str | None = None
 
 
 @dataclass
-class PreparedRun:
+class PreparedRequest:
     """A validated request, ready to run; its budget is open from here on."""
 
     request: ServiceRequest
@@ -96,7 +97,7 @@ class PreparedRun:
     verifiers: Verifiers
     """The service's verifiers with this request's grading deadline and tally."""
     strategy: Strategy[Any] | None = None
-    params: BaseModel | None = None
+    params: StrategyParams | None = None
 
     @property
     def strategy_name(self) -> str:
@@ -107,7 +108,7 @@ class PreparedRun:
         """What grading this request's answers has cost so far."""
         return self.verifiers.grader.tally
 
-    def spent(self) -> Usage:
+    def spent(self) -> Spending:
         """What the request has spent so far (after a cancellation, too)."""
         return self.budget.finish()
 
@@ -136,9 +137,9 @@ class Service:
     async def complete(
         self, request: ServiceRequest, progress: ProgressCallback | None = None
     ) -> ServiceResult:
-        return await self.run(await self.prepare(request), progress)
+        return await self.execute(await self.prepare(request), progress)
 
-    async def prepare(self, request: ServiceRequest) -> PreparedRun:
+    async def prepare(self, request: ServiceRequest) -> PreparedRequest:
         """Every check of the request, in one place, before any generation."""
         self._check_model(request.model)
         strategy = self._strategy(request)
@@ -149,20 +150,20 @@ class Service:
             budget = Budget(
                 self._plain_limits(request, sampling), policy_shape=self.engine.info.shape
             )
-            return PreparedRun(request, messages, prompt_ids, sampling, budget, verifiers)
+            return PreparedRequest(request, messages, prompt_ids, sampling, budget, verifiers)
         choice = request.choice
         params = self._params(strategy, choice, request.sampling, sampling.max_tokens)
         self._check_lengths(params, len(prompt_ids))
-        for use in getattr(params, "verifiers_used", list)():
-            self.verifiers.check(use)
+        for use in params.verifiers_used():
+            self.verifiers.check(use, "choice.params")
         limits = self._budget_limits(params, choice.budget)
         budget = Budget(limits, policy_shape=self.engine.info.shape)
-        return PreparedRun(
+        return PreparedRequest(
             request, messages, prompt_ids, sampling, budget, verifiers, strategy, params
         )
 
-    async def run(
-        self, prepared: PreparedRun, progress: ProgressCallback | None = None
+    async def execute(
+        self, prepared: PreparedRequest, progress: ProgressCallback | None = None
     ) -> ServiceResult:
         """Generate. Cancelling this coroutine aborts every sample it started."""
         context = StrategyContext(
@@ -183,7 +184,7 @@ class Service:
             samples = outcome.finished + outcome.aborted
             choices = [Choice(s.index, s.text, s.finish_reason) for s in samples]
             return ServiceResult(model, "none", choices, prepared.spent())
-        result = await prepared.strategy.run(context, prepared.params)
+        result = await prepared.strategy.execute(context, prepared.params)
         choice = Choice(0, result.text, _finish_reason(result))
         include_text = prepared.request.choice.include_text
         evidence = _evidence(result, prepared.params, prepared.budget.limits, include_text)
@@ -203,7 +204,7 @@ class Service:
 
     def _strategy(self, request: ServiceRequest) -> Strategy[Any] | None:
         if request.n > self.limits.max_n:
-            raise InvalidRequest(f"n must be at most {self.limits.max_n}", param="n")
+            raise InvalidRequest(f"{field_ref('n')} must be at most {self.limits.max_n}", param="n")
         name = request.choice.strategy if request.choice is not None else None
         if name is None:
             return None
@@ -212,11 +213,13 @@ class Service:
             known = ", ".join(self.strategies)
             raise InvalidRequest(
                 f"unknown strategy {name!r}; known: {known}",
-                param="ttscale.strategy",
+                param="choice.strategy",
                 code="unknown_strategy",
             )
         if request.n != 1:
-            raise InvalidRequest("a strategy returns one choice: leave n at 1", param="n")
+            raise InvalidRequest(
+                f"a strategy returns one choice: leave {field_ref('n')} at 1", param="n"
+            )
         return strategy
 
     async def _prompt(self, request: ServiceRequest) -> tuple[list[dict[str, str]], list[int]]:
@@ -254,9 +257,9 @@ class Service:
         asked = request.sampling.max_tokens
         if asked > room:
             raise InvalidRequest(
-                f"{request.max_tokens_param}={asked} does not fit: the prompt is "
+                f"{field_ref('sampling.max_tokens')}={asked} does not fit: the prompt is "
                 f"{prompt_tokens} tokens and this model's context is {context}",
-                param=request.max_tokens_param,
+                param="sampling.max_tokens",
                 code="context_length_exceeded",
             )
         return asked
@@ -267,27 +270,24 @@ class Service:
         choice: StrategyChoice,
         asked: SamplingSpec,
         max_tokens: int,
-    ) -> BaseModel:
+    ) -> StrategyParams:
         """Typed strategy parameters. The request's own sampling fields are the defaults
-        of the strategy's `sampling` block; what `ttscale.params.sampling` says wins."""
+        of the strategy's `sampling` block; what the parameters' `sampling` says wins."""
         raw = dict(choice.params)
-        field = strategy.params_model.model_fields.get("sampling")
-        if field is not None:
-            given = raw.get("sampling") or {}
-            if not isinstance(given, dict):
-                raise InvalidRequest(
-                    "ttscale.params.sampling must be an object", param="ttscale.params.sampling"
-                )
-            defaults = field.default.model_dump() if isinstance(field.default, BaseModel) else {}
-            from_request = asked.model_dump(include=asked.model_fields_set)
-            raw["sampling"] = {**defaults, **from_request, "max_tokens": max_tokens, **given}
+        given = raw.get("sampling") or {}
+        if not isinstance(given, dict):
+            param = "choice.params.sampling"
+            raise InvalidRequest(f"{field_ref(param)} must be an object", param=param)
+        defaults = strategy.params_model.model_fields["sampling"].default.model_dump()
+        from_request = asked.model_dump(include=asked.model_fields_set)
+        raw["sampling"] = {**defaults, **from_request, "max_tokens": max_tokens, **given}
         try:
             return strategy.parse_params(raw)
         except ValidationError as exc:
             where, message, kind = first_problem(exc)
-            param = f"ttscale.params.{where}" if where else "ttscale.params"
+            param = f"choice.params.{where}" if where else "choice.params"
             message = "unknown parameter" if kind == "extra_forbidden" else message
-            raise InvalidRequest(f"{param}: {message}", param=param) from exc
+            raise InvalidRequest(f"{field_ref(param)}: {message}", param=param) from exc
 
     def _plain_limits(self, request: ServiceRequest, sampling: SamplingSpec) -> BudgetLimits:
         """Plain sampling obeys the same cap as a strategy: n x max_tokens within the
@@ -295,56 +295,60 @@ class Service:
         choice = request.choice
         if choice is not None and (choice.params or choice.budget != BudgetLimits()):
             raise InvalidRequest(
-                "ttscale.params and ttscale.budget need a ttscale.strategy",
-                param="ttscale.strategy",
+                f"{field_ref('choice.params')} and {field_ref('choice.budget')} need a "
+                f"{field_ref('choice.strategy')}",
+                param="choice.strategy",
             )
         asked = request.n * sampling.max_tokens
         cap = self.limits.max_request_tokens
         if asked > cap:
             raise InvalidRequest(
-                f"n x max_tokens = {asked} exceeds this server's limit of {cap} tokens",
-                param=request.max_tokens_param,
+                f"{field_ref('n')} x {field_ref('sampling.max_tokens')} = {asked} exceeds "
+                f"this server's limit of {cap} tokens",
+                param="sampling.max_tokens",
             )
         return BudgetLimits(max_generated_tokens=cap)
 
-    def _check_lengths(self, params: BaseModel, prompt_tokens: int) -> None:
+    def _check_lengths(self, params: StrategyParams, prompt_tokens: int) -> None:
         """A per-sample length given in the parameters must fit the context too: one
         rule for every place a length can be given."""
-        sampling = getattr(params, "sampling", None)
+        asked = params.sampling.max_tokens
         context = self.engine.info.max_model_len
-        if isinstance(sampling, SamplingSpec) and prompt_tokens + sampling.max_tokens > context:
+        if prompt_tokens + asked > context:
+            param = "choice.params.sampling.max_tokens"
             raise InvalidRequest(
-                f"ttscale.params.sampling.max_tokens={sampling.max_tokens} does not fit: the "
-                f"prompt is {prompt_tokens} tokens and this model's context is {context}",
-                param="ttscale.params.sampling.max_tokens",
+                f"{field_ref(param)}={asked} does not fit: the prompt is {prompt_tokens} "
+                f"tokens and this model's context is {context}",
+                param=param,
                 code="context_length_exceeded",
             )
 
-    def _budget_limits(self, params: BaseModel, limits: BudgetLimits) -> BudgetLimits:
+    def _budget_limits(self, params: StrategyParams, limits: BudgetLimits) -> BudgetLimits:
         """Apply the service's limits: refuse what exceeds them, cap what is unset."""
-        n = getattr(params, "n", None)
-        if n is not None and n > self.limits.max_n:
+        max_n = self.limits.max_n
+        requested = params.samples_requested()
+        if requested is not None and requested > max_n:
+            param = f"choice.params.{params.scale_knob}"
             raise InvalidRequest(
-                f"n={n} exceeds this server's limit of {self.limits.max_n}",
-                param="ttscale.params.n",
+                f"{params.scale_knob}={requested} exceeds this server's limit of {max_n}",
+                param=param,
             )
-        planned = getattr(params, "samples_at_once", lambda: None)()
-        if planned is not None and planned > self.limits.max_n:
+        planned = params.samples_at_once()
+        if planned is not None and planned > max_n:
             raise InvalidRequest(
-                f"these parameters draw {planned} samples at once; this server's limit is "
-                f"{self.limits.max_n}",
-                param="ttscale.params",
+                f"these parameters draw {planned} samples at once; this server's limit is {max_n}",
+                param="choice.params",
             )
         wall = limits.max_wall_s
         if wall is not None and wall < self.limits.min_wall_s:
             raise InvalidRequest(
                 f"a budget of {wall} s cannot pay for one sample "
                 f"(at least {self.limits.min_wall_s} s)",
-                param="ttscale.budget.max_wall_s",
+                param="choice.budget.max_wall_s",
             )
         cap, floor = self.limits.max_request_tokens, self.limits.min_sample_tokens
         asked = limits.max_generated_tokens
-        param = "ttscale.budget.max_generated_tokens"
+        param = "choice.budget.max_generated_tokens"
         if asked is None:
             return limits.model_copy(update={"max_generated_tokens": cap})
         if asked > cap:
@@ -369,7 +373,7 @@ def _finish_reason(result: StrategyResult) -> FinishReason:
 
 
 def _evidence(
-    result: StrategyResult, params: BaseModel, limits: BudgetLimits, include_text: bool
+    result: StrategyResult, params: StrategyParams, limits: BudgetLimits, include_text: bool
 ) -> dict[str, Any]:
     """The `ttscale` field of a response: what was run, what it found, what it spent."""
     data = result.model_dump(exclude={"usage"})

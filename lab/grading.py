@@ -9,7 +9,7 @@ Grouping: N answers spread over a few distinct forms, grouped as self-consistenc
 on every request: cold (values never seen, empty caches) and warm (the same answers
 again), p50 over many repetitions; and the first request of a freshly started grader.
 
-    .venv/bin/python -m ttscale.benchmarks.grading --n 64
+    .venv/bin/python -m lab.grading --n 64
 """
 
 from __future__ import annotations

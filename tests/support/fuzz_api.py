@@ -1,6 +1,6 @@
 """Contract fuzzing of the HTTP API with schemathesis.
 
-    python -m ttscale.benchmarks.fuzz_api [--url URL] [--max-examples 1500] [--seed 1]
+    python -m tests.support.fuzz_api [--url URL] [--max-examples 1500] [--seed 1]
 
 Schemathesis reads the server's own OpenAPI description (`/openapi.json`) and sends
 requests generated from it, valid and invalid ones, with every check on: no 5xx,
@@ -139,7 +139,7 @@ def run_schemathesis(
 @contextmanager
 def tiny_server(port: int, log: Path) -> Iterator[str]:
     """`ttscale serve` on the tiny random test model, with `SERVER_LIMITS`."""
-    from ttscale.engine.tiny_models import tiny_model_dir
+    from tests.support.tiny_models import tiny_model_dir
 
     env = {**os.environ, **SERVER_LIMITS}
     command = [sys.executable, "-m", "ttscale.cli", "serve", "--model", str(tiny_model_dir()),

@@ -6,7 +6,7 @@ streamed chat, self-consistency, a client error). The resident set size of this 
 (the HTTP server, the service and the client; vLLM's engine core is a child process and
 is reported apart) is read after a warm-up and every `--every` requests after it.
 
-    .venv/bin/python -m ttscale.benchmarks.memory_soak --requests 1000
+    .venv/bin/python -m lab.memory_soak --requests 1000
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from typing import Any
 import httpx
 import psutil
 
+from lab.script_setup import model_to_measure, prepare_measurement
+from lab.serving import serve_app
 from ttscale.engine.local_vllm import LocalVLLMEngine
-
-from .script_setup import model_to_measure, prepare_measurement
-from .serving import serve_app
 
 QUESTION = [{"role": "user", "content": "What is 12 + 30? Put the answer in \\boxed{}."}]
 

@@ -9,7 +9,7 @@ chunk, a usage chunk, `[DONE]`), and this process's CPU time per request is read
 adapter used before), a plain aiohttp reader, and the adapter itself
 (`RemoteVLLMEngine.generate`, n=1: its routing key, stop watch and bookkeeping too).
 
-    .venv/bin/python -m ttscale.benchmarks.http_client_cpu --requests 500 --rounds 3
+    .venv/bin/python -m lab.http_client_cpu --requests 500 --rounds 3
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ from typing import Any
 import aiohttp
 import httpx
 
+from lab.serving import free_port, serve_command
 from ttscale.engine.remote import RemoteVLLMEngine
 from ttscale.engine.types import EngineInfo, SamplingSpec
-
-from .serving import free_port, serve_command
 
 PROMPT = list(range(40))
 TOKENS = 16

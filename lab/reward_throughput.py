@@ -4,7 +4,7 @@ Scores batches of multi-step solutions with a PRM and reports solutions/s and pr
 tokens/s. Without --model it builds the tests' tiny random Qwen2ForProcessRewardModel
 (2 layers, hidden 128), which measures the serving path rather than a real PRM.
 
-    .venv/bin/python -m ttscale.benchmarks.reward_throughput --solutions 64 --steps 4
+    .venv/bin/python -m lab.reward_throughput --solutions 64 --steps 4
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main() -> None:
     if args.model:
         model_dir = Path(args.model)
     else:
-        from ttscale.engine.tiny_models import tiny_reward_model_dir
+        from tests.support.tiny_models import tiny_reward_model_dir
 
         model_dir = tiny_reward_model_dir("prm")
     print(

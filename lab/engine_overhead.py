@@ -4,7 +4,7 @@ Both sides drive the same `AsyncLLM` instance with the same prompt, seeds and le
 interleaved rep by rep (raw, layer, raw, layer, ...) so that machine noise hits both
 alike; the figure to read is the ratio layer/raw, not the absolute tokens/s.
 
-    .venv/bin/python -m ttscale.benchmarks.engine_overhead --tokens 256 --reps 3
+    .venv/bin/python -m lab.engine_overhead --tokens 256 --reps 3
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import statistics
 import time
 from pathlib import Path
 
+from lab.script_setup import engine_script_main
 from ttscale.engine.local_vllm import LocalVLLMEngine
 from ttscale.engine.types import SamplingSpec
-
-from .script_setup import engine_script_main
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 

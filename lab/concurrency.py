@@ -20,7 +20,7 @@ so machine noise hits both alike: read the ratios, not the absolute figures.
 - `--ours raw-per-sample` (remote): the throughput rounds set raw `n=N` requests against
   the same samples sent raw one request each, no ttscale: vLLM's own cost per request.
 
-    .venv/bin/python -m ttscale.benchmarks.concurrency --mode local --concurrency 16,64
+    .venv/bin/python -m lab.concurrency --mode local --concurrency 16,64
 """
 
 from __future__ import annotations
@@ -40,13 +40,12 @@ from typing import Any
 
 import httpx
 
+from lab.script_setup import model_to_measure, prepare_measurement
+from lab.serving import serve_app, stand_in_server, ttscale_front, vllm_server
+from ttscale.benchmarks.stats import median_ci
 from ttscale.engine.local_vllm import LocalVLLMEngine
 from ttscale.engine.remote import RemoteVLLMEngine
 from ttscale.engine.types import SamplingSpec
-
-from .script_setup import model_to_measure, prepare_measurement
-from .serving import serve_app, stand_in_server, ttscale_front, vllm_server
-from .stats import median_ci
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 Round = Callable[[int, int], Awaitable[int]]

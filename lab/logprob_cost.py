@@ -14,7 +14,7 @@ Every case runs in each repetition, in an order rotated from rep to rep, with th
 prompt, seeds and lengths, so machine noise hits all alike; read the ratios to `none`
 (median over the paired repetitions), not the absolute tokens/s.
 
-    .venv/bin/python -m ttscale.benchmarks.logprob_cost --tokens 256 --reps 3
+    .venv/bin/python -m lab.logprob_cost --tokens 256 --reps 3
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+from lab.script_setup import engine_script_main
 from ttscale.engine.local_vllm import LocalVLLMEngine
 from ttscale.engine.types import ConfidenceStop, SamplingSpec
-
-from .script_setup import engine_script_main
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 WATCH = ConfidenceStop(window=64, threshold=-math.inf)

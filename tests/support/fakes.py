@@ -139,3 +139,14 @@ def _low_confidence_cut(spec: SamplingSpec, confidences: list[float] | None) -> 
     if spec.confidence_stop is None or confidences is None:
         return None
     return first_low_window(confidences, 0, spec.confidence_stop)
+
+
+class FakeVerifier:
+    """What every verifier declares besides its scores (`verifiers.protocol.Verifier`):
+    fake scorers inherit it."""
+
+    def describe(self) -> dict[str, str]:
+        return {"model": "fake", "backend": "test"}
+
+    async def close(self) -> None:
+        return None

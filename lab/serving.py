@@ -68,7 +68,7 @@ async def stand_in_server(model: Path, name: str) -> AsyncIterator[str]:
     """`stand_in_vllm` for `model`: vLLM's HTTP surface with a model that costs nothing."""
     port = free_port()
     command = [
-        sys.executable, "-m", "ttscale.benchmarks.stand_in_vllm", "--model", str(model),
+        sys.executable, "-m", "tests.support.stand_in_vllm", "--model", str(model),
         "--served-model-name", name, "--port", str(port),
     ]  # fmt: skip
     async with serve_command(command, port, "/v1/models") as url:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ttscale.benchmarks.live_split import (
+from lab.live_split import (
     Repeats,
     again_summary,
     drawn_again,
@@ -12,9 +12,8 @@ from ttscale.benchmarks.live_split import (
     split,
     summary,
 )
+from tests.support.bench_fixtures import record, trace, write_run
 from ttscale.benchmarks.summary import pooled_records
-
-from .bench_fixtures import record, trace, write_run
 
 ADAPTIVE = {"n": 16, "adaptive": True, "sampling": {"seed": 1}}
 RIGHT, WRONG = trace("7", 0, True), trace("9", 1, False)

@@ -15,7 +15,7 @@ prompt) and a step search (steps that continue the prompt, judged by the model).
 
 Every round takes questions no earlier round used, so no cache carries over.
 
-    .venv/bin/python -m ttscale.benchmarks.scale_out --reps 3 --out benchmarks/results/scale_out
+    .venv/bin/python -m lab.scale_out --reps 3 --out lab/records/scale_out
 """
 
 from __future__ import annotations
@@ -36,15 +36,14 @@ from typing import Any
 
 import httpx
 
+from tests.support.cluster import Cluster, local_cluster, start_router
 from ttscale.engine.model_store import ensure_default_model
 from ttscale.engine.protocol import new_request_id
 from ttscale.engine.remote import RemoteVLLMEngine, parse_prometheus
 from ttscale.server.config import Settings
 from ttscale.server.wiring import build_service
-from ttscale.strategies.run import Service, ServiceRequest
-from ttscale.strategies.selection import StrategyChoice
-
-from .cluster import Cluster, local_cluster, start_router
+from ttscale.strategies.service import Service, ServiceRequest
+from ttscale.strategies.strategy_choice import StrategyChoice
 
 DATA = Path(__file__).parent / "data" / "gsm8k.jsonl"
 COUNTERS = (
@@ -109,7 +108,7 @@ async def solve(service: Service, question: str, choice: StrategyChoice, max_tok
         choice=choice,
     )
     prepared = await service.prepare(request)
-    await service.run(prepared)
+    await service.execute(prepared)
 
 
 async def run_round(

@@ -17,7 +17,7 @@ seeds, batched differently, e.g. another `--concurrency`): the problems that cha
 between the two fixed runs are the noise floor of any live comparison, and the share of
 same-seed samples that repeated tells how alike the two runs' samples were.
 
-    python -m ttscale.benchmarks.live_split --adaptive adaptive [--again again] RUN_DIR ...
+    python -m lab.live_split --adaptive adaptive [--again again] RUN_DIR ...
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ttscale.benchmarks.adaptive_replay import right_classes
+from ttscale.benchmarks.records import Record, SampleTrace
+from ttscale.benchmarks.stats import paired_difference, paired_ratio
+from ttscale.benchmarks.summary import pooled_records
 from ttscale.strategies.self_consistency import SelfConsistencyParams, stop_rule
 from ttscale.verifiers.aggregate import plurality
-
-from .adaptive_replay import right_classes
-from .records import Record, SampleTrace
-from .stats import paired_difference, paired_ratio
-from .summary import pooled_records
 
 
 @dataclass(frozen=True)

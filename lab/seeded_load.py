@@ -8,7 +8,7 @@ none without, and what turning it off costs in throughput, in one paired run
 (interleaved repetitions on two engines loaded side by side, unseeded so that the
 chunked engine survives).
 
-    .venv/bin/python -m ttscale.benchmarks.seeded_load --model DIR --reps 3
+    .venv/bin/python -m lab.seeded_load --model DIR --reps 3
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ import statistics
 import time
 from pathlib import Path
 
+from lab.script_setup import gsm8k_prompts
 from ttscale.engine.local_vllm import LocalVLLMEngine
 from ttscale.engine.model_store import ensure_default_model
 from ttscale.engine.types import SamplingSpec
-
-from .script_setup import gsm8k_prompts
 
 
 async def load(

@@ -11,11 +11,10 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from ttscale.benchmarks.datasets import load_dataset
 from ttscale.engine.local_vllm import apply_cpu_defaults
 from ttscale.engine.model_store import DEFAULT_MODEL_NAME, ensure_default_model
 from ttscale.engine.protocol import Engine
-
-from .datasets import load_dataset
 
 
 def prepare_measurement() -> None:

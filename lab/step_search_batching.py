@@ -9,7 +9,7 @@ reached. The served model is its own step verifier (the judge), so one engine do
 everything. The prefix-cache hit rate is the request's cached share of policy prompt
 tokens, from the evidence.
 
-    .venv/bin/python -m ttscale.benchmarks.step_search_batching --problems 6
+    .venv/bin/python -m lab.step_search_batching --problems 6
 """
 
 from __future__ import annotations
@@ -21,15 +21,14 @@ import statistics
 import time
 from typing import Any
 
+from lab.script_setup import prepare_measurement
+from ttscale.benchmarks.backends import InProcessBackend
+from ttscale.benchmarks.datasets import Problem, Selection, load_problems
+from ttscale.benchmarks.runner import DEFAULT_PROMPT, render_prompt
 from ttscale.engine.protocol import new_request_id
 from ttscale.server.config import Settings
-from ttscale.strategies.run import Service, ServiceRequest
-from ttscale.strategies.selection import StrategyChoice
-
-from .backends import InProcessBackend
-from .datasets import Problem, Selection, load_problems
-from .runner import DEFAULT_PROMPT, render_prompt
-from .script_setup import prepare_measurement
+from ttscale.strategies.service import Service, ServiceRequest
+from ttscale.strategies.strategy_choice import StrategyChoice
 
 
 def _params(width: int, args: argparse.Namespace, seed: int, *, refine: bool) -> dict[str, Any]:
@@ -53,7 +52,7 @@ async def _solve(service: Service, problem: Problem, params: dict[str, Any]) -> 
         choice=StrategyChoice(strategy="step_search", params=params),
     )
     started = time.perf_counter()
-    result = await service.run(await service.prepare(request))
+    result = await service.execute(await service.prepare(request))
     wall = time.perf_counter() - started
     details = (result.evidence or {})["details"]
     return {"wall_s": wall, "depth": details["depth"], "hit_rate": details["prefix_cache_hit_rate"]}

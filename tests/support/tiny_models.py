@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .model_store import default_cache_dir, ensure_default_model, staged_directory
+from ttscale.engine.model_store import default_cache_dir, ensure_default_model, staged_directory
 
 TINY_MODEL_NAME = "tiny-qwen2-test"
 _TINY_VERSION = "1"

@@ -11,7 +11,7 @@ This is what a remote front waits before it sees a sample start (and before a cl
 that aborts or disconnects can be told anything happened). The router's own logs and
 counters do not show it.
 
-    .venv/bin/python -m ttscale.benchmarks.router_first_byte --streams 1,4,8 --reps 2
+    .venv/bin/python -m lab.router_first_byte --streams 1,4,8 --reps 2
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from typing import Any
 
 import httpx
 
+from lab.script_setup import model_to_measure, prepare_measurement
+from tests.support.cluster import Cluster, local_cluster
 from ttscale.engine.remote import parse_prometheus
-
-from .cluster import Cluster, local_cluster
-from .script_setup import model_to_measure, prepare_measurement
 
 PROMPT = [1000 + i for i in range(160)]
 KEY = {"x-session-id": "first-byte"}

@@ -9,7 +9,7 @@ default, and the same concurrent sampling load runs on each in turn, interleaved
 noise on a shared machine falls on both. It also reads which OpenMP runtime each engine's
 worker process actually mapped, so a preload that did not take is seen.
 
-    .venv/bin/python -m ttscale.benchmarks.omp_preload --reps 3
+    .venv/bin/python -m lab.omp_preload --reps 3
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .script_setup import gsm8k_prompts, model_to_measure, prepare_measurement
+from lab.script_setup import gsm8k_prompts, model_to_measure, prepare_measurement
 
 
 def intel_openmp() -> Path | None:

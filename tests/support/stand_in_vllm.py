@@ -16,7 +16,7 @@ them), `/v1/chat/completions` (renders the template, as vLLM does, and answers),
 `/tokenize`, `/detokenize`, `/health` and `/metrics`. Every sample is the same
 `max_tokens` tokens of one word; nothing is computed from the prompt but its length.
 
-    .venv/bin/python -m ttscale.benchmarks.stand_in_vllm --model DIR --port 8001
+    .venv/bin/python -m tests.support.stand_in_vllm --model DIR --port 8001
 """
 
 from __future__ import annotations

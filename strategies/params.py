@@ -1,0 +1,82 @@
+"""What every strategy's parameters declare: the contract between a strategy, the service
+entry and the benchmark.
+
+The service and `ttscale bench` ask these members instead of probing parameter models
+for optional hooks, so a new strategy states what it draws and which verifiers it needs
+in one place, and the defaults say what a strategy that declares nothing gets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ttscale.engine.types import SamplingSpec
+
+DEFAULT_SAMPLING = SamplingSpec(temperature=0.8, max_tokens=512)
+"""A strategy's `sampling` block when neither the request nor the parameters set it:
+diverse samples (T=0.8) are what voting and search need."""
+
+VerifierKind = Literal["outcome", "process"]
+
+
+@dataclass(frozen=True)
+class VerifierUse:
+    """A verifier a strategy's parameters name: where (the parameter's path within the
+    parameters, e.g. `verifier`), which, and as what (None: either kind)."""
+
+    param: str
+    name: str
+    kind: VerifierKind | None
+
+
+class StrategyParams(BaseModel):
+    """The base of every strategy's parameter model.
+
+    Subclasses add their own fields and override the members below where the default
+    does not describe them. Parameters are immutable and forbid unknown fields: a
+    misspelt parameter is an error, not a silent default.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scale_knob: ClassVar[str] = "n"
+    """The integer parameter that sets how much the strategy spends: what a benchmark's
+    budget N sets (`ttscale bench --n`)."""
+
+    sampling: SamplingSpec = DEFAULT_SAMPLING
+    """How each sample is drawn; the request's own sampling fields are its defaults."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.scale_knob not in cls.model_fields:
+            raise TypeError(f"{cls.__name__}.scale_knob names no field: {cls.scale_knob!r}")
+
+    def samples_requested(self) -> int | None:
+        """The number of whole samples the client asked for (`n`), which the server's
+        `max_n` bounds; None where the parameters ask for no such number."""
+        return None
+
+    def samples_at_once(self) -> int | None:
+        """The most samples one round draws together, which `max_n` bounds too; None
+        where no round draws more than `samples_requested`."""
+        return None
+
+    def samples_in_all(self) -> int | None:
+        """The most whole samples a run draws: a benchmark caps a setting's generated
+        tokens at that many times `max_tokens`. None where the count is not fixed in
+        advance (step-level search draws steps, not samples)."""
+        return self.samples_requested()
+
+    def draws_independent_samples(self) -> bool:
+        """Whether every sample is drawn alike and kept (no stop rule, no refinement), so
+        that any subset of a run's samples is a run with fewer (what replay assumes)."""
+        return False
+
+    def verifiers_used(self) -> list[VerifierUse]:
+        """The verifiers these parameters name; the service refuses a request naming one
+        the server does not have before anything is generated."""
+        return []
