@@ -87,8 +87,8 @@ class RunConfig(BaseModel):
     dtype: str | None = Field(
         None,
         description="the in-process engine's weights dtype: on a CPU, bf16 samples of one "
-        "seed differ with what they are batched with, float32 ones repeat (README); None "
-        "over HTTP, where the server does not say",
+        "seed differ with what they are batched with, float32 ones repeat; None over "
+        "HTTP, where the server does not say",
     )
     prompt_template: str
     sampling: SamplingConfig

@@ -2,10 +2,12 @@
 
 - `protocol.Engine` / `Generation`: token ids and a `types.SamplingSpec` in, samples
   (token ids, text, logprob/entropy stats, prompt and cache counts) out, abort at will;
-- `local_vllm` (in-process `AsyncLLM`), `remote` (vLLM OpenAI servers), `pooling`
-  (reward models on vLLM's pooling runner, in process or remote);
-- `factory.open_engine(EngineConfig)`, `model_store` (model directories, the embedded
-  default), `tiny_models` (random test models).
+- `local_vllm` (in-process `AsyncLLM`), `remote` (vLLM OpenAI servers, or vllm-router in
+  front of several), `pooling` (reward models on vLLM's pooling runner, in process or
+  remote);
+- `factory.open_engine(EngineConfig)`, `lifecycle` (starting and stopping engines off the
+  event loop), `model_store` (model directories, the embedded default), `parity` and
+  `seed_repeat` (what `ttscale doctor` checks).
 
 Imports nothing from the layers above (verifiers, strategies, server, benchmarks).
 """

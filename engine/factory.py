@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from .loading import load_in_thread
+from .lifecycle import load_in_thread
 from .model_shape import read_model_shape
 from .model_store import DEFAULT_MODEL_NAME, ensure_default_model, validate_model_dir
 from .protocol import Engine, EngineUnavailable

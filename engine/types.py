@@ -63,24 +63,40 @@ class SamplingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    temperature: Annotated[float, API] = Field(1.0, ge=0.0, le=2.0)
-    top_p: Annotated[float, API] = Field(1.0, gt=0.0, le=1.0)
+    temperature: Annotated[float, API] = Field(1.0, ge=0.0, le=2.0, description="0: greedy")
+    top_p: Annotated[float, API] = Field(
+        1.0, gt=0.0, le=1.0, description="nucleus: sample from the top tokens of this mass"
+    )
     top_k: int = Field(0, ge=0, description="0 disables top-k filtering")
-    min_p: float = Field(0.0, ge=0.0, le=1.0)
-    max_tokens: int = Field(256, ge=1)
-    min_tokens: int = Field(0, ge=0)
-    stop: Annotated[tuple[Annotated[str, Field(min_length=1)], ...], API] = Field((), max_length=16)
-    include_stop_str_in_output: bool = False
-    stop_token_ids: tuple[Annotated[int, Field(ge=0)], ...] = ()
-    ignore_eos: bool = False
-    seed: Annotated[int | None, API, ADAPTER] = None
-    logprobs: int | None = Field(None, ge=0, le=20)
+    min_p: float = Field(
+        0.0, ge=0.0, le=1.0, description="drop tokens below this share of the top one's"
+    )
+    max_tokens: int = Field(256, ge=1, description="tokens per sample at most")
+    min_tokens: int = Field(0, ge=0, description="no stop before this many tokens")
+    stop: Annotated[tuple[Annotated[str, Field(min_length=1)], ...], API] = Field(
+        (), max_length=16, description="strings that end a sample"
+    )
+    include_stop_str_in_output: bool = Field(False, description="keep the stop string")
+    stop_token_ids: tuple[Annotated[int, Field(ge=0)], ...] = Field(
+        (), description="token ids that end a sample"
+    )
+    ignore_eos: bool = Field(False, description="generate past the end-of-sequence token")
+    seed: Annotated[int | None, API, ADAPTER] = Field(
+        None, description="sample i of a request is seeded seed + i"
+    )
+    logprobs: int | None = Field(
+        None, ge=0, le=20, description="top-k log-probabilities per token (entropy, confidence)"
+    )
     logprob_token_ids: tuple[int, ...] = Field(
         (), max_length=128, description="report these tokens' log-probabilities (judges)"
     )
-    presence_penalty: Annotated[float, API] = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: Annotated[float, API] = Field(0.0, ge=-2.0, le=2.0)
-    skip_special_tokens: bool = True
+    presence_penalty: Annotated[float, API] = Field(
+        0.0, ge=-2.0, le=2.0, description="penalise tokens already present"
+    )
+    frequency_penalty: Annotated[float, API] = Field(
+        0.0, ge=-2.0, le=2.0, description="penalise tokens by how often they appeared"
+    )
+    skip_special_tokens: bool = Field(True, description="leave special tokens out of the text")
     confidence_stop: Annotated[ConfidenceStop | None, ADAPTER] = Field(
         None, description="abort the sample when its window confidence drops (needs logprobs)"
     )

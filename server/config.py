@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ttscale.strategies.engine_load import DEFAULT_ENGINE_FILL
+from ttscale.strategies.in_flight import DEFAULT_ENGINE_FILL
 
 
 class Settings(BaseSettings):

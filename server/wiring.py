@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.engine.factory import EngineConfig
-from ttscale.engine.loading import load_in_thread
+from ttscale.engine.lifecycle import load_in_thread
 from ttscale.engine.local_vllm import has_cuda_device
 from ttscale.engine.model_store import validate_model_dir
 from ttscale.engine.protocol import Engine

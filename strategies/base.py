@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ttscale.engine.loading import close_together
+from ttscale.engine.lifecycle import close_together
 from ttscale.engine.protocol import Engine
 from ttscale.engine.types import Sample, SamplingSpec
 from ttscale.verifiers.extraction import extract_answer
@@ -23,8 +23,8 @@ from ttscale.verifiers.math_grader import MathGrader
 from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
 
 from .budget import Budget, Spending
-from .engine_load import EngineLoad
 from .errors import InvalidRequest, field_ref
+from .in_flight import EngineLoad
 from .params import VerifierUse
 from .sampling import Hold, InFlight, OnSample, SamplingOutcome, StopReason, sample_until
 

@@ -18,7 +18,7 @@ W=64 keeps a window to a sentence or two of reasoning (12-25% of a trace), long 
 average out single uncertain tokens, short enough that most of a trace lies after the first
 check. k stays 20: the confidence is relative (s comes from the same model on the same
 question), and asking for 20 rather than 5 costs about as much throughput, a few percent
-(`benchmarks/logprob_cost.py`, README: Strategies).
+(lab/studies/logprob-cost.md).
 Four warm-up traces (the paper: 16 of 512) leave most of a small n to the stopped phase.
 """
 

@@ -19,7 +19,7 @@ from ttscale.engine.types import Sample, SamplingSpec
 from ttscale.verifiers.extraction import extract_answer
 
 from .budget import Budget, Reservation
-from .engine_load import EngineLoad, FollowLoad
+from .in_flight import EngineLoad, FollowLoad
 
 StopReason = Literal["completed", "budget", "early_stop"]
 OnSample = Callable[[Sample], Awaitable[bool]]

@@ -27,7 +27,7 @@ from .base import (
     finish_result,
     to_candidate,
 )
-from .engine_load import FollowLoad, describe_in_flight
+from .in_flight import FollowLoad, describe_in_flight
 from .params import StrategyParams, VerifierUse
 from .registry import Strategy
 from .sampling import InFlight
@@ -43,9 +43,8 @@ from .voting import candidate_votes, label_answers, pick_member, vote_table
 ADAPTIVE_PARALLEL = 1
 """Samples in flight in adaptive mode on a busy engine unless `parallel` says otherwise. A
 sample still running when the vote is decided is work the stop rule cannot take back, so
-the default draws one at a time: on 120 GSM8K problems (README: adaptive stopping) one in
-flight saved 40.3% of fixed N=16's tokens where four saved 34.2%, at the same threshold.
-The price is latency: a run that needs k samples takes k sample-times."""
+the default draws one at a time, at the price of latency: a run that needs k samples
+takes k sample-times (lab/studies/adaptive-samples-in-flight.md)."""
 
 ADAPTIVE_IDLE_PARALLEL = 4
 """Most samples in flight in adaptive mode on an idle engine unless `parallel` says
@@ -61,19 +60,16 @@ request takes what the other requests leave of the engine's fill (`FollowLoad`).
 StopRule = Literal["beta", "predictive"]
 STOP_RULES: tuple[str, ...] = get_args(StopRule)
 DEFAULT_STOPPING: StopRule = "predictive"
-"""The adaptive stop rule unless `stopping` says otherwise (see `stop_rule`). Chosen with
-`ttscale bench replay --adaptive` on GSM8K traces (README: adaptive stopping): at the same
-accuracy it saved about twice the tokens of the Beta rule."""
+"""The adaptive stop rule unless `stopping` says otherwise (see `stop_rule`): at the same
+accuracy it saves more tokens than the Beta rule, replayed on GSM8K traces with `ttscale
+bench replay --adaptive` (lab/studies/adaptive-stopping.md)."""
 
 
 DEFAULT_CONFIDENCE = 0.925
-"""The adaptive stop threshold unless `confidence` says otherwise. Chosen with `ttscale
-bench replay --adaptive` on GSM8K traces (README: adaptive stopping): on problems 10-49
-it was the threshold of the predictive rule, one sample in flight, closest to saving 40%
-within half a point (38.4% at -0.5), and on 80 problems recorded after that (50-129)
-it saved 41.2% at -0.52. The predictive rule's P takes few values: 0.925 stops at three
-unanimous votes of 16 (P = 0.947), which 0.95 does not, and not at 4 votes to 1 after 5
-(P = 0.912), which 0.9 does and which cost it another 0.2 points on those 120 problems."""
+"""The adaptive stop threshold unless `confidence` says otherwise, chosen by replaying
+GSM8K traces (lab/studies/adaptive-stopping.md). The predictive rule's P takes few
+values: 0.925 stops at three unanimous votes of 16 (P = 0.947), which 0.95 does not, and
+not at 4 votes to 1 after 5 (P = 0.912), which 0.9 does."""
 
 DEFAULT_MIN_SAMPLES = 3
 """Finished samples before the adaptive confidence rule may stop (a lead no remaining

@@ -17,15 +17,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ttscale.engine.loading import close_together
+from ttscale.engine.lifecycle import close_together
 from ttscale.engine.protocol import Engine
 from ttscale.engine.types import FinishReason, SamplingSpec
 from ttscale.verifiers.request_grading import GradingTally
 
 from .base import ProgressCallback, StrategyContext, StrategyResult, Verifiers
 from .budget import Budget, BudgetLimits, Spending
-from .engine_load import DEFAULT_ENGINE_FILL, EngineLoad
 from .errors import InvalidRequest, ModelNotFound, field_ref, first_problem
+from .in_flight import DEFAULT_ENGINE_FILL, EngineLoad
 from .params import StrategyParams
 from .registry import Strategy
 from .strategy_choice import StrategyChoice

@@ -8,7 +8,8 @@ or through other fixtures), never by hand:
   `subprocess_env`.
 `make test-fast` runs the tests with neither. A guard holds the markers to the truth: a
 test that starts vLLM or a program without its marker fails, in every lane, with a line
-that says which fixture to use.
+that says which fixture to use (a test marked `vllm` may start programs: vLLM runs some
+of its own).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _lane_guard(item: pytest.Item) -> Iterator[None]:
         if "vllm" not in marked:
             for module in (local_vllm, pooling):
                 patches.enter_context(_refusing(module, "start_async_llm", "vllm"))
-        if "subprocess" not in marked:
+        if not marked & {"subprocess", "vllm"}:  # vLLM runs programs of its own
             patches.enter_context(_refusing(subprocess.Popen, "__init__", "subprocess"))
         yield
 

@@ -1,5 +1,5 @@
 """`docker/compose.yaml`, checked without a container engine: valid against the Compose
-specification (the `compose_spec` parser), and wired the way the README says (both
+specification (the `compose_spec` parser), and wired the way the docs say (both
 profiles complete, health checks and restart policies everywhere, the router's workers
 are the replicas, the front talks to the router)."""
 

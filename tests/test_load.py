@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ttscale.strategies.engine_load import EngineLoad, FollowLoad
+from ttscale.strategies.in_flight import EngineLoad, FollowLoad
 
 RULE = FollowLoad(floor=1, ceiling=4)
 

@@ -70,6 +70,19 @@ def test_only_the_ttscale_namespace_is_installed(installed):
     assert (package / "benchmarks" / "data" / "gsm8k.jsonl").is_file()
 
 
+def test_the_wheel_carries_the_product_not_the_lab_or_test_support(installed):
+    """Measurement scripts live in lab/ and test helpers in tests/support/: neither
+    ships, under any name."""
+    package = _site_packages(installed) / "ttscale"
+    shipped = {p.relative_to(package).with_suffix("").as_posix() for p in package.rglob("*.py")}
+    lab_scripts = {p.stem for p in (REPO / "lab").glob("*.py")} - {"__init__"}
+    support = {p.stem for p in (REPO / "tests" / "support").glob("*.py")} - {"__init__"}
+    assert lab_scripts and support
+    assert not {name.rsplit("/", 1)[-1] for name in shipped} & (lab_scripts | support)
+    assert not any(name.startswith(("lab", "tests")) for name in shipped)
+    assert not (package / "benchmarks" / "results").exists()
+
+
 def test_the_installed_command_runs_outside_the_repository(installed, tmp_path):
     helped = _run(installed, "--help", cwd=tmp_path)
     assert helped.returncode == 0, helped.stderr

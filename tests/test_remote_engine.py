@@ -43,7 +43,7 @@ def vllm_server(
         "--enable-prefix-caching",
         "--dtype",
         "float32",  # content assertions stand on float32, checked below against transformers
-        "--no-enable-chunked-prefill",  # as the README says for CPU servers (seeded samples)
+        "--no-enable-chunked-prefill",  # as docs/deployment.md says for CPU servers
     ]
     with vllm_api_server(args, subprocess_env, tmp_path_factory.mktemp("vllm")) as url:
         yield url

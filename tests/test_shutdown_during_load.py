@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ttscale.engine.loading import close_together, load_in_thread
+from ttscale.engine.lifecycle import close_together, load_in_thread
 
 from .support.servers import free_port
 

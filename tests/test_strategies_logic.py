@@ -12,7 +12,7 @@ from ttscale.engine.protocol import EngineError
 from ttscale.strategies.base import StrategyContext, Verifiers
 from ttscale.strategies.best_of_n import BestOfNParams, best_of_n
 from ttscale.strategies.budget import Budget, BudgetLimits
-from ttscale.strategies.engine_load import EngineLoad
+from ttscale.strategies.in_flight import EngineLoad
 from ttscale.strategies.inverse_entropy import InverseEntropyParams, inverse_entropy
 from ttscale.strategies.multi_temperature import MultiTemperatureParams, multi_temperature
 from ttscale.strategies.registry import discover

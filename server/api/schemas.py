@@ -108,7 +108,9 @@ def _api_sampling_fields() -> dict[str, Any]:
 class _RequestBase(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # strict: no true for 1
 
-    model: str = Field(..., min_length=1)
+    model: str = Field(
+        ..., min_length=1, description="the served model, optionally `MODEL:STRATEGY?k=v&...`"
+    )
 
 
 _SamplingFields = create_model(  # type: ignore[call-overload]
@@ -120,11 +122,13 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
     """Fields shared by chat and text completion requests: the sampling fields that
     `SamplingSpec` marks for the API, and the request's own."""
 
-    max_tokens: PositiveInt | None = None
-    n: PositiveInt = 1
-    stream: bool = False
+    max_tokens: PositiveInt | None = Field(
+        None, description="tokens per sample; default: the server's, clipped to the context"
+    )
+    n: PositiveInt = Field(1, description="choices (plain requests); a strategy returns one")
+    stream: bool = Field(False, description="server-sent events, with progress events")
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: str | None = Field(None, description="accepted and ignored")
     ttscale: StrategyChoice | None = Field(
         None, description="test-time-scaling strategy, parameters and budget"
     )
@@ -185,8 +189,12 @@ def api_field_name(path: str, max_tokens_param: str = "max_tokens") -> str:
 
 
 class ChatCompletionRequest(SamplingRequest):
-    messages: list[ChatMessage] = Field(..., min_length=1)
-    max_completion_tokens: PositiveInt | None = None
+    messages: list[ChatMessage] = Field(
+        ..., min_length=1, description="rendered with the model's own chat template"
+    )
+    max_completion_tokens: PositiveInt | None = Field(
+        None, description="the newer name of `max_tokens`; wins when both are given"
+    )
 
     @property
     def requested_max_tokens(self) -> int | None:
@@ -203,7 +211,9 @@ class ChatCompletionRequest(SamplingRequest):
 class CompletionRequest(SamplingRequest):
     """`/v1/completions`: a raw prompt (text or token ids), no chat template."""
 
-    prompt: NonEmptyText | Annotated[list[TokenId], Field(min_length=1)]
+    prompt: NonEmptyText | Annotated[list[TokenId], Field(min_length=1)] = Field(
+        ..., description="text, or token ids; no chat template"
+    )
 
     def prompt_fields(self) -> dict[str, Any]:
         return {"prompt": self.prompt}

