@@ -85,6 +85,8 @@ def build_grid(
             raise BenchError(f"unknown strategy {name!r}; choose from {', '.join(strategies)}")
         strategy = strategies[name]
         knob = strategy.params_model.scale_knob
+        if knob is None:
+            raise BenchError(f"strategy {name!r} has no scale knob for a budget N to set")
         for n in budgets:
             sampled = {
                 "temperature": sampling.temperature,

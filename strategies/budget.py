@@ -50,7 +50,7 @@ class Spending(BaseModel):
     samples_finished: int = 0
     samples_aborted: int = 0
     policy_flops: float = Field(0.0, description="estimated: 2 x params x tokens + attention")
-    verifier_flops: float = Field(0.0, description="estimated likewise for the verifier model")
+    verifier_flops: float = Field(0.0, description="estimated likewise, with each verifier's model")
     wall_s: float = Field(0.0, description="seconds from the budget's opening to its close")
 
     @property
@@ -87,13 +87,11 @@ class Budget:
         self,
         limits: BudgetLimits,
         policy_shape: ModelShape | None = None,
-        verifier_shape: ModelShape | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits
         self.usage = Spending()
         self._policy_shape = policy_shape
-        self._verifier_shape = verifier_shape
         self._clock = clock
         self._started_at = clock()
         self._reserved_tokens = 0
@@ -168,11 +166,13 @@ class Budget:
         left = self.verifier_tokens_left()
         return left is None or tokens <= left
 
-    def charge_verifier(self, usage: VerifierUsage) -> None:
+    def charge_verifier(self, usage: VerifierUsage, shape: ModelShape | None = None) -> None:
+        """Bill verifier work; its FLOPs are estimated with the verifier's model `shape`
+        (None: the verifier scores with the policy model, a judge)."""
         self.usage.verifier_prompt_tokens += usage.prompt_tokens
         self.usage.verifier_cached_tokens += usage.cached_prompt_tokens
         self.usage.verifier_generated_tokens += usage.generated_tokens
-        shape = self._verifier_shape or self._policy_shape
+        shape = shape or self._policy_shape
         computed = usage.prompt_tokens - usage.cached_prompt_tokens + usage.generated_tokens
         self.usage.verifier_flops += forward_flops(shape, usage.cached_prompt_tokens, computed)
 

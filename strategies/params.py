@@ -42,9 +42,9 @@ class StrategyParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    scale_knob: ClassVar[str] = "n"
+    scale_knob: ClassVar[str | None] = "n"
     """The integer parameter that sets how much the strategy spends: what a benchmark's
-    budget N sets (`ttscale bench --n`)."""
+    budget N sets (`ttscale bench --n`); None for a strategy that does not scale."""
 
     sampling: SamplingSpec = DEFAULT_SAMPLING
     """How each sample is drawn; the request's own sampling fields are its defaults."""
@@ -52,12 +52,12 @@ class StrategyParams(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        if cls.scale_knob not in cls.model_fields:
+        if cls.scale_knob is not None and cls.scale_knob not in cls.model_fields:
             raise TypeError(f"{cls.__name__}.scale_knob names no field: {cls.scale_knob!r}")
 
     def samples_requested(self) -> int | None:
-        """The number of whole samples the client asked for (`n`), which the server's
-        `max_n` bounds; None where the parameters ask for no such number."""
+        """The number of whole samples the client asked for in the parameter `n`, which
+        the server's `max_n` bounds; None where the parameters have no `n`."""
         return None
 
     def samples_at_once(self) -> int | None:

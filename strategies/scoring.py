@@ -21,7 +21,7 @@ async def score_outcomes(
     if not ctx.budget.can_verify(await verifier.estimate_outcome_tokens(ctx.question, texts)):
         return None
     result = await verifier.score_outcomes(ctx.question, list(texts), request_id=ctx.request_id)
-    ctx.budget.charge_verifier(result.usage)
+    ctx.budget.charge_verifier(result.usage, verifier.shape)
     return result.scores
 
 
@@ -45,5 +45,5 @@ async def score_steps(
     result = await verifier.score_steps(
         ctx.question, solutions, last_only=last_only, request_id=ctx.request_id
     )
-    ctx.budget.charge_verifier(result.usage)
+    ctx.budget.charge_verifier(result.usage, verifier.shape)
     return result.scores

@@ -328,10 +328,8 @@ class Service:
         max_n = self.limits.max_n
         requested = params.samples_requested()
         if requested is not None and requested > max_n:
-            param = f"choice.params.{params.scale_knob}"
             raise InvalidRequest(
-                f"{params.scale_knob}={requested} exceeds this server's limit of {max_n}",
-                param=param,
+                f"n={requested} exceeds this server's limit of {max_n}", param="choice.params.n"
             )
         planned = params.samples_at_once()
         if planned is not None and planned > max_n:

@@ -227,12 +227,12 @@ async def test_openai_client_raises_typed_errors(base_url):
 
 
 async def test_a_bug_is_a_500_that_still_carries_the_request_id_and_is_counted(engine):
-    from pydantic import BaseModel
 
+    from ttscale.strategies.params import StrategyParams
     from ttscale.strategies.registry import Strategy
 
-    class NoParams(BaseModel):
-        pass
+    class NoParams(StrategyParams):
+        scale_knob = None
 
     async def broken(ctx, params):
         raise ZeroDivisionError("a bug")

@@ -9,9 +9,11 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from ttscale.engine.protocol import EngineError
+from ttscale.engine.types import ModelShape
 from ttscale.strategies.base import StrategyContext, Verifiers
 from ttscale.strategies.best_of_n import BestOfNParams, best_of_n
 from ttscale.strategies.budget import Budget, BudgetLimits
+from ttscale.strategies.flops import forward_flops
 from ttscale.strategies.in_flight import EngineLoad
 from ttscale.strategies.inverse_entropy import InverseEntropyParams, inverse_entropy
 from ttscale.strategies.multi_temperature import MultiTemperatureParams, multi_temperature
@@ -392,6 +394,27 @@ async def test_best_of_n_picks_the_highest_verifier_score(grader):
     result = await best_of_n(ctx, BestOfNParams(n=3, sampling=SEEDED, verifier="orm"))
     assert result.answer == "2" and result.chosen == 1
     assert "highest orm score" in result.explanation
+
+
+async def test_verifier_flops_are_estimated_with_the_verifiers_own_model(grader):
+    """A reward model seven times the policy's size costs seven times its FLOPs per token;
+    a judge that scores with the policy's model (shape None) costs the policy's."""
+    policy = ModelShape(10**8, 4, 256, 4, 4, 64, 1000)
+    reward_model = ModelShape(7 * 10**8, 4, 256, 4, 4, 64, 1000)
+    spent = {}
+    for name, shape in (("orm", reward_model), ("judge", None)):
+        verifier = FakeOutcomeVerifier(lambda text: 0.5)
+        verifier.shape = shape
+        ctx = await context(answers_engine(["1", "2"]), grader, outcome={name: verifier})
+        ctx.budget = Budget(BudgetLimits(), policy_shape=policy)
+        result = await best_of_n(ctx, BestOfNParams(n=2, sampling=SEEDED, verifier=name))
+        usage = result.usage
+        computed = usage.verifier_tokens
+        assert computed == 20  # the fake bills 9 prompt + 1 generated tokens a solution
+        spent[name] = usage.verifier_flops
+        expected = forward_flops(shape or policy, usage.verifier_cached_tokens, computed)
+        assert usage.verifier_flops == pytest.approx(expected)
+    assert spent["orm"] > 6 * spent["judge"]
 
 
 async def test_best_of_n_process_verifier_uses_the_minimum_step(grader):

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ttscale.engine.protocol import Engine
-from ttscale.engine.types import SamplingSpec
+from ttscale.engine.types import ModelShape, SamplingSpec
 
 from .protocol import OutcomeScores, StepScores, VerifierUsage
 
@@ -54,6 +54,11 @@ class LLMJudge:
     def describe(self) -> dict[str, str]:
         """What a verifier listing shows: the judging model and what runs it."""
         return {"model": self._engine.info.model_name, "backend": self._engine.info.backend}
+
+    @property
+    def shape(self) -> ModelShape | None:
+        """The policy's: it judges with the policy's engine."""
+        return self._engine.info.shape
 
     async def close(self) -> None:
         """Nothing of its own to stop: it judges with the policy's engine."""

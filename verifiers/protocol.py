@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ttscale.engine.types import ModelShape
+
 
 @dataclass(frozen=True, slots=True)
 class VerifierUsage:
@@ -50,6 +52,12 @@ class Verifier(Protocol):
 
     def describe(self) -> dict[str, str]:
         """What `/v1/verifiers` lists beside the name: model, backend, input format."""
+        ...
+
+    @property
+    def shape(self) -> ModelShape | None:
+        """The scoring model's architecture, for the budget's FLOPs estimate (None: the
+        policy model's, as for a judge that scores with the policy's engine)."""
         ...
 
     async def close(self) -> None:

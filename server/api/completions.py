@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from ttscale.strategies.base import ProgressCallback
 from ttscale.strategies.budget import Spending
@@ -24,7 +24,7 @@ from ttscale.strategies.service import PreparedRequest, Service, ServiceResult
 
 from ..metrics import Metrics
 from .disconnect import ClientDisconnected, unless_disconnected
-from .errors import api_error
+from .errors import api_error, error_response
 from .schemas import (
     AssistantMessage,
     ChatChoice,
@@ -60,7 +60,9 @@ class Completions:
             result = await unless_disconnected(request, self.service.execute(prepared))
         except ClientDisconnected:
             self._cancelled(prepared, started)
-            return JSONResponse({"error": "client closed request"}, status_code=_CLIENT_CLOSED)
+            return error_response(
+                _CLIENT_CLOSED, "the client closed the request", code="client_closed"
+            )
         except Exception:
             self._failed(prepared, started)
             raise

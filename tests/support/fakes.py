@@ -145,6 +145,9 @@ class FakeVerifier:
     """What every verifier declares besides its scores (`verifiers.protocol.Verifier`):
     fake scorers inherit it."""
 
+    shape = None
+    """Scores with the policy's model, as far as the budget's FLOPs are concerned."""
+
     def describe(self) -> dict[str, str]:
         return {"model": "fake", "backend": "test"}
 
