@@ -137,7 +137,8 @@ def simulate(pool: Sequence[SampleTrace], order: Sequence[int], schedule: Schedu
             return Run(credit(labels, right), float(tokens), float(now))
         start(now)
     labels = [pool[order[i]].answer_class for i in sorted(finished)]
-    return Run(credit(labels, right), float(sum(s.tokens for s in pool)), float(now))
+    tokens = sum(pool[order[i]].tokens for i in finished)
+    return Run(credit(labels, right), float(tokens), float(now))
 
 
 def replay_schedules(

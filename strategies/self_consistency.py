@@ -212,6 +212,8 @@ def stop_rule(votes: dict[int, float], params: SelfConsistencyParams, seen: int)
     """Why adaptive sampling may stop now, or None to go on. `seen` counts the finished
     samples; the rest of n (in flight or not started) are the votes still to come."""
     remaining = params.n - seen
+    if remaining == 0:  # every sample is in: the run is complete, not stopped early
+        return None
     if cannot_be_overtaken(votes, remaining):
         return f"leader cannot be overtaken by the {remaining} remaining samples"
     if seen < params.min_samples:
