@@ -256,12 +256,7 @@ class Service:
             return min(self.limits.default_max_tokens, room)
         asked = request.sampling.max_tokens
         if asked > room:
-            raise InvalidRequest(
-                f"{field_ref('sampling.max_tokens')}={asked} does not fit: the prompt is "
-                f"{prompt_tokens} tokens and this model's context is {context}",
-                param="sampling.max_tokens",
-                code="context_length_exceeded",
-            )
+            raise _does_not_fit("sampling.max_tokens", asked, prompt_tokens, context)
         return asked
 
     def _params(
@@ -315,13 +310,7 @@ class Service:
         asked = params.sampling.max_tokens
         context = self.engine.info.max_model_len
         if prompt_tokens + asked > context:
-            param = "choice.params.sampling.max_tokens"
-            raise InvalidRequest(
-                f"{field_ref(param)}={asked} does not fit: the prompt is {prompt_tokens} "
-                f"tokens and this model's context is {context}",
-                param=param,
-                code="context_length_exceeded",
-            )
+            raise _does_not_fit("choice.params.sampling.max_tokens", asked, prompt_tokens, context)
 
     def _budget_limits(self, params: StrategyParams, limits: BudgetLimits) -> BudgetLimits:
         """Apply the service's limits: refuse what exceeds them, cap what is unset."""
@@ -360,6 +349,16 @@ class Service:
                 param=param,
             )
         return limits
+
+
+def _does_not_fit(param: str, asked: int, prompt_tokens: int, context: int) -> InvalidRequest:
+    """A per-sample length that the prompt leaves no room for, wherever it was given."""
+    return InvalidRequest(
+        f"{field_ref(param)}={asked} does not fit: the prompt is {prompt_tokens} tokens and "
+        f"this model's context is {context}",
+        param=param,
+        code="context_length_exceeded",
+    )
 
 
 def _finish_reason(result: StrategyResult) -> FinishReason:
