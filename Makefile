@@ -14,7 +14,7 @@ test: setup checks
 	.venv/bin/python -m pytest
 
 # The inner loop: the same checks and the tests that start neither vLLM nor another
-# program (markers assigned from fixture use, see tests/conftest.py).
+# program (markers assigned from fixture use, see tests/support/lanes.py).
 test-fast: setup checks
 	.venv/bin/python -m pytest -m "not vllm and not subprocess"
 

@@ -102,15 +102,29 @@ class InProcessBackend:
         try:
             prepared = await self.service.prepare(request)
         except RequestError as exc:
+            message, _ = exc.named(setting_field_name)
             if exc.code == "context_length_exceeded":
-                raise ProblemTooLong(exc.message) from exc
-            raise RequestRejected(f"{setting.label}: {exc.message}") from exc
+                raise ProblemTooLong(message) from exc
+            raise RequestRejected(f"{setting.label}: {message}") from exc
         result = await self.service.execute(prepared)
         return Solved(result.evidence or {}, time.perf_counter() - started)
 
     async def close(self) -> None:
         if self._owns_engine:
             await self.service.close()
+
+
+def setting_field_name(path: str) -> str:
+    """What a benchmark's user calls a service field: a strategy parameter by its key in
+    the setting (`self_consistency?n=4` says `n`), the budget's under `budget.`, and the
+    sampling the run sets by its option (`--max-tokens`)."""
+    if path.startswith("choice.params."):
+        return path.removeprefix("choice.params.")
+    if path.startswith("choice."):
+        return path.removeprefix("choice.")
+    if path.startswith("sampling."):
+        return "--" + path.removeprefix("sampling.").replace("_", "-")
+    return path
 
 
 class HttpBackend:

@@ -27,15 +27,12 @@ from ttscale.engine.model_store import ModelStoreError
 from ttscale.server.config import Settings
 from ttscale.strategies.deepconf import DeepConfParams
 from ttscale.strategies.errors import first_problem
-from ttscale.strategies.registry import discover
+from ttscale.strategies.registry import baseline, discover
 from ttscale.strategies.self_consistency import (
     DEFAULT_MIN_SAMPLES,
     DEFAULT_STOPPING,
     STOP_RULES,
     StopRule,
-)
-from ttscale.strategies.self_consistency import (
-    STRATEGY as SELF_CONSISTENCY,
 )
 from ttscale.verifiers.math_grader import MathGrader
 
@@ -281,7 +278,8 @@ def _plan(args: argparse.Namespace) -> tuple[list[Problem], SamplingConfig, list
         seed=args.seed,
         logprobs=None if args.trace_logprobs < 0 else args.trace_logprobs,
     )
-    grid = build_grid(args.strategies or [SELF_CONSISTENCY.name], args.n, sampling, discover())
+    strategies = discover()
+    grid = build_grid(args.strategies or [baseline(strategies)], args.n, sampling, strategies)
     check_report_options(args, grid)
     print(
         f"{len(problems)} problems x {len(grid)} settings: {', '.join(s.label for s in grid)}",

@@ -19,8 +19,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from ttscale.strategies.inverse_entropy import EPSILON
-from ttscale.strategies.registry import discover
-from ttscale.strategies.self_consistency import STRATEGY as SELF_CONSISTENCY
+from ttscale.strategies.registry import baseline, discover
 from ttscale.verifiers.aggregate import aggregate_steps
 
 from .datasets import BenchError
@@ -107,8 +106,8 @@ def default_pool(records: Sequence[Record]) -> str:
     candidates = {r.setting for r in records if independent(r)} or set(sizes)
     if not candidates:
         raise BenchError("no records to replay")
-    # on equal size plain self-consistency wins: its samples are the plainest draw
-    plainest = f"{SELF_CONSISTENCY.name}@"
+    # on equal size the baseline (plain self-consistency) wins: the plainest draw
+    plainest = f"{baseline(strategies)}@"
     return max(sorted(candidates), key=lambda s: (min(sizes[s]), s.startswith(plainest)))
 
 

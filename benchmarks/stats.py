@@ -20,7 +20,7 @@ LEVEL = 0.95
 @dataclass(frozen=True)
 class Interval:
     mean: float
-    """The point estimate: the mean, or the median for `median_ci`."""
+    """The point estimate (the mean, unless the interval is of another statistic)."""
     low: float
     high: float
 
@@ -33,14 +33,6 @@ def bootstrap_ci(
 ) -> Interval:
     """Mean and percentile-bootstrap interval over the items (problems)."""
     return _bootstrap(values, np.mean, resamples, level, seed)
-
-
-def median_ci(
-    values: Sequence[float], *, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0
-) -> Interval:
-    """Median and percentile-bootstrap interval: for timings on a shared machine, where a
-    few stalls would drag a mean."""
-    return _bootstrap(values, np.median, resamples, level, seed)
 
 
 def _bootstrap(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttscale.strategies.self_consistency import STRATEGY as SELF_CONSISTENCY
+from ttscale.strategies.registry import baseline, discover
 
 from .datasets import BenchError
 from .records import Record, read_records
@@ -122,7 +122,7 @@ def default_baseline(records: Sequence[Record]) -> str | None:
     """For runs without a saved grid: plain self-consistency when the run has it (the
     usual baseline), else the family first in name order."""
     families = sorted({r.family for r in records})
-    plain = SELF_CONSISTENCY.name
+    plain = baseline(discover())
     return plain if plain in families else next(iter(families), None)
 
 

@@ -99,8 +99,9 @@ def _wrapped_encoder(tokenizer: Any) -> Callable[[str], list[int]]:
 def _fast_encoder(tokenizer: Any) -> Callable[[str], list[int]] | None:
     """Text to ids without special tokens for a short text, on the event loop, or None
     where the wrapper must do it. The Rust tokenizer behind a fast Hugging Face tokenizer,
-    called directly, skips the batch wrapper around it (0.1 ms of the front's 1.2 ms per
-    plain request against a stand-in vLLM); it gives the same ids unless the tokenizer
+    called directly, skips the batch wrapper around it (a measurable part of the front's
+    time per plain request, lab/studies/plain-request-latency.md); it gives the same ids
+    unless the tokenizer
     file sets truncation or padding, which the wrapper turns off per call. Not for long
     texts: the direct call holds the GIL throughout."""
     backend = getattr(tokenizer, "backend_tokenizer", None)

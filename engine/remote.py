@@ -504,6 +504,8 @@ def _completion_body(
         **spec.engine_fields(),
         "seed": spec.sample_seed(index),
     }
+    if not spec.top_k:  # unset: the server's default applies (the model's generation config)
+        del body["top_k"]
     if spec.logprob_token_ids:  # the server returns them as top logprobs: ask for none else
         body["logprobs"] = 0
     if spec.confidence_stop is None:

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import statistics
 import sys
 import time
@@ -39,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from lab.script_setup import model_to_measure, prepare_measurement
 from lab.serving import serve_app, stand_in_server, ttscale_front, vllm_server
-from ttscale.benchmarks.stats import median_ci
+from ttscale.benchmarks.stats import Interval
 from ttscale.engine.local_vllm import LocalVLLMEngine
 from ttscale.engine.remote import RemoteVLLMEngine
 from ttscale.engine.types import SamplingSpec
@@ -52,6 +54,18 @@ Round = Callable[[int, int], Awaitable[int]]
 """(concurrency, round number) -> generated tokens."""
 Plain = Callable[[], Awaitable[None]]
 """One plain chat completion, waited for."""
+
+
+def median_ci(values: list[float], resamples: int = 2000, level: float = 0.95) -> Interval:
+    """Median and percentile-bootstrap interval: for timings on a shared machine, where a
+    few stalls would drag a mean."""
+    if not values:
+        return Interval(math.nan, math.nan, math.nan)
+    data = np.asarray(values, dtype=float)
+    rows = np.random.default_rng(0).integers(0, len(data), size=(resamples, len(data)))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(np.median(data[rows], axis=1), [tail, 100 - tail])
+    return Interval(float(np.median(data)), float(low), float(high))
 
 
 @dataclass

@@ -21,13 +21,20 @@ import random
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from ttscale.verifiers import math_worker
+from ttscale.benchmarks.datasets import DATA_DIR
 from ttscale.verifiers.extraction import extract_boxed
 from ttscale.verifiers.math_grader import MathGrader
+from ttscale.verifiers.math_worker import check_pair
+from ttscale.verifiers.normalize import normalize_answer
 
-DATA = Path(__file__).parent / "data"
+
+def equivalent_by_keys(gold: str, prediction: str) -> bool:
+    """The grader's equivalence without its string match: both answers are parsed and
+    keyed, and math-verify decides what the keys cannot (the sympy path alone). Runs in
+    a grading worker."""
+    a, b = normalize_answer(gold), normalize_answer(prediction)
+    return bool(a and b) and check_pair(a, b)
 
 
 async def agreement(grader: MathGrader, rows: list[dict], *, through_sympy: bool) -> dict:
@@ -41,7 +48,7 @@ async def agreement(grader: MathGrader, rows: list[dict], *, through_sympy: bool
             return await grader.is_equivalent(gold, pred)
         if pred is None:
             return False
-        return await grader._run(math_worker.equivalent_by_keys, gold, pred)
+        return await grader._run(equivalent_by_keys, gold, pred)
 
     verdicts = await asyncio.gather(
         *(check(row["answer"], pred) for row, pred in zip(rows, extracted, strict=True))
@@ -164,7 +171,7 @@ async def grouping(n: int, repeats: int, fresh_repeats: int, workers: int) -> di
 
 
 async def main_async(args: argparse.Namespace) -> dict:
-    rows = [json.loads(line) for line in (DATA / "math500.jsonl").open()]
+    rows = [json.loads(line) for line in (DATA_DIR / "math500.jsonl").open()]
     if args.limit:
         rows = rows[: args.limit]
     grader = MathGrader(workers=args.workers)

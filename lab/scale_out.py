@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 
 from tests.support.cluster import Cluster, local_cluster, start_router
+from ttscale.benchmarks.datasets import DATA_DIR
 from ttscale.engine.model_store import ensure_default_model
 from ttscale.engine.protocol import new_request_id
 from ttscale.engine.remote import RemoteVLLMEngine, parse_prometheus
@@ -45,7 +46,7 @@ from ttscale.server.wiring import build_service
 from ttscale.strategies.service import Service, ServiceRequest
 from ttscale.strategies.strategy_choice import StrategyChoice
 
-DATA = Path(__file__).parent / "data" / "gsm8k.jsonl"
+DATA = DATA_DIR / "gsm8k.jsonl"
 COUNTERS = (
     "vllm:prefix_cache_queries_total",
     "vllm:prefix_cache_hits_total",

@@ -24,9 +24,9 @@ from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
 
 from .budget import Budget, Spending
 from .errors import InvalidRequest, field_ref
-from .in_flight import EngineLoad
+from .in_flight import EngineLoad, InFlight
 from .params import VerifierUse
-from .sampling import Hold, InFlight, OnSample, SamplingOutcome, StopReason, sample_until
+from .sampling import Hold, OnSample, SamplingOutcome, StopReason, sample_until
 
 ProgressCallback = Callable[[dict[str, Any]], Awaitable[None]]
 

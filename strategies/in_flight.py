@@ -50,6 +50,10 @@ class FollowLoad:
         return max(self.floor, min(self.ceiling, room))
 
 
+InFlight = int | FollowLoad
+"""How many samples one call keeps running: a fixed number, or a rule over the load."""
+
+
 def describe_in_flight(in_flight: int | FollowLoad) -> dict[str, int | bool]:
     """One shape for the evidence whether a request fixes its samples in flight or follows
     the load, so that clients read the same fields either way."""

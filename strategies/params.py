@@ -44,7 +44,11 @@ class StrategyParams(BaseModel):
 
     scale_knob: ClassVar[str | None] = "n"
     """The integer parameter that sets how much the strategy spends: what a benchmark's
-    budget N sets (`ttscale bench --n`); None for a strategy that does not scale."""
+    budget N sets (`ttscale bench run --n`); None for a strategy that does not scale."""
+
+    benchmark_baseline: ClassVar[bool] = False
+    """Whether this is the plain strategy that a benchmark runs when none is named and
+    compares the others against (`registry.baseline`; one strategy says so)."""
 
     sampling: SamplingSpec = DEFAULT_SAMPLING
     """How each sample is drawn; the request's own sampling fields are its defaults."""

@@ -38,6 +38,12 @@ class Strategy(Generic[P]):
         return self.params_model.model_json_schema()
 
 
+def baseline(strategies: dict[str, Strategy[Any]]) -> str:
+    """The name of the strategy whose parameters declare it the benchmark baseline."""
+    (name,) = [n for n, s in strategies.items() if s.params_model.benchmark_baseline]
+    return name
+
+
 def discover() -> dict[str, Strategy[Any]]:
     """All strategies of this package, by name (imported on first call)."""
     package = importlib.import_module(__package__)

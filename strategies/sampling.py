@@ -19,14 +19,12 @@ from ttscale.engine.types import Sample, SamplingSpec
 from ttscale.verifiers.extraction import extract_answer
 
 from .budget import Budget, Reservation
-from .in_flight import EngineLoad, FollowLoad
+from .in_flight import EngineLoad, FollowLoad, InFlight
 
 StopReason = Literal["completed", "budget", "early_stop"]
 OnSample = Callable[[Sample], Awaitable[bool]]
 """Called with each finished sample; returning True stops the run (early exit)."""
 Report = Callable[..., Awaitable[None]]
-InFlight = int | FollowLoad
-"""How many samples one call keeps running: a fixed number, or a rule over the load."""
 Hold = Callable[[int], bool]
 """Called with the number of samples in flight before another starts; returning True
 starts none until one of them finishes (their answers may make it needless)."""

@@ -27,10 +27,9 @@ from .base import (
     finish_result,
     to_candidate,
 )
-from .in_flight import FollowLoad, describe_in_flight
+from .in_flight import FollowLoad, InFlight, describe_in_flight
 from .params import StrategyParams, VerifierUse
 from .registry import Strategy
-from .sampling import InFlight
 from .scoring import score_outcomes
 from .stopping import (
     beta_leader_probability,
@@ -77,6 +76,7 @@ samples can undo stops at any count)."""
 
 
 class SelfConsistencyParams(StrategyParams):
+    benchmark_baseline = True
     n: int = Field(8, ge=1, le=1024, description="samples to draw (at most)")
     weighting: Literal["none", "verifier", "pessimistic"] = "none"
     verifier: str | None = Field(None, description="outcome verifier for the weighted modes")

@@ -514,3 +514,18 @@ def test_a_model_below_the_working_directory_is_recorded_by_its_relative_path(
     assert _model_source(Namespace(url=None, model="/elsewhere/m")) == "/elsewhere/m"
     assert _model_source(Namespace(url="http://h:8000/", model=None)) == "http://h:8000"
     assert _model_source(Namespace(url=None, model=None)) == "embedded default"
+
+
+def test_a_strategy_without_a_scale_knob_cannot_be_put_on_a_budget_grid():
+    from ttscale.strategies.params import StrategyParams
+    from ttscale.strategies.registry import Strategy
+
+    class Fixed(StrategyParams):
+        scale_knob = None
+
+    async def once(ctx, params):
+        raise AssertionError("never run")
+
+    strategies = {"fixed": Strategy("fixed", Fixed, once)}
+    with pytest.raises(BenchError, match="no scale knob"):
+        build_grid(["fixed"], [1, 4], SamplingConfig(), strategies)

@@ -52,3 +52,19 @@ def test_a_model_the_server_does_not_serve_is_a_404():
         "model",
         "model 'x' is not served here",
     )
+
+
+@pytest.mark.parametrize(
+    ("service_path", "bench_name"),
+    [
+        ("choice.params.n", "n"),
+        ("choice.params.sampling.max_tokens", "sampling.max_tokens"),
+        ("choice.budget.max_wall_s", "budget.max_wall_s"),
+        ("sampling.max_tokens", "--max-tokens"),
+        ("messages", "messages"),
+    ],
+)
+def test_the_benchmark_names_fields_as_its_settings_write_them(service_path, bench_name):
+    from ttscale.benchmarks.backends import setting_field_name
+
+    assert setting_field_name(service_path) == bench_name

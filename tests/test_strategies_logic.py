@@ -125,8 +125,9 @@ async def test_adaptive_stops_when_the_leader_cannot_be_overtaken(grader):
 
 
 async def test_an_adaptive_run_that_draws_every_sample_is_complete_not_stopped_early(grader):
-    """After the n-th vote nothing is left to save: the stop rules do not claim it."""
-    engine = answers_engine(["1", "2", "3", "4"])
+    """After the n-th vote nothing is left to save: the stop rules do not claim it (the
+    leader, two votes of four, could not be overtaken by the none remaining)."""
+    engine = answers_engine(["1", "1", "2", "3"])
     params = SelfConsistencyParams(n=4, sampling=SEEDED, adaptive=True, parallel=1)
     result = await self_consistency(await context(engine, grader), params)
     assert result.usage.samples_started == 4

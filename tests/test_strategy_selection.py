@@ -46,3 +46,24 @@ def test_malformed_suffixes_are_400s_naming_the_model(model):
     with pytest.raises(InvalidRequest) as caught:
         split_model_name(model)
     assert caught.value.param == "model"
+
+
+def test_a_parameter_model_must_name_a_real_scale_knob():
+    """What a benchmark's budget N sets is declared, and checked when the class is made."""
+    from pydantic import Field
+
+    from ttscale.strategies.params import StrategyParams
+
+    with pytest.raises(TypeError, match="scale_knob names no field: 'n'"):
+
+        class Knobless(StrategyParams):
+            width: int = Field(4, ge=1)
+
+    class Wide(StrategyParams):
+        scale_knob = "width"
+        width: int = Field(4, ge=1)
+
+    class Fixed(StrategyParams):
+        scale_knob = None
+
+    assert Wide.scale_knob == "width" and Fixed.scale_knob is None

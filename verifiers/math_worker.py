@@ -443,13 +443,6 @@ def equivalent(gold: str, prediction: str) -> bool:
     return bool(a and b) and (a == b or check_pair(a, b))
 
 
-def equivalent_by_keys(gold: str, prediction: str) -> bool:
-    """`equivalent` without the string match: both answers are parsed and keyed, and
-    math-verify decides what the keys cannot (benchmarks the sympy path alone)."""
-    a, b = normalize_answer(gold), normalize_answer(prediction)
-    return bool(a and b) and check_pair(a, b)
-
-
 def warm_up() -> bool:
     """Import sympy and math-verify and walk the LaTeX parser through common shapes,
     so that the first real answers of each shape are not the slow ones."""

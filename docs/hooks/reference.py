@@ -138,7 +138,7 @@ def strategies_table(link: Link) -> str:
             (
                 f"[`{name}`]({link.to(f'strategies/{name}.md')})",
                 summary,
-                f"`{model.scale_knob}`",
+                f"`{model.scale_knob}`" if model.scale_knob else "none",
                 ", ".join(verifiers) or "none",
             )
         )
@@ -159,9 +159,10 @@ def strategy_params(link: Link, name: str) -> str:
     table = _fields_table(schema, skip=("sampling",))
     knob = strategy.params_model.scale_knob
     fields = link.to("reference.md#sampling-fields")
+    scaled = f"`ttscale bench run --n` sets `{knob}`." if knob else "It has no scale knob."
     return (
         table + f"\nAnd `sampling`: how each sample is drawn ([sampling fields]({fields})). "
-        f"`ttscale bench --n` sets `{knob}`.\n"
+        f"{scaled}\n"
     )
 
 
