@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--orm", action="append", default=[],
         help="in-process runs: outcome reward model [NAME=]DIR_OR_URL, repeatable (name: orm)",
     )  # fmt: skip
+    run.add_argument(
+        "--reasoning-parser",
+        help="in-process runs of a reasoning model: vLLM's reasoning parser (deepseek_r1, ...)",
+    )
     run.add_argument("--max-model-len", type=int, default=4096)
     run.add_argument("--concurrency", type=_positive, default=4, help="problems in flight")
     run.add_argument("--out", type=Path, help="run directory (default bench-out/DATASETS-MODEL)")
@@ -217,8 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
 async def _open_backend(args: argparse.Namespace) -> tuple[Backend, MathGrader, bool]:
     """The backend, and the grader (the in-process backend lends its own)."""
     if args.url:
-        if args.prm or args.orm:
-            raise BenchError("--prm/--orm load reward models in process; a server has its own")
+        if args.prm or args.orm or args.reasoning_parser:
+            raise BenchError(
+                "--prm/--orm/--reasoning-parser are for in-process runs; a server has its own"
+            )
         backend = await HttpBackend.connect(args.url, args.api_key)
         grader = MathGrader()
         await grader.warm_up()
@@ -228,6 +234,7 @@ async def _open_backend(args: argparse.Namespace) -> tuple[Backend, MathGrader, 
         "prm": args.prm,
         "orm": args.orm,
         "max_n": BENCH_MAX_N,  # the grid is the user's own: no server-side cap on samples
+        "reasoning_parser": args.reasoning_parser,
     }
     if args.model:
         overrides["model"] = args.model

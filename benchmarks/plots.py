@@ -20,6 +20,12 @@ COSTS = (
     ("tflops", "TFLOPs per problem (estimate)"),
     ("latency_s", "wall time per problem (s)"),
 )
+THINKING_COSTS = (
+    ("reasoning_tokens", "thinking tokens per problem"),
+    ("answer_tokens", "answer tokens per problem"),
+)
+"""Beside the costs, for runs of a reasoning model: the generated tokens split into
+thinking and answers, each a compute axis of its own."""
 
 
 PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
@@ -40,8 +46,10 @@ def plot_compute(rows: Sequence[SummaryRow], path: Path, title: str) -> None:
     families: dict[str, list[SummaryRow]] = defaultdict(list)
     for row in rows:
         families[row.family].append(row)
-    figure, axes = plt.subplots(1, len(COSTS), figsize=(5 * len(COSTS), 4), sharey=True)
-    for axis, (cost, label) in zip(axes, COSTS, strict=True):
+    thinking = any(r.reasoning_tokens for r in rows)
+    costs = COSTS + THINKING_COSTS if thinking else COSTS
+    figure, axes = plt.subplots(1, len(costs), figsize=(5 * len(costs), 4), sharey=True)
+    for axis, (cost, label) in zip(axes, costs, strict=True):
         for place, (family, members) in enumerate(families.items()):
             members = sorted(members, key=lambda r: r.n)
             xs = [getattr(r, cost) for r in members]

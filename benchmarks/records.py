@@ -36,6 +36,10 @@ class SampleTrace(BaseModel):
     answer_class: int | None
     correct: bool
     tokens: int
+    reasoning_tokens: int = Field(0, description="of `tokens`, a reasoning model's thinking")
+    answer_source: str | None = Field(
+        None, description="answer part or thinking (reasoning models), None: no answer"
+    )
     finish_reason: str
     temperature: float | None = None
     mean_entropy: float | None = None
@@ -62,6 +66,7 @@ class Record(BaseModel):
     prompt_tokens: int
     cached_prompt_tokens: int
     generated_tokens: int
+    reasoning_tokens: int = Field(0, description="of `generated_tokens`, the thinking")
     aborted_tokens: int
     verifier_tokens: int
     flops: float

@@ -37,6 +37,7 @@ def write_summary_csv(rows: Sequence[SummaryRow], path: Path) -> None:
         writer = csv.writer(out)
         writer.writerow(
             "dataset setting strategy n problems accuracy ci_low ci_high generated_tokens "
+            "reasoning_tokens "
             "verifier_tokens tflops latency_s samples stop_reasons".split()
         )
         for r in rows:
@@ -44,7 +45,8 @@ def write_summary_csv(rows: Sequence[SummaryRow], path: Path) -> None:
                 [
                     r.dataset, r.setting, r.strategy, r.n, r.problems,
                     f"{r.accuracy.mean:.4f}", f"{r.accuracy.low:.4f}", f"{r.accuracy.high:.4f}",
-                    f"{r.generated_tokens:.1f}", f"{r.verifier_tokens:.1f}", f"{r.tflops:.4f}",
+                    f"{r.generated_tokens:.1f}", f"{r.reasoning_tokens:.1f}",
+                    f"{r.verifier_tokens:.1f}", f"{r.tflops:.4f}",
                     f"{r.latency_s:.2f}", f"{r.samples:.2f}",
                     " ".join(f"{k}={v}" for k, v in sorted(r.stop_reasons.items())),
                 ]

@@ -36,6 +36,13 @@ class SummaryRow:
     latency_s: float
     samples: float
     stop_reasons: dict[str, int]
+    reasoning_tokens: float = 0.0
+    """Of `generated_tokens`, a reasoning model's thinking."""
+
+    @property
+    def answer_tokens(self) -> float:
+        """Generated tokens that were not thinking: the answers."""
+        return self.generated_tokens - self.reasoning_tokens
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,7 @@ def _summary_row(dataset: str, setting: str, group: Sequence[Record]) -> Summary
         problems=len(group),
         accuracy=bootstrap_ci([float(r.correct) for r in group]),
         generated_tokens=float(np.mean([r.generated_tokens for r in group])),
+        reasoning_tokens=float(np.mean([r.reasoning_tokens for r in group])),
         verifier_tokens=float(np.mean([r.verifier_tokens for r in group])),
         tflops=float(np.mean([r.flops for r in group])) / 1e12,
         latency_s=float(np.mean([r.latency_s for r in group])),

@@ -39,6 +39,8 @@ class EngineConfig:
     """GPU memory fraction for this engine (None: vLLM's default)."""
     block_size: int | None = None
     """KV-cache block size in tokens (None: vLLM's default, 16 on a GPU, 128 on a CPU)."""
+    reasoning_parser: str | None = None
+    """vLLM's reasoning parser for this model, by its server name (`deepseek_r1`, ...)."""
 
 
 def resolve_model(config: EngineConfig) -> tuple[Path, str]:
@@ -65,6 +67,7 @@ async def open_engine(config: EngineConfig) -> Engine:
             api_key=config.remote_api_key,
             shape=shape,
             model_path=str(config.model) if config.model else None,
+            reasoning_parser=config.reasoning_parser,
         )
 
     from .local_vllm import LocalVLLMEngine
@@ -79,5 +82,6 @@ async def open_engine(config: EngineConfig) -> Engine:
         seed=config.seed,
         gpu_memory_utilization=config.gpu_memory_utilization,
         extra_engine_args={"block_size": config.block_size} if config.block_size else None,
+        reasoning_parser=config.reasoning_parser,
     )
     return await load_in_thread(load, LocalVLLMEngine.close)

@@ -25,6 +25,7 @@ from .entropy import topk_entropy
 from .local_tokenizer import LocalChatTemplate, off_the_loop_if_long
 from .model_shape import read_model_shape
 from .protocol import EngineUnavailable, Generation, new_request_id, sample_request_id
+from .reasoning import ReasoningSplitter, check_parser_name
 from .types import EngineInfo, EngineStats, Sample, SamplingSpec
 
 logger = logging.getLogger(__name__)
@@ -81,12 +82,19 @@ def _cpu_list(cpus: Sequence[int]) -> str:
 class LocalVLLMEngine:
     """`Engine` backed by an in-process `vllm.v1.engine.async_llm.AsyncLLM`."""
 
-    def __init__(self, llm: Any, info: EngineInfo, stats: EngineStats | None = None) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        info: EngineInfo,
+        stats: EngineStats | None = None,
+        reasoning: ReasoningSplitter | None = None,
+    ) -> None:
         self._llm = llm
         self._stats = stats or EngineStats()
         self._info = info
         self._tokenizer = llm.get_tokenizer()
         self._template = LocalChatTemplate(self._tokenizer)
+        self._reasoning = reasoning
         self._make_prompt = _prompt_factory()
 
     @classmethod
@@ -100,8 +108,13 @@ class LocalVLLMEngine:
         gpu_memory_utilization: float | None = None,
         seed: int = 0,
         extra_engine_args: dict[str, Any] | None = None,
+        reasoning_parser: str | None = None,
     ) -> LocalVLLMEngine:
-        """Start the engine. Blocking (tens of seconds): call it off the event loop."""
+        """Start the engine. Blocking (tens of seconds): call it off the event loop.
+        With `reasoning_parser` (vLLM's name), samples carry their thinking apart from
+        their answers and take thinking budgets."""
+        if reasoning_parser is not None:
+            check_parser_name(reasoning_parser)
         dtype, why = resolve_dtype(dtype)
         logger.info("loading %s with dtype=%s (%s)", model_path, dtype, why)
         args: dict[str, Any] = {
@@ -117,6 +130,8 @@ class LocalVLLMEngine:
             "seed": seed,
             "max_logprobs": 20,
         }
+        if reasoning_parser is not None:
+            args["reasoning_parser"] = reasoning_parser  # vLLM forces the close at a budget
         args.update(extra_engine_args or {})
         stats = EngineStats()
         llm = start_async_llm(
@@ -134,8 +149,12 @@ class LocalVLLMEngine:
             shape=read_model_shape(model_path),
             dtype=str(llm.model_config.dtype).removeprefix("torch."),
             max_token_id=_max_token_id(llm.get_tokenizer()),
+            reasoning_parser=reasoning_parser,
         )
-        return cls(llm, info, stats)
+        reasoning = (
+            ReasoningSplitter(reasoning_parser, llm.get_tokenizer()) if reasoning_parser else None
+        )
+        return cls(llm, info, stats, reasoning)
 
     @property
     def info(self) -> EngineInfo:
@@ -171,6 +190,12 @@ class LocalVLLMEngine:
         async def run_sample(index: int) -> Sample:
             if holder and holder[0].aborting:
                 return Sample(index, "", [], "abort", prompt_tokens=0)
+            sample = await draw(index)
+            if self._reasoning is not None:
+                await self._reasoning.apply(sample, prompt_ids)
+            return sample
+
+        async def draw(index: int) -> Sample:
             if spec.confidence_stop is not None:
                 return await self._run_watched(prompt, len(prompt_ids), spec, index, request_id)
             params = sampling_params(spec, index)
@@ -197,7 +222,8 @@ class LocalVLLMEngine:
         falls below `spec.confidence_stop.threshold` (its stop reason then says so)."""
         params = sampling_params(spec, index)
         sample_id = sample_request_id(request_id, index)
-        final, low = await _generate_watched(self._llm, prompt, params, sample_id, spec)
+        closes = self._reasoning.end_token_ids if self._reasoning is not None else ()
+        final, low = await _generate_watched(self._llm, prompt, params, sample_id, spec, closes)
         if final is None:  # aborted before vLLM produced anything
             return Sample(index, "", [], "abort", prompt_tokens=prompt_tokens)
         sample = _to_sample(index, final, spec)
@@ -389,29 +415,42 @@ def _top_logprobs(position: Any, top_k: int) -> list[float]:
 
 
 async def _generate_watched(
-    llm: Any, prompt: Any, params: Any, sample_id: str, spec: SamplingSpec
+    llm: Any,
+    prompt: Any,
+    params: Any,
+    sample_id: str,
+    spec: SamplingSpec,
+    thought_closes: Sequence[int] = (),
 ) -> tuple[Any | None, bool]:
     """Run one request with DELTA output, merging the deltas into one final output, and
     abort it in vLLM as soon as a full window's mean confidence falls below the threshold;
     (final output or None, whether this watch aborted it). vLLM still delivers a last
-    (empty) delta after the abort, so the merged output holds every token generated."""
+    (empty) delta after the abort, so the merged output holds every token generated.
+    A reasoning model's sample is watched while it thinks: once a token of
+    `thought_closes` is generated, the answer runs to its end."""
     stop, top_k = spec.confidence_stop, spec.logprobs or 0
     assert stop is not None
     merged = None
     confidences: list[float] = []
-    low = False
+    watching, low = True, False
     async for delta in llm.generate(prompt, params, sample_id):
         if merged is None:
             merged = delta
         else:
             merged.add(delta, aggregate=True)
-        if low:
+        if not watching:
             continue
         since = len(confidences)
-        for position in delta.outputs[0].logprobs or ():
+        completion = delta.outputs[0]
+        for token_id, position in zip(
+            completion.token_ids, completion.logprobs or (), strict=False
+        ):
+            if token_id in thought_closes:
+                watching = False
+                break
             if position:
                 confidences.append(topk_confidence(_top_logprobs(position, top_k)))
         if first_low_window(confidences, since, stop) is not None:
-            low = True
+            watching, low = False, True
             await llm.abort(sample_id)
     return merged, low

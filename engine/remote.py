@@ -21,6 +21,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,7 +30,7 @@ from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
 from .entropy import topk_entropy
 from .failover import Failover, TransientError, is_transient_status
 from .http_client import HTTP_ERRORS, REPLY_ERRORS, auth_headers, unusable
-from .local_tokenizer import LocalChatTemplate
+from .local_tokenizer import LocalChatTemplate, load_tokenizer
 from .protocol import (
     EngineError,
     EngineSlow,
@@ -38,6 +39,7 @@ from .protocol import (
     new_request_id,
     sample_request_id,
 )
+from .reasoning import ReasoningSplitter, check_parser_name
 from .routing_keys import PrefixKeys
 from .types import EngineInfo, EngineStats, ModelShape, Sample, SamplingSpec
 
@@ -66,6 +68,8 @@ class _Partial:
     label_logprobs: list[dict[int, float]] = field(default_factory=list)
     low_confidence: bool = False
     """Its window confidence fell below `SamplingSpec.confidence_stop`: stop reading."""
+    thought_closed_at: int | None = None
+    """Tokens generated when a reasoning model's thought closed: the watch ends there."""
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     prompt_tokens: int = 0
@@ -92,6 +96,7 @@ class RemoteVLLMEngine:
         stall_timeout_s: float = 120.0,
         failover: Failover | None = None,
         routing_keys: bool = True,
+        reasoning: ReasoningSplitter | None = None,
     ) -> None:
         """`stall_timeout_s`: a stream that sends nothing for this long (a replica that
         hangs without closing its connections) counts as broken and is retried.
@@ -105,6 +110,7 @@ class RemoteVLLMEngine:
         self._in_flight = 0
         self._chat_template: LocalChatTemplate | None = None
         self._is_router: bool | None = None
+        self._reasoning = reasoning
         self._healthy_workers: int | None = None
         self._headers = auth_headers(api_key)
         # no limit on a whole request (a long sample streams for as long as it takes);
@@ -142,9 +148,16 @@ class RemoteVLLMEngine:
         api_key: str | None = None,
         shape: ModelShape | None = None,
         model_path: str | None = None,
+        reasoning_parser: str | None = None,
     ) -> RemoteVLLMEngine:
-        """Ask the first replica what it serves; fail clearly if it cannot be reached."""
+        """Ask the first replica what it serves; fail clearly if it cannot be reached.
+        With `reasoning_parser`, this front splits thinking from answers with the model's
+        tokenizer (`model_path`), and the server must take thinking budgets (run its own
+        `--reasoning-parser`)."""
         base = base_urls[0].rstrip("/")
+        reasoning = None
+        if reasoning_parser is not None:
+            reasoning = await _reasoning_splitter(reasoning_parser, model_path)
         session = aiohttp.ClientSession(
             headers=auth_headers(api_key), timeout=aiohttp.ClientTimeout(total=10.0)
         )
@@ -153,6 +166,8 @@ class RemoteVLLMEngine:
                 response.raise_for_status()
                 model = (await response.json(content_type=None))["data"][0]
                 max_token_id = await cls._vocabulary_bound(session, base, model["id"])
+                if reasoning is not None:
+                    await _check_thinking_budgets(session, base, model["id"])
         except (*HTTP_ERRORS, *REPLY_ERRORS) as exc:
             raise EngineUnavailable(unusable(f"vLLM server {base}", exc)) from exc
         info = EngineInfo(
@@ -162,8 +177,9 @@ class RemoteVLLMEngine:
             model_path=model_path,
             shape=shape,
             max_token_id=max_token_id,
+            reasoning_parser=reasoning_parser,
         )
-        engine = cls(base_urls, info, api_key=api_key)
+        engine = cls(base_urls, info, api_key=api_key, reasoning=reasoning)
         if model_path is not None:
             engine._chat_template = await LocalChatTemplate.matching(
                 model_path, engine._render_on_server
@@ -261,6 +277,12 @@ class RemoteVLLMEngine:
         stop_events = [asyncio.Event() for _ in range(n)]
 
         async def run_sample(index: int) -> Sample:
+            sample = await draw(index)
+            if self._reasoning is not None:
+                await self._reasoning.apply(sample, prompt_ids)
+            return sample
+
+        async def draw(index: int) -> Sample:
             if stop_events[index].is_set():  # aborted before it started: nothing spent
                 return _to_sample(index, _Partial(), aborted=True)
             slot = _Slot(_Partial(prompt_tokens=len(prompt_ids)))
@@ -339,11 +361,15 @@ class RemoteVLLMEngine:
                         # read on to the end of the body (just after): a response
                         # left unread is closed, and its connection cannot be reused
                         continue
-                    _apply_chunk(json.loads(payload), partial, spec)
+                    _apply_chunk(json.loads(payload), partial, spec, self._thought_closes)
                     if partial.low_confidence:
                         break  # leaving the body unread closes it: vLLM aborts the request
         except HTTP_ERRORS as exc:  # the replica (or the router) went away mid-stream
             raise TransientError(f"{url}: {exc!r}") from exc
+
+    @property
+    def _thought_closes(self) -> tuple[int, ...]:
+        return self._reasoning.end_token_ids if self._reasoning is not None else ()
 
     async def num_running(self) -> int:
         """Samples this process has in flight (other fronts may share the replicas)."""
@@ -447,6 +473,32 @@ class RemoteVLLMEngine:
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
 
+async def _reasoning_splitter(name: str, model_path: str | None) -> ReasoningSplitter:
+    """The front's reasoning parser: vLLM's, over the model's own tokenizer."""
+    check_parser_name(name)
+    if model_path is None:
+        raise EngineUnavailable(
+            "a reasoning parser with a remote engine needs the model's directory "
+            "(--model DIR): the parser reads its tokenizer"
+        )
+    tokenizer = await asyncio.to_thread(load_tokenizer, Path(model_path))
+    return ReasoningSplitter(name, tokenizer)
+
+
+async def _check_thinking_budgets(session: aiohttp.ClientSession, base: str, model: str) -> None:
+    """A thinking budget needs the server's own reasoning parser: without it vLLM refuses
+    every sample that has one, so say so at start-up rather than on the first request."""
+    body = {"model": model, "prompt": [0], "max_tokens": 1, "thinking_token_budget": 1}
+    async with session.post(f"{base}/v1/completions", json=body) as reply:
+        if reply.status == 200:
+            return
+        detail = (await reply.text())[:300]
+    raise EngineUnavailable(
+        f"the vLLM server {base} refuses thinking budgets (HTTP {reply.status}: {detail}): "
+        "start it with --reasoning-parser too"
+    )
+
+
 def _status_error(url: str, status: int, detail: str) -> EngineError:
     """A non-200 answer: worth retrying elsewhere (overload, a replica restarting) or not."""
     error = TransientError if is_transient_status(status) else EngineError
@@ -518,7 +570,9 @@ def _token_id(key: str) -> int:
     return int(key.rsplit(":", 1)[1])
 
 
-def _apply_chunk(chunk: dict[str, Any], partial: _Partial, spec: SamplingSpec) -> None:
+def _apply_chunk(
+    chunk: dict[str, Any], partial: _Partial, spec: SamplingSpec, thought_closes: Sequence[int]
+) -> None:
     top_k = spec.logprobs
     usage = chunk.get("usage")
     if usage:
@@ -527,7 +581,12 @@ def _apply_chunk(chunk: dict[str, Any], partial: _Partial, spec: SamplingSpec) -
         partial.cached_prompt_tokens = int(details.get("cached_tokens") or 0)
     for choice in chunk.get("choices") or []:
         partial.text.append(choice.get("text") or "")
-        partial.token_ids.extend(choice.get("token_ids") or [])
+        token_ids = choice.get("token_ids") or []
+        if partial.thought_closed_at is None:
+            closing = next((i for i, t in enumerate(token_ids) if t in thought_closes), None)
+            if closing is not None:
+                partial.thought_closed_at = len(partial.token_ids) + closing
+        partial.token_ids.extend(token_ids)
         logprobs = choice.get("logprobs")
         if top_k is not None and logprobs:
             partial.token_logprobs.extend(
@@ -554,7 +613,8 @@ def _watch_confidence(partial: _Partial, spec: SamplingSpec, since: int) -> None
     stop = spec.confidence_stop
     if stop is None or partial.low_confidence or partial.finish_reason:
         return
-    if first_low_window(partial.token_confidences, since, stop) is not None:
+    watched = partial.token_confidences[: partial.thought_closed_at]  # a thought, if any
+    if first_low_window(watched, since, stop) is not None:
         partial.low_confidence = True
 
 

@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 FinishReason = Literal["stop", "length", "abort"]
+
+
+def _unlimited_as_none(value: object) -> object:
+    """vLLM's spelling of no thinking budget, -1, is None here."""
+    return None if value == -1 and not isinstance(value, bool) else value
 
 
 class ConfidenceStop(BaseModel):
@@ -97,9 +102,29 @@ class SamplingSpec(BaseModel):
         0.0, ge=-2.0, le=2.0, description="penalise tokens by how often they appeared"
     )
     skip_special_tokens: bool = Field(True, description="leave special tokens out of the text")
+    thinking_token_budget: Annotated[int | None, BeforeValidator(_unlimited_as_none), API] = Field(
+        None,
+        ge=0,
+        validation_alias=AliasChoices("thinking_token_budget", "thinking_budget"),
+        description="a reasoning model's thinking tokens per sample: at the budget the "
+        "thought is closed and the model answers within max_tokens (-1 or null: none)",
+    )
     confidence_stop: Annotated[ConfidenceStop | None, ADAPTER] = Field(
         None, description="abort the sample when its window confidence drops (needs logprobs)"
     )
+
+    @classmethod
+    def by_field_name(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """`raw` with each field's other accepted name (`thinking_budget`) replaced by
+        the field's own, so that dicts of fields merge key by key."""
+        renamed = dict(raw)
+        for name, info in cls.model_fields.items():
+            choices = info.validation_alias
+            if isinstance(choices, AliasChoices):
+                for alias in choices.choices:
+                    if isinstance(alias, str) and alias != name and alias in renamed:
+                        renamed[name] = renamed.pop(alias)
+        return renamed
 
     @classmethod
     def fields_exposed(cls, exposure: Exposure) -> tuple[str, ...]:
@@ -157,16 +182,38 @@ class Sample:
     """Per position, -mean of the top-k log-probabilities (when `logprobs` was asked)."""
     label_logprobs: list[dict[int, float]] | None = None
     """Per position, the log-probabilities of `SamplingSpec.logprob_token_ids`."""
+    reasoning: str | None = None
+    """The thinking of a reasoning model's sample (see `reasoning.py`), else None."""
+    content: str | None = None
+    """The answer part when the engine splits thinking from answers (empty while the
+    thought is open), else None: then the whole text is the answer."""
+    reasoning_tokens: int = 0
+    thinking_span: int = 0
+    """Generated positions up to the thought's close (0: no thinking): what confidence
+    and entropy read, the thinking trace."""
 
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
 
     @property
+    def answer_text(self) -> str:
+        """What answers votes and verifiers read: the answer part, or the whole text."""
+        return self.text if self.content is None else self.content
+
+    def thinking(self, per_token: list[float] | None) -> list[float] | None:
+        """The thinking positions of a per-token series (all of it when no thinking)."""
+        if per_token is None or not self.thinking_span:
+            return per_token
+        return per_token[: self.thinking_span]
+
+    @property
     def mean_entropy(self) -> float | None:
-        if not self.token_entropies:
+        """Mean top-k entropy over the thinking trace (the whole sample without one)."""
+        entropies = self.thinking(self.token_entropies)
+        if not entropies:
             return None
-        return sum(self.token_entropies) / len(self.token_entropies)
+        return sum(entropies) / len(entropies)
 
     @property
     def mean_logprob(self) -> float | None:
@@ -235,3 +282,5 @@ class EngineInfo:
     """The weights dtype the engine computes in, where it is known."""
     max_token_id: int | None = None
     """The largest token id a prompt may hold, where it is known."""
+    reasoning_parser: str | None = None
+    """The vLLM reasoning parser that splits thinking from answers (None: no thinking)."""

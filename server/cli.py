@@ -81,6 +81,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--max-model-len", type=int, help="context length to serve")
     serve.add_argument(
+        "--reasoning-parser",
+        help="vLLM's reasoning parser for a reasoning model, by its vLLM name (deepseek_r1, "
+        "qwen3, ...); with --engine remote the server needs it too (env "
+        "TTSCALE_REASONING_PARSER)",
+    )
+    serve.add_argument(
         "--dtype", help="weights dtype (default auto: float32 on CPU, the checkpoint's on GPU)"
     )
     serve.add_argument(
@@ -124,7 +130,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = (
         "model served_model_name host port engine remote_urls api_keys max_model_len dtype "
-        "block_size "
+        "block_size reasoning_parser "
         "cache_dir max_n log_level log_format prm orm prm_formats docs"
     ).split()
     overrides: dict[str, Any] = {
@@ -148,6 +154,8 @@ def check_port_free(host: str, port: int) -> None:
 def preflight(settings: Settings) -> None:
     """Catch what can be caught before spending tens of seconds starting vLLM."""
     check_port_free(settings.host, settings.port)
+    if settings.reasoning_parser is not None:
+        _check_reasoning_parser(settings)
     for spec in settings.reward_models():
         if not spec.is_remote:
             validate_model_dir(Path(spec.source))
@@ -230,6 +238,21 @@ def _graceful_server_class():
                 self._captured_signals.clear()
 
     return GracefulServer
+
+
+def _check_reasoning_parser(settings: Settings) -> None:
+    """A reasoning parser vLLM has, and in remote mode the tokenizer it reads."""
+    from ttscale.engine.reasoning import UnknownReasoningParser, check_parser_name
+
+    try:
+        check_parser_name(settings.reasoning_parser or "")
+    except UnknownReasoningParser as exc:
+        raise StartupError(str(exc)) from exc
+    if settings.engine == "remote" and settings.model is None:
+        raise StartupError(
+            "--reasoning-parser with --engine remote needs --model DIR: the front splits "
+            "thinking from answers with the model's tokenizer"
+        )
 
 
 def serve(settings: Settings) -> int:

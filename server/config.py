@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         0.3, gt=0.0, lt=0.9, description="GPU memory fraction for in-process reward models"
     )
     cache_dir: Path | None = Field(None, description="Where converted models are kept")
+    reasoning_parser: str | None = Field(
+        None,
+        description="vLLM's reasoning parser for a reasoning model (deepseek_r1, qwen3, ...): "
+        "thinking is returned apart from the answer, and thinking budgets are taken",
+    )
     max_model_len: int | None = Field(None, ge=16)
     dtype: str = "auto"
     block_size: int | None = Field(

@@ -42,6 +42,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         dtype=settings.dtype,
         seed=settings.seed,
         block_size=settings.block_size,
+        reasoning_parser=settings.reasoning_parser,
     )
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from ttscale.engine.lifecycle import close_together
 from ttscale.engine.protocol import Engine
 from ttscale.engine.types import Sample, SamplingSpec
-from ttscale.verifiers.extraction import extract_answer
+from ttscale.verifiers.extraction import extract_answer, extract_boxed
 from ttscale.verifiers.math_grader import MathGrader
 from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
 
@@ -137,24 +137,42 @@ class StrategyContext:
             await self.progress({"event": event, **data})
 
 
+AnswerSource = Literal["answer", "thinking"]
+
+
 class Candidate(BaseModel):
     """One sample as the response reports it."""
 
     index: int
     answer: str | None
+    answer_source: AnswerSource | None = Field(
+        None, description="where the answer was read: the answer part, or (asked) the thinking"
+    )
     answer_class: int | None = None
     text: str
+    content: str | None = Field(
+        None, description="a reasoning model's answer part (None: the text is the answer)"
+    )
+    reasoning: str | None = Field(None, description="a reasoning model's thinking")
     tokens: int
+    reasoning_tokens: int = 0
     finish_reason: str
     temperature: float | None = None
     mean_entropy: float | None = None
     mean_logprob: float | None = None
     scores: dict[str, float | list[float]] = Field(default_factory=dict)
 
+    @property
+    def answer_text(self) -> str:
+        """What verifiers read: the answer part, or the whole text."""
+        return self.text if self.content is None else self.content
+
 
 class StrategyResult(BaseModel):
     strategy: str
     text: str
+    content: str | None = Field(None, description="the pick's answer part (reasoning models)")
+    reasoning: str | None = Field(None, description="the pick's thinking (reasoning models)")
     answer: str | None
     chosen: int | None = Field(None, description="index of the chosen candidate")
     candidates: list[Candidate]
@@ -165,18 +183,74 @@ class StrategyResult(BaseModel):
     usage: Spending
 
 
+def read_answer(
+    answer_text: str, reasoning: str | None, from_thinking: bool, *, numeric_fallback: bool = True
+) -> tuple[str | None, AnswerSource | None]:
+    """The answer of an answer part, and where it was read. A sample with none (a thought
+    cut before it closed) falls back to the last boxed answer of its thinking only when
+    `from_thinking` asks: an answer boxed inside the thoughts is a draft, not the answer."""
+    answer = extract_answer(answer_text, numeric_fallback=numeric_fallback)
+    if answer is not None:
+        return answer, "answer"
+    if from_thinking and reasoning:
+        drafted = extract_boxed(reasoning)
+        if drafted is not None:
+            return drafted, "thinking"
+    return None, None
+
+
 def to_candidate(
-    sample: Sample, answer: str | None = None, *, temperature: float | None = None
+    sample: Sample,
+    answer: str | None = None,
+    *,
+    temperature: float | None = None,
+    from_thinking: bool = False,
 ) -> Candidate:
+    """A sample as evidence; its answer is read from its answer part (`read_answer`)
+    unless the strategy gives it."""
+    source: AnswerSource | None = "answer"
+    if answer is None:
+        answer, source = read_answer(sample.answer_text, sample.reasoning, from_thinking)
     return Candidate(
         index=sample.index,
-        answer=answer if answer is not None else extract_answer(sample.text),
+        answer=answer,
+        answer_source=source,
         text=sample.text,
+        content=sample.content,
+        reasoning=sample.reasoning,
         tokens=sample.num_tokens,
+        reasoning_tokens=sample.reasoning_tokens,
         finish_reason=sample.finish_reason,
         temperature=temperature,
         mean_entropy=sample.mean_entropy,
         mean_logprob=sample.mean_logprob,
+    )
+
+
+def stepped_candidate(
+    index: int,
+    *,
+    text: str,
+    answer_text: str,
+    reasoning: str | None,
+    tokens: int,
+    finish_reason: str,
+    scores: dict[str, float | list[float]],
+    from_thinking: bool,
+) -> Candidate:
+    """A solution drawn step by step (search, particles) as evidence: its answer is read
+    from its answer part, never guessed from a bare number."""
+    answer, source = read_answer(answer_text, reasoning, from_thinking, numeric_fallback=False)
+    return Candidate(
+        index=index,
+        answer=answer,
+        answer_source=source,
+        text=text,
+        content=answer_text if reasoning is not None else None,
+        reasoning=reasoning,
+        tokens=tokens,
+        finish_reason=finish_reason,
+        scores=scores,
     )
 
 
@@ -200,6 +274,8 @@ def finish_result(
     return StrategyResult(
         strategy=strategy,
         text=pick.text if pick else "",
+        content=pick.content if pick else None,
+        reasoning=pick.reasoning if pick else None,
         answer=pick.answer if pick else None,
         chosen=pick.index if pick else None,
         candidates=candidates,

@@ -34,12 +34,12 @@ from pydantic import Field, model_validator
 from ttscale.engine.confidence import LOW_CONFIDENCE, confidence_drops, lowest_group_confidence
 from ttscale.engine.types import ConfidenceStop, Sample
 from ttscale.verifiers.aggregate import plurality, weighted_vote
-from ttscale.verifiers.extraction import extract_answer
 
 from .base import (
     StrategyContext,
     StrategyResult,
     finish_result,
+    read_answer,
     to_candidate,
 )
 from .params import StrategyParams
@@ -125,7 +125,7 @@ class Trace:
 
     @classmethod
     def of(cls, sample: Sample, phase: Literal["warmup", "final"], window: int) -> Trace:
-        confidences = sample.token_confidences or []
+        confidences = sample.thinking(sample.token_confidences) or []  # the thinking trace
         return cls(
             sample,
             phase,
@@ -181,7 +181,8 @@ class _Consensus:
             )
         if not trace.retained(self.threshold):
             return False
-        self.answers.append(extract_answer(trace.sample.text))
+        sample, from_thinking = trace.sample, self.params.answer_from_thinking
+        self.answers.append(read_answer(sample.answer_text, sample.reasoning, from_thinking)[0])
         self.weights.append(trace.confidence or 0.0)
         if self.params.consensus is None and self.ctx.progress is None:
             return False  # nobody looks at the running vote: grouping can wait
@@ -260,7 +261,10 @@ class _Outcome:
         """Vote over the retained traces weighted by confidence; pick the most confident
         member of the winning class (with no answer to vote on, the most confident
         retained trace, so the reply still has a text)."""
-        candidates = [to_candidate(t.sample) for t in self.traces]
+        candidates = [
+            to_candidate(t.sample, from_thinking=self.params.answer_from_thinking)
+            for t in self.traces
+        ]
         for candidate, trace in zip(candidates, self.traces, strict=True):
             if trace.confidence is not None:
                 candidate.scores["confidence"] = trace.confidence

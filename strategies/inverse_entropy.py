@@ -68,9 +68,9 @@ async def _sequential(ctx: StrategyContext, spec: SamplingSpec, params: InverseE
     for index in range(params.n):
         messages = list(ctx.messages)
         if previous is not None:
-            refine = params.refine_prompt.format(previous=previous.text)
+            refine = params.refine_prompt.format(previous=previous.answer_text)
             messages += [
-                {"role": "assistant", "content": previous.text},
+                {"role": "assistant", "content": previous.answer_text},
                 {"role": "user", "content": refine},
             ]
         prompt = ctx.prompt_ids if previous is None else await ctx.engine.render_chat(messages)
@@ -92,7 +92,7 @@ async def inverse_entropy(ctx: StrategyContext, params: InverseEntropyParams) ->
         outcome = await _sequential(ctx, spec, params)
 
     samples = outcome.finished
-    candidates = [to_candidate(s) for s in samples]
+    candidates = [to_candidate(s, from_thinking=params.answer_from_thinking) for s in samples]
     weights = [chain_weight(s) for s in samples]
     labels = await label_answers(ctx.verifiers.grader, candidates)
     for candidate, weight in zip(candidates, weights, strict=True):

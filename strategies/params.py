@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ttscale.engine.types import SamplingSpec
 
@@ -52,6 +52,12 @@ class StrategyParams(BaseModel):
 
     sampling: SamplingSpec = DEFAULT_SAMPLING
     """How each sample is drawn; the request's own sampling fields are its defaults."""
+
+    answer_from_thinking: bool = Field(
+        False,
+        description="a reasoning model's sample with no answer part (its thought was cut) "
+        "votes with the last boxed answer of its thinking; the evidence says which",
+    )
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

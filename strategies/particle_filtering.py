@@ -43,13 +43,13 @@ from pydantic import Field
 
 from ttscale.engine.types import Sample, SamplingSpec
 from ttscale.verifiers.aggregate import argmax_first, weighted_vote
-from ttscale.verifiers.extraction import extract_answer
 
 from .base import (
     Candidate,
     StrategyContext,
     StrategyResult,
     finish_result,
+    stepped_candidate,
 )
 from .params import StrategyParams, VerifierUse
 from .registry import Strategy
@@ -99,6 +99,11 @@ class Particle:
     text: str = ""
     steps: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    answer_text: str = ""
+    thought: str = ""
+    split: bool = False
+    """Whether the engine splits thinking from answers (a reasoning model's steps think
+    first, then close the thought and answer)."""
     finished: bool = False
     finish_reason: str = "length"
 
@@ -106,9 +111,20 @@ class Particle:
     def last_score(self) -> float:
         return self.scores[-1] if self.scores else 0.0
 
+    @property
+    def reasoning(self) -> str | None:
+        return self.thought if self.split else None
+
     def copy(self, new_id: int) -> Particle:
         return Particle(
-            new_id, list(self.token_ids), self.text, list(self.steps), list(self.scores)
+            new_id,
+            list(self.token_ids),
+            self.text,
+            list(self.steps),
+            list(self.scores),
+            self.answer_text,
+            self.thought,
+            self.split,
         )
 
     def grow(self, sample: Sample) -> bool:
@@ -120,6 +136,9 @@ class Particle:
             return False
         self.token_ids += sample.token_ids
         self.text += sample.text
+        self.answer_text += sample.answer_text
+        self.thought += sample.reasoning or ""
+        self.split = self.split or sample.content is not None
         self.steps.append(sample.text.strip())
         return True
 
@@ -278,14 +297,16 @@ async def particle_filtering(
     return await _result(ctx, params, population, stop_reason)
 
 
-def _candidate(particle: Particle, weight: float) -> Candidate:
-    return Candidate(
-        index=particle.id,
-        answer=extract_answer(particle.text, numeric_fallback=False),
+def _candidate(particle: Particle, weight: float, from_thinking: bool) -> Candidate:
+    return stepped_candidate(
+        particle.id,
         text=particle.text,
+        answer_text=particle.answer_text,
+        reasoning=particle.reasoning,
         tokens=len(particle.token_ids),
         finish_reason=particle.finish_reason if particle.finished else "length",
         scores={"weight": weight, "last_step": particle.last_score, "steps": particle.scores},
+        from_thinking=from_thinking,
     )
 
 
@@ -315,7 +336,8 @@ async def _result(
 ) -> StrategyResult:
     pool = population.finished or population.live
     weights = softmax_weights([p.last_score for p in pool], params.temperature)
-    candidates = [_candidate(p, w) for p, w in zip(pool, weights, strict=True)]
+    from_thinking = params.answer_from_thinking
+    candidates = [_candidate(p, w, from_thinking) for p, w in zip(pool, weights, strict=True)]
     chosen, votes, rule = await _pick(ctx, params, candidates, weights)
     which = "finished" if population.finished else "unfinished"
     return finish_result(

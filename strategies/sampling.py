@@ -171,7 +171,8 @@ async def _next_finished(
                 index=sample.index,
                 tokens=sample.num_tokens,
                 finish_reason=sample.finish_reason,
-                answer=extract_answer(sample.text),
+                answer=extract_answer(sample.answer_text),
+                reasoning_tokens=sample.reasoning_tokens,
                 generated_tokens=draw.budget.usage.generated_tokens,
             )
         if on_sample is not None and await on_sample(sample):

@@ -18,13 +18,13 @@ from pydantic import Field, model_validator
 
 from ttscale.engine.types import Sample
 from ttscale.verifiers.aggregate import pessimistic_vote, plurality, weighted_vote
-from ttscale.verifiers.extraction import extract_answer
 
 from .base import (
     Candidate,
     StrategyContext,
     StrategyResult,
     finish_result,
+    read_answer,
     to_candidate,
 )
 from .in_flight import FollowLoad, InFlight, describe_in_flight
@@ -153,7 +153,9 @@ async def self_consistency(ctx: StrategyContext, params: SelfConsistencyParams) 
         on_sample=watch.on_sample if watching else None,
         hold=watch.hold if params.adaptive and params.hold_back else None,
     )
-    candidates = [to_candidate(s) for s in outcome.finished]
+    candidates = [
+        to_candidate(s, from_thinking=params.answer_from_thinking) for s in outcome.finished
+    ]
     labels = await label_answers(ctx.verifiers.grader, candidates)
     winner, totals, explanation = await _vote(ctx, params, candidates, labels)
     if watch.stopped_by is not None:
@@ -192,7 +194,10 @@ class _VoteWatch:
     """The rule that stopped the run, if one did."""
 
     async def on_sample(self, sample: Sample) -> bool:
-        self.answers[sample.index] = extract_answer(sample.text)
+        from_thinking = self.params.answer_from_thinking
+        self.answers[sample.index] = read_answer(
+            sample.answer_text, sample.reasoning, from_thinking
+        )[0]
         ordered = [self.answers[i] for i in sorted(self.answers)]
         labels = await self.ctx.verifiers.grader.group(ordered)
         _, self.votes = plurality(labels)
@@ -262,7 +267,7 @@ async def _vote(
     if params.weighting == "none":
         return (*plurality(labels), explanation)
     name = params.verifier
-    scores = await score_outcomes(ctx, name, [c.text for c in candidates])
+    scores = await score_outcomes(ctx, name, [c.answer_text for c in candidates])
     if scores is None:
         return (*plurality(labels), explanation + " (verifier budget exhausted: unweighted)")
     for candidate, score in zip(candidates, scores, strict=True):

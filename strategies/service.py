@@ -71,7 +71,17 @@ class ServiceRequest(BaseModel):
 class Choice:
     index: int
     text: str
+    """The whole generated text (a reasoning model's thinking included)."""
     finish_reason: FinishReason
+    content: str | None = None
+    """A reasoning model's answer part (None: the text is the answer)."""
+    reasoning: str | None = None
+    """A reasoning model's thinking."""
+
+    @property
+    def answer_text(self) -> str:
+        """What a chat message's content is: the answer part, or the whole text."""
+        return self.text if self.content is None else self.content
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,7 @@ class Service:
         sampling = request.sampling.replace(max_tokens=self._max_tokens(request, len(prompt_ids)))
         verifiers = self.verifiers.for_request(self.limits.grading_deadline_s)
         if strategy is None:
+            self._check_thinking(sampling, "sampling")
             budget = Budget(
                 self._plain_limits(request, sampling), policy_shape=self.engine.info.shape
             )
@@ -154,6 +165,7 @@ class Service:
         choice = request.choice
         params = self._params(strategy, choice, request.sampling, sampling.max_tokens)
         self._check_lengths(params, len(prompt_ids))
+        self._check_thinking(params.sampling, "choice.params.sampling")
         for use in params.verifiers_used():
             self.verifiers.check(use, "choice.params")
         limits = self._budget_limits(params, choice.budget)
@@ -182,10 +194,12 @@ class Service:
         if prepared.strategy is None:
             outcome = await context.sample(prepared.sampling, prepared.request.n)
             samples = outcome.finished + outcome.aborted
-            choices = [Choice(s.index, s.text, s.finish_reason) for s in samples]
+            choices = [
+                Choice(s.index, s.text, s.finish_reason, s.content, s.reasoning) for s in samples
+            ]
             return ServiceResult(model, "none", choices, prepared.spent())
         result = await prepared.strategy.execute(context, prepared.params)
-        choice = Choice(0, result.text, _finish_reason(result))
+        choice = Choice(0, result.text, _finish_reason(result), result.content, result.reasoning)
         include_text = prepared.request.choice.include_text
         evidence = _evidence(result, prepared.params, prepared.budget.limits, include_text)
         return ServiceResult(
@@ -275,6 +289,7 @@ class Service:
             raise InvalidRequest(f"{field_ref(param)} must be an object", param=param)
         defaults = strategy.params_model.model_fields["sampling"].default.model_dump()
         from_request = asked.model_dump(include=asked.model_fields_set)
+        given = SamplingSpec.by_field_name(given)
         raw["sampling"] = {**defaults, **from_request, "max_tokens": max_tokens, **given}
         try:
             return strategy.parse_params(raw)
@@ -311,6 +326,27 @@ class Service:
         context = self.engine.info.max_model_len
         if prompt_tokens + asked > context:
             raise _does_not_fit("choice.params.sampling.max_tokens", asked, prompt_tokens, context)
+
+    def _check_thinking(self, sampling: SamplingSpec, at: str) -> None:
+        """A thinking budget needs a reasoning model's parser, and room for the answer
+        after it: `max_tokens` counts thinking and answer together."""
+        budget = sampling.thinking_token_budget
+        if budget is None:
+            return
+        param = f"{at}.thinking_token_budget"
+        if self.engine.info.reasoning_parser is None:
+            raise InvalidRequest(
+                f"{field_ref(param)} needs a reasoning model: this server runs no reasoning "
+                "parser (ttscale serve --reasoning-parser NAME)",
+                param=param,
+            )
+        if budget >= sampling.max_tokens:
+            raise InvalidRequest(
+                f"{field_ref(param)}={budget} leaves no room for the answer: "
+                f"{field_ref(at + '.max_tokens')}={sampling.max_tokens} counts thinking and "
+                "answer together",
+                param=param,
+            )
 
     def _budget_limits(self, params: StrategyParams, limits: BudgetLimits) -> BudgetLimits:
         """Apply the service's limits: refuse what exceeds them, cap what is unset."""
@@ -376,7 +412,8 @@ def _evidence(
     data = result.model_dump(exclude={"usage"})
     if not include_text:
         for candidate in data["candidates"]:
-            candidate.pop("text", None)
+            for text in ("text", "content", "reasoning"):
+                candidate.pop(text, None)
     data["params"] = params.model_dump()
     data["budget"] = {
         "granted": limits.model_dump(),

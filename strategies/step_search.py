@@ -21,13 +21,12 @@ from pydantic import Field
 
 from ttscale.engine.types import Sample, SamplingSpec
 from ttscale.verifiers.aggregate import argmax_first
-from ttscale.verifiers.extraction import extract_answer
 
 from .base import (
-    Candidate,
     StrategyContext,
     StrategyResult,
     finish_result,
+    stepped_candidate,
 )
 from .params import StrategyParams, VerifierUse
 from .registry import Strategy
@@ -75,12 +74,25 @@ class Beam:
     step_token_counts: list[int] = field(default_factory=list)
     step_texts: list[str] = field(default_factory=list)
     """Each step's tokens and raw text (separator included), so a step can be replaced."""
+    step_thoughts: list[str] = field(default_factory=list)
+    step_answers: list[str] = field(default_factory=list)
+    """Each step's thinking and answer parts (a reasoning model's steps think first)."""
+    split: bool = False
+    """Whether the engine splits thinking from answers (a reasoning model)."""
     finished: bool = False
     refinements: int = 0
 
     @property
     def worst(self) -> float:
         return min(self.scores) if self.scores else 0.0
+
+    @property
+    def answer_text(self) -> str:
+        return "".join(self.step_answers)
+
+    @property
+    def reasoning(self) -> str | None:
+        return "".join(self.step_thoughts) if self.split else None
 
 
 def _grow(beam: Beam, sample: Sample) -> Beam:
@@ -91,6 +103,9 @@ def _grow(beam: Beam, sample: Sample) -> Beam:
         scores=list(beam.scores),
         step_token_counts=[*beam.step_token_counts, sample.num_tokens],
         step_texts=[*beam.step_texts, sample.text],
+        step_thoughts=[*beam.step_thoughts, sample.reasoning or ""],
+        step_answers=[*beam.step_answers, sample.answer_text],
+        split=beam.split or sample.content is not None,
         finished=ends_solution(sample),
         refinements=beam.refinements,
     )
@@ -105,7 +120,12 @@ async def _replace_last_step(ctx: StrategyContext, beam: Beam, rewrite: str, sco
     beam.text = beam.text[: len(beam.text) - len(beam.step_texts[-1])] + raw
     beam.step_token_counts[-1], beam.step_texts[-1] = len(ids), raw
     beam.steps[-1], beam.scores[-1] = rewrite, score
-    beam.finished = beam.finished or "\\boxed" in rewrite
+    answered = bool(beam.step_answers[-1]) or not beam.split  # the step was in the answer
+    if answered:
+        beam.step_answers[-1] = raw
+    else:
+        beam.step_thoughts[-1] = raw
+    beam.finished = beam.finished or (answered and "\\boxed" in rewrite)
 
 
 def _refine_index(depth: int, slot: int, attempt: int) -> int:
@@ -221,13 +241,15 @@ async def step_search(ctx: StrategyContext, params: StepSearchParams) -> Strateg
     pool = [b for b in beams if b.finished] or beams
     best = argmax_first([b.worst for b in pool])
     candidates = [
-        Candidate(
-            index=i,
-            answer=extract_answer(b.text, numeric_fallback=False),
+        stepped_candidate(
+            i,
             text=b.text,
+            answer_text=b.answer_text,
+            reasoning=b.reasoning,
             tokens=len(b.token_ids),
             finish_reason="stop" if b.finished else "length",
             scores={"min_step": b.worst, "steps": b.scores},
+            from_thinking=params.answer_from_thinking,
         )
         for i, b in enumerate(pool)
     ]

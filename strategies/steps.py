@@ -14,5 +14,6 @@ def split_steps(text: str) -> list[str]:
 
 def ends_solution(step: Sample) -> bool:
     """Whether a sampled step ends its solution: it did not stop at the separator (end
-    of sequence, or its token limit), or it writes a boxed answer."""
-    return step.stop_reason != STEP_SEPARATOR or "\\boxed" in step.text
+    of sequence, or its token limit), or it writes a boxed answer (in its answer part: a
+    reasoning model's boxed draft inside its thoughts does not end it)."""
+    return step.stop_reason != STEP_SEPARATOR or "\\boxed" in step.answer_text

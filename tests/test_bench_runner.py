@@ -529,3 +529,25 @@ def test_a_strategy_without_a_scale_knob_cannot_be_put_on_a_budget_grid():
     strategies = {"fixed": Strategy("fixed", Fixed, once)}
     with pytest.raises(BenchError, match="no scale knob"):
         build_grid(["fixed"], [1, 4], SamplingConfig(), strategies)
+
+
+async def test_a_reasoning_models_records_keep_thinking_and_answer_tokens_apart(grader, tmp_path):
+    """The compute axes of a reasoning model's run: thinking, answers, and their sum."""
+    from ttscale.benchmarks.summary import summarize
+
+    from .support.fakes import THOUGHT_CLOSES
+
+    def thinks(prompt, spec, index):
+        return Scripted(f"Let me add.{THOUGHT_CLOSES}So \\boxed{{18}}.")
+
+    engine = ScriptedEngine(thinks, reasoning=True)
+    await _runner(engine, grader, tmp_path).run(PROBLEMS[:1], _grid("self_consistency"))
+    record = {r.key: r for r in read_records(tmp_path)}[("self_consistency@2", "toy", "easy")]
+    assert record.correct
+    assert [(s.reasoning_tokens, s.answer_source) for s in record.samples] == [
+        (len("Let me add."), "answer")
+    ] * 2
+    assert record.reasoning_tokens == 2 * len("Let me add.") < record.generated_tokens
+    row = next(r for r in summarize(read_records(tmp_path)) if r.n == 2)
+    assert row.reasoning_tokens + row.answer_tokens == row.generated_tokens
+    assert row.answer_tokens == 2 * len(f"{THOUGHT_CLOSES}So \\boxed{{18}}.")

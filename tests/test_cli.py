@@ -240,4 +240,4 @@ def test_bench_reward_models_load_in_process_and_not_with_a_server(monkeypatch, 
     assert [s.name for s in seen[0].reward_models()] == ["math", "orm"]
     status = ttscale_cli.main([*common, "--url", "http://127.0.0.1:9", "--prm", "/m/prm"])
     assert status == 2
-    assert "--prm/--orm load reward models in process" in capsys.readouterr().err
+    assert "--prm/--orm/--reasoning-parser are for in-process runs" in capsys.readouterr().err

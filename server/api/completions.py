@@ -67,7 +67,7 @@ class Completions:
             self._failed(prepared, started)
             raise
         self._finished(prepared, result, started)
-        return format_response(kind, result)
+        return format_response(kind, result, reasoning=self._reasoning)
 
     def _stream(
         self, body: SamplingRequest, prepared: PreparedRequest, kind: Kind, started: float
@@ -83,13 +83,18 @@ class Completions:
 
         choice = prepared.request.choice
         events = completion_events(
-            ChunkWriter(self.service.engine.info.model_name, kind),
+            ChunkWriter(self.service.engine.info.model_name, kind, reasoning=self._reasoning),
             execute,
             progress=choice.progress if choice is not None else False,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
             on_cancel=lambda: self._cancelled(prepared, started),
         )
         return sse(events)
+
+    @property
+    def _reasoning(self) -> bool:
+        """Whether this server splits thinking from answers (a reasoning parser)."""
+        return self.service.engine.info.reasoning_parser is not None
 
     def _finished(self, prepared: PreparedRequest, result: ServiceResult, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -115,13 +120,15 @@ class Completions:
         self.metrics.grading(prepared.grading)
 
 
-def format_response(kind: Kind, result: ServiceResult):
-    usage = Usage.of(result.usage)
+def format_response(kind: Kind, result: ServiceResult, *, reasoning: bool = False):
+    """The JSON body. A chat message carries a reasoning model's answer part as its content
+    and its thinking apart; a text completion carries the whole text, as vLLM's do."""
+    usage = Usage.of(result.usage, reasoning=reasoning)
     if kind == "chat":
         choices = [
             ChatChoice(
                 index=c.index,
-                message=AssistantMessage(content=c.text),
+                message=AssistantMessage.of(c.answer_text, c.reasoning),
                 finish_reason=c.finish_reason,
             )
             for c in result.choices

@@ -223,6 +223,10 @@ class PromptTokensDetails(BaseModel):
     cached_tokens: int = 0
 
 
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
 class Usage(BaseModel):
     """OpenAI usage, counted as the budget counts: `prompt_tokens` are the prompt tokens
     of every engine request made for this request (a sample of N reads its prompt N
@@ -234,20 +238,37 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = Field(
+        None, description="with a reasoning parser: the thinking tokens among them"
+    )
 
     @classmethod
-    def of(cls, spent: Spending) -> Usage:
+    def of(cls, spent: Spending, *, reasoning: bool = False) -> Usage:
+        """The usage of what was spent; `reasoning` (a server with a reasoning parser)
+        adds the thinking tokens, as vLLM's server does."""
+        details = CompletionTokensDetails(reasoning_tokens=spent.reasoning_tokens)
         return cls(
             prompt_tokens=spent.prompt_tokens,
             completion_tokens=spent.generated_tokens,
             total_tokens=spent.prompt_tokens + spent.generated_tokens,
             prompt_tokens_details=PromptTokensDetails(cached_tokens=spent.cached_prompt_tokens),
+            completion_tokens_details=details if reasoning else None,
         )
 
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    reasoning: str | None = Field(
+        None, description="a reasoning model's thinking (vLLM's name for it)"
+    )
+    reasoning_content: str | None = Field(
+        None, description="the same thinking, under the name older clients read"
+    )
+
+    @classmethod
+    def of(cls, content: str, reasoning: str | None) -> AssistantMessage:
+        return cls(content=content, reasoning=reasoning, reasoning_content=reasoning)
 
 
 class ChatChoice(BaseModel):

@@ -37,8 +37,10 @@ class ChunkWriter:
     """Formats chunks of one completion (shared id, creation time and model); `kind`
     "text" writes `/v1/completions` chunks (`text` instead of a `delta`)."""
 
-    def __init__(self, model: str, kind: str = "chat") -> None:
+    def __init__(self, model: str, kind: str = "chat", *, reasoning: bool = False) -> None:
         self.kind = kind
+        self.reasoning = reasoning
+        """The server splits thinking from answers: usage counts thinking tokens."""
         self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
@@ -182,8 +184,13 @@ def _result_chunks(writer: ChunkWriter, result: ServiceResult, include_usage: bo
     for choice in result.choices:
         if choice.index:
             chunks.append(writer.chunk({"role": "assistant", "content": ""}, index=choice.index))
-        if choice.text:
-            chunks.append(writer.chunk({"content": choice.text}, index=choice.index))
+        thought = choice.reasoning if writer.kind == "chat" else None
+        if thought:  # vLLM's name for it, and the one older clients read
+            delta = {"reasoning": thought, "reasoning_content": thought}
+            chunks.append(writer.chunk(delta, index=choice.index))
+        text = choice.answer_text if writer.kind == "chat" else choice.text
+        if text:
+            chunks.append(writer.chunk({"content": text}, index=choice.index))
         chunks.append(
             writer.chunk(
                 {},
@@ -193,6 +200,7 @@ def _result_chunks(writer: ChunkWriter, result: ServiceResult, include_usage: bo
             )
         )
     if include_usage:
-        chunks.append(writer.usage(Usage.of(result.usage).model_dump()))
+        usage = Usage.of(result.usage, reasoning=writer.reasoning)
+        chunks.append(writer.usage(usage.model_dump()))
     chunks.append(writer.done())
     return chunks

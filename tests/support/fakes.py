@@ -22,6 +22,12 @@ class Scripted:
     logprob: float = -0.5
     confidence: float | tuple[float, ...] = 1.0
     """Token confidences: one value for every token, or one per token (the last repeats)."""
+    after_forced_close: str = ""
+    """What a reasoning model answers when a thinking budget closes its thought."""
+
+
+THOUGHT_CLOSES = "</think>"
+"""Where a scripted reasoning model's thought closes (its text thinks before it)."""
 
 
 Script = Callable[[list[int], SamplingSpec, int], Scripted]
@@ -36,10 +42,18 @@ class ScriptedEngine:
     have produced in proportion to the time it ran.
     """
 
-    def __init__(self, script: Script, max_model_len: int = 4096) -> None:
+    def __init__(self, script: Script, max_model_len: int = 4096, reasoning: bool = False) -> None:
+        """`reasoning`: a reasoning model whose samples think until `THOUGHT_CLOSES`,
+        split as the engines split them, and whose thinking budgets close the thought."""
         self._script = script
         self._running = 0
-        self.info = EngineInfo(model_name="scripted", max_model_len=max_model_len, backend="fake")
+        self._reasoning = reasoning
+        self.info = EngineInfo(
+            model_name="scripted",
+            max_model_len=max_model_len,
+            backend="fake",
+            reasoning_parser="scripted" if reasoning else None,
+        )
         self.calls: list[tuple[list[int], SamplingSpec]] = []
         self.request_ids: list[str | None] = []
 
@@ -65,11 +79,16 @@ class ScriptedEngine:
         stops = [asyncio.Event() for _ in range(n)]
 
         async def run_sample(index: int) -> Sample:
+            sample = await draw(index)
+            return _split_thinking(sample) if self._reasoning else sample
+
+        async def draw(index: int) -> Sample:
             scripted = self._script(prompt, spec, index)
+            text = _with_thinking_budget(scripted, spec.thinking_token_budget)
             seconds = scripted.seconds
-            tokens = [ord(c) for c in scripted.text][: spec.max_tokens]
-            finish = "length" if len(scripted.text) > spec.max_tokens else "stop"
-            stop_reason = next((s for s in spec.stop if scripted.text.endswith(s)), None)
+            tokens = [ord(c) for c in text][: spec.max_tokens]
+            finish = "length" if len(text) > spec.max_tokens else "stop"
+            stop_reason = next((s for s in spec.stop if text.endswith(s)), None)
             confidences = _confidences(scripted, spec, len(tokens))
             cut = _low_confidence_cut(spec, confidences)
             if cut is not None:  # as the adapters do: aborted at the window that fell low
@@ -120,6 +139,29 @@ class ScriptedEngine:
 
     async def close(self) -> None:
         return None
+
+
+# --- a reasoning model, emulated ----------------------------------------------------------
+
+
+def _with_thinking_budget(scripted: Scripted, budget: int | None) -> str:
+    """The scripted text, its thought closed by force at `budget` characters (tokens)
+    if it thinks longer, then answered with `after_forced_close`, as vLLM does."""
+    text = scripted.text
+    thought_ends = text.find(THOUGHT_CLOSES)
+    if budget is None or 0 <= thought_ends <= budget:
+        return text
+    return text[:budget] + THOUGHT_CLOSES + scripted.after_forced_close
+
+
+def _split_thinking(sample: Sample) -> Sample:
+    """The engines' split (`engine/reasoning.py`): thinking before the close, the answer
+    part after it (empty while the thought is open)."""
+    thought, closes, answer = sample.text.partition(THOUGHT_CLOSES)
+    sample.reasoning, sample.content = thought, answer
+    sample.reasoning_tokens = len(thought)
+    sample.thinking_span = len(thought) + len(closes)
+    return sample
 
 
 # --- DeepConf's online stop (`SamplingSpec.confidence_stop`), emulated -------------------

@@ -65,6 +65,49 @@ def tiny_model_dir(cache_dir: Path | None = None) -> Path:
     return target
 
 
+TINY_REASONING_NAME = "tiny-qwen2-reasoning-test"
+THINK_START, THINK_END = "<think>", "</think>"
+_REASONING_VERSION = "1"
+REASONING_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and not enable_thinking %}"
+    "{{ '<think>\\n\\n</think>\\n\\n' }}{% else %}{{ '<think>\\n' }}{% endif %}"
+    "{% endif %}"
+)
+"""A chat template that opens the thought in the generation prompt, as reasoning models'
+templates do (DeepSeek-R1 distills, Qwen3), and closes it at once when
+`enable_thinking` is false (Qwen3's switch)."""
+
+
+def tiny_reasoning_model_dir(cache_dir: Path | None = None) -> Path:
+    """The tiny random Qwen2 as a reasoning model: SmolLM2's tokenizer with `<think>` and
+    `</think>` added as special tokens, and `REASONING_TEMPLATE`. Random weights never
+    close a thought by themselves, which is what a forced close at a thinking budget
+    needs to show. vLLM's `deepseek_r1` reasoning parser reads it."""
+    cache = cache_dir or default_cache_dir()
+    target = cache / "test-models" / f"{TINY_REASONING_NAME}-v{_REASONING_VERSION}"
+    if (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_default_model(cache_dir))
+    tokenizer.add_special_tokens({"additional_special_tokens": [THINK_START, THINK_END]})
+    tokenizer.chat_template = REASONING_TEMPLATE
+    config = tiny_qwen2_config(tokenizer, tie_word_embeddings=True, dtype=torch.bfloat16)
+    torch.manual_seed(1)
+    model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    with staged_directory(target) as staging:
+        tokenizer.save_pretrained(staging)
+        model.save_pretrained(staging, safe_serialization=True)
+        generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}
+        (staging / "generation_config.json").write_text(json.dumps(generation))
+    return target
+
+
 STEP_TOKEN = "<extra_0>"
 _REWARD_VERSION = "1"
 

@@ -1,0 +1,110 @@
+"""Reasoning models, with a scripted engine: votes read the answer part, a thought cut
+short votes only when asked to read its thinking, thinking budgets close thoughts so
+that cut samples still answer, and thinking is billed and reported apart."""
+
+from __future__ import annotations
+
+import pytest
+
+from ttscale.engine.types import SamplingSpec
+from ttscale.strategies.deepconf import DeepConfParams, Trace
+from ttscale.strategies.errors import InvalidRequest
+from ttscale.strategies.self_consistency import SelfConsistencyParams, self_consistency
+from ttscale.strategies.strategy_choice import StrategyChoice
+
+from .support.fakes import THOUGHT_CLOSES, Scripted, ScriptedEngine
+from .test_service import request, service
+from .test_strategies_logic import context
+
+SEEDED = SamplingSpec(seed=0, max_tokens=200)
+
+
+def reasoning_engine(texts: list[str], **scripted) -> ScriptedEngine:
+    """Sample k (seed k) writes texts[k]."""
+    return ScriptedEngine(
+        lambda p, spec, i: Scripted(texts[spec.seed % len(texts)], **scripted), reasoning=True
+    )
+
+
+async def test_a_draft_boxed_in_the_thoughts_is_not_the_vote_when_an_answer_part_exists(grader):
+    thinks = f"Maybe \\boxed{{1}}? No, recheck.{THOUGHT_CLOSES}So \\boxed{{2}}"
+    engine = reasoning_engine([thinks, thinks, f"Hm \\boxed{{1}}{THOUGHT_CLOSES}\\boxed{{1}}"])
+    params = SelfConsistencyParams(n=3, sampling=SEEDED)
+    result = await self_consistency(await context(engine, grader), params)
+    assert result.answer == "2" and result.votes == {"2": 2.0, "1": 1.0}
+    first = result.candidates[0]
+    assert (first.answer, first.answer_source) == ("2", "answer")
+    assert first.content == "So \\boxed{2}" and "\\boxed{1}" in first.reasoning
+    assert result.content == "So \\boxed{2}" and "recheck" in result.reasoning
+
+
+async def test_a_thought_cut_before_it_closed_votes_only_when_asked_to_read_its_thinking(grader):
+    cut = "Let me think: the sum is \\boxed{7}, but I should check it again and again"
+    answered = f"Short.{THOUGHT_CLOSES}\\boxed{{9}}"
+    engine = reasoning_engine([cut, cut, answered])
+    strict = SelfConsistencyParams(n=3, sampling=SEEDED)
+    result = await self_consistency(await context(engine, grader), strict)
+    assert [c.answer for c in result.candidates] == [None, None, "9"]
+    assert result.answer == "9" and result.candidates[0].content == ""
+    lenient = strict.model_copy(update={"answer_from_thinking": True})
+    result = await self_consistency(await context(engine, grader), lenient)
+    assert result.answer == "7"
+    assert [c.answer_source for c in result.candidates] == ["thinking", "thinking", "answer"]
+
+
+async def test_a_thinking_budget_closes_the_thought_so_a_long_thinker_still_votes(grader):
+    long_thought = "I keep thinking " * 20  # 320 characters: no close of its own
+    engine = reasoning_engine([long_thought], after_forced_close="\\boxed{4}")
+    spec = SamplingSpec(seed=0, max_tokens=400, thinking_token_budget=50)
+    result = await self_consistency(
+        await context(engine, grader), SelfConsistencyParams(n=2, sampling=spec)
+    )
+    assert result.answer == "4"
+    assert all(c.reasoning_tokens == 50 and c.content == "\\boxed{4}" for c in result.candidates)
+    assert result.usage.reasoning_tokens == 100
+    answer_tokens = len(THOUGHT_CLOSES) + len("\\boxed{4}")
+    assert result.usage.generated_tokens == 2 * (50 + answer_tokens)
+
+
+def test_confidence_and_entropy_read_the_thinking_trace():
+    """DeepConf's paper sets its threshold on reasoning traces: a confident thought with
+    an unsure answer keeps the thought's confidence."""
+    from ttscale.engine.types import Sample
+
+    thought, answer = [0.9] * 8, [0.1] * 4
+    sample = Sample(
+        0, "x" * 12, list(range(12)), "stop",
+        token_confidences=thought + answer, token_entropies=[0.2] * 8 + [3.0] * 4,
+        reasoning="x" * 7, content="x" * 4, reasoning_tokens=7, thinking_span=8,
+    )  # fmt: skip
+    trace = Trace.of(sample, "warmup", window=4)
+    assert trace.confidence == pytest.approx(0.9)
+    assert sample.mean_entropy == pytest.approx(0.2)
+    plain = Sample(0, "x", [1, 2], "stop", token_entropies=[0.2, 3.0])
+    assert plain.mean_entropy == pytest.approx(1.6)  # no thinking: the whole sample
+
+
+async def test_a_thinking_budget_needs_a_reasoning_model_and_room_for_the_answer(grader):
+    plain, _ = service(ScriptedEngine(lambda p, spec, i: Scripted("1")), grader)
+    budgeted = SamplingSpec(thinking_token_budget=64, max_tokens=128)
+    with pytest.raises(InvalidRequest, match="needs a reasoning model") as caught:
+        await plain.prepare(request(sampling=budgeted))
+    assert caught.value.param == "sampling.thinking_token_budget"
+
+    thinking, _ = service(reasoning_engine(["1"]), grader)
+    await thinking.prepare(request(sampling=budgeted))  # fits: 64 of 128 for thinking
+    too_long = SamplingSpec(thinking_token_budget=128, max_tokens=128)
+    with pytest.raises(InvalidRequest, match="no room for the answer") as caught:
+        await thinking.prepare(request(sampling=too_long))
+    assert caught.value.param == "sampling.thinking_token_budget"
+    strategy = StrategyChoice(
+        strategy="self_consistency",
+        params={"sampling": {"thinking_budget": 300, "max_tokens": 256}},
+    )
+    with pytest.raises(InvalidRequest, match="no room for the answer") as caught:
+        await thinking.prepare(request(choice=strategy))
+    assert caught.value.param == "choice.params.sampling.thinking_token_budget"
+
+
+def test_deepconf_takes_the_answer_from_thinking_switch():
+    assert DeepConfParams(answer_from_thinking=True).answer_from_thinking
