@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -149,10 +150,12 @@ class LocalVLLMEngine:
             shape=read_model_shape(model_path),
             dtype=str(llm.model_config.dtype).removeprefix("torch."),
             max_token_id=_max_token_id(llm.get_tokenizer()),
-            reasoning_parser=reasoning_parser,
         )
-        reasoning = (
-            ReasoningSplitter(reasoning_parser, llm.get_tokenizer()) if reasoning_parser else None
+        if reasoning_parser is None:
+            return cls(llm, info, stats)
+        reasoning = ReasoningSplitter(reasoning_parser, llm.get_tokenizer())
+        info = replace(
+            info, reasoning_parser=reasoning_parser, thought_closes=reasoning.end_token_ids
         )
         return cls(llm, info, stats, reasoning)
 

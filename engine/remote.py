@@ -178,6 +178,7 @@ class RemoteVLLMEngine:
             shape=shape,
             max_token_id=max_token_id,
             reasoning_parser=reasoning_parser,
+            thought_closes=reasoning.end_token_ids if reasoning is not None else (),
         )
         engine = cls(base_urls, info, api_key=api_key, reasoning=reasoning)
         if model_path is not None:

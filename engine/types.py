@@ -284,3 +284,6 @@ class EngineInfo:
     """The largest token id a prompt may hold, where it is known."""
     reasoning_parser: str | None = None
     """The vLLM reasoning parser that splits thinking from answers (None: no thinking)."""
+    thought_closes: tuple[int, ...] = ()
+    """The token ids that close a thought, where the parser marks thoughts by tokens:
+    what budget forcing stops at, suppresses and writes."""

@@ -86,6 +86,11 @@ class StrategyParams(BaseModel):
         that any subset of a run's samples is a run with fewer (what replay assumes)."""
         return False
 
+    def needs_thought_closes(self) -> bool:
+        """Whether the strategy writes a reasoning model's thought close itself, so that
+        it needs a server whose reasoning parser marks thoughts with a token."""
+        return False
+
     def verifiers_used(self) -> list[VerifierUse]:
         """The verifiers these parameters name; the service refuses a request naming one
         the server does not have before anything is generated."""

@@ -166,6 +166,12 @@ class Service:
         params = self._params(strategy, choice, request.sampling, sampling.max_tokens)
         self._check_lengths(params, len(prompt_ids))
         self._check_thinking(params.sampling, "choice.params.sampling")
+        if params.needs_thought_closes() and not self.engine.info.thought_closes:
+            raise InvalidRequest(
+                f"{field_ref('choice.strategy')} {strategy.name!r} needs a reasoning model "
+                "whose parser marks thoughts with a token (ttscale serve --reasoning-parser)",
+                param="choice.strategy",
+            )
         for use in params.verifiers_used():
             self.verifiers.check(use, "choice.params")
         limits = self._budget_limits(params, choice.budget)

@@ -233,3 +233,23 @@ async def test_a_remote_server_that_refuses_thinking_budgets_is_refused_at_conne
             await RemoteVLLMEngine.connect(
                 [url], model_path=str(reasoning_model_path), reasoning_parser="deepseek_r1"
             )
+
+
+async def test_budget_forcing_closes_a_random_models_thought_at_its_cap(thinker_url):
+    """Random weights never close a thought: every chain is closed at the cap, by the
+    strategy writing the close token, and then answers."""
+    params = {"n": 2, "answer_tokens": 12, "sampling": {"max_tokens": 36, "seed": 5}}
+    body = {
+        "model": TINY_REASONING_NAME,
+        "messages": CHAT,
+        "ttscale": {"strategy": "budget_forcing", "params": params, "include_text": True},
+    }
+    async with httpx.AsyncClient(base_url=thinker_url, timeout=120) as http:
+        reply = (await http.post("/v1/chat/completions", json=body)).json()
+    evidence = reply["ttscale"]
+    assert [c["forced_close"] for c in evidence["details"]["chains"]] == [True, True]
+    assert all(c["reasoning_tokens"] == 24 for c in evidence["candidates"])
+    assert all(c["content"] for c in evidence["candidates"])  # each chain answered
+    spent = evidence["budget"]["spent"]
+    assert spent["reasoning_tokens"] == 48 and spent["generated_tokens"] == 2 * 36
+    assert all(c["reasoning"] for c in evidence["candidates"])

@@ -108,3 +108,75 @@ async def test_a_thinking_budget_needs_a_reasoning_model_and_room_for_the_answer
 
 def test_deepconf_takes_the_answer_from_thinking_switch():
     assert DeepConfParams(answer_from_thinking=True).answer_from_thinking
+
+
+# --- budget forcing (s1) -----------------------------------------------------------------
+
+
+def second_thoughts(prompt, spec, index) -> Scripted:
+    """Closes its thought quickly on 1; told to wait, it thinks again and settles on 2."""
+    seen = "".join(map(chr, prompt))
+    if THOUGHT_CLOSES in seen:  # the thought is closed: the answer
+        return Scripted("\\boxed{2}" if "Wait" in seen else "\\boxed{1}")
+    if "Wait" in seen:
+        return Scripted(f"Actually two.{THOUGHT_CLOSES}")
+    return Scripted(f"Quick: one.{THOUGHT_CLOSES}")
+
+
+async def test_budget_forcing_reopens_a_closed_thought_with_the_cue_and_the_answer_changes(grader):
+    from ttscale.strategies.budget_forcing import BudgetForcingParams, budget_forcing
+
+    engine = ScriptedEngine(second_thoughts, reasoning=True)
+    spec = SamplingSpec(seed=0, max_tokens=300)
+    once = BudgetForcingParams(extensions=1, answer_tokens=50, sampling=spec)
+    result = await budget_forcing(await context(engine, grader), once)
+    chain = result.candidates[0]
+    assert result.answer == "2" and chain.answer_source == "answer"
+    assert chain.reasoning == "Quick: one.WaitActually two."
+    thought = len("Quick: one.") + len("Actually two.")
+    assert chain.reasoning_tokens == thought == result.usage.reasoning_tokens
+    assert result.details["chains"] == [
+        {"extensions": 1, "thinking_tokens": thought, "forced_close": False, "answered": True}
+    ]
+    # the cue is written into the prompt, not generated: the bill is the model's tokens
+    answer = len("\\boxed{2}")
+    assert result.usage.generated_tokens == thought + 2 + answer  # two closes generated
+    never = once.model_copy(update={"extensions": 0})
+    assert (await budget_forcing(await context(engine, grader), never)).answer == "1"
+
+
+async def test_budget_forcing_closes_a_thought_at_its_cap_and_lets_the_model_answer(grader):
+    from ttscale.strategies.budget_forcing import BudgetForcingParams, budget_forcing
+
+    def rambles(prompt, spec, index):
+        closed = THOUGHT_CLOSES in "".join(map(chr, prompt))
+        return Scripted("\\boxed{5}" if closed else "and so on " * 40)
+
+    engine = ScriptedEngine(rambles, reasoning=True)
+    spec = SamplingSpec(seed=0, max_tokens=100, thinking_token_budget=60)
+    params = BudgetForcingParams(n=3, answer_tokens=20, sampling=spec)
+    assert params.thinking_cap() == 60
+    result = await budget_forcing(await context(engine, grader), params)
+    assert result.answer == "5" and result.votes == {"5": 3.0}
+    assert all(c["forced_close"] and c["thinking_tokens"] == 60 for c in result.details["chains"])
+    assert result.usage.generated_tokens == 3 * (60 + len("\\boxed{5}"))
+
+
+async def test_budget_forcing_leaves_a_long_enough_thought_closed(grader):
+    from ttscale.strategies.budget_forcing import BudgetForcingParams, budget_forcing
+
+    engine = ScriptedEngine(second_thoughts, reasoning=True)
+    params = BudgetForcingParams(
+        extensions=3, min_thinking=5, answer_tokens=50, sampling=SamplingSpec(seed=0)
+    )
+    result = await budget_forcing(await context(engine, grader), params)
+    assert result.answer == "1" and result.details["chains"][0]["extensions"] == 0
+
+
+async def test_budget_forcing_needs_a_reasoning_model(grader):
+    plain, _ = service(ScriptedEngine(lambda p, spec, i: Scripted("1")), grader)
+    with pytest.raises(InvalidRequest, match="needs a reasoning model") as caught:
+        await plain.prepare(request(choice=StrategyChoice(strategy="budget_forcing")))
+    assert caught.value.param == "choice.strategy"
+    thinking, _ = service(reasoning_engine(["1"]), grader)
+    await thinking.prepare(request(choice=StrategyChoice(strategy="budget_forcing")))

@@ -26,8 +26,9 @@ class Scripted:
     """What a reasoning model answers when a thinking budget closes its thought."""
 
 
-THOUGHT_CLOSES = "</think>"
-"""Where a scripted reasoning model's thought closes (its text thinks before it)."""
+THOUGHT_CLOSES = "\u2021"
+"""Where a scripted reasoning model's thought closes (its text thinks before it): one
+character, so one token, as `</think>` is one token for a real model's tokenizer."""
 
 
 Script = Callable[[list[int], SamplingSpec, int], Scripted]
@@ -53,6 +54,7 @@ class ScriptedEngine:
             max_model_len=max_model_len,
             backend="fake",
             reasoning_parser="scripted" if reasoning else None,
+            thought_closes=(ord(THOUGHT_CLOSES),) if reasoning else (),
         )
         self.calls: list[tuple[list[int], SamplingSpec]] = []
         self.request_ids: list[str | None] = []
@@ -80,7 +82,7 @@ class ScriptedEngine:
 
         async def run_sample(index: int) -> Sample:
             sample = await draw(index)
-            return _split_thinking(sample) if self._reasoning else sample
+            return _split_thinking(sample, prompt) if self._reasoning else sample
 
         async def draw(index: int) -> Sample:
             scripted = self._script(prompt, spec, index)
@@ -88,7 +90,10 @@ class ScriptedEngine:
             seconds = scripted.seconds
             tokens = [ord(c) for c in text][: spec.max_tokens]
             finish = "length" if len(text) > spec.max_tokens else "stop"
-            stop_reason = next((s for s in spec.stop if text.endswith(s)), None)
+            stop_reason: str | int | None = next((s for s in spec.stop if text.endswith(s)), None)
+            hit = next((i for i, t in enumerate(tokens) if t in spec.stop_token_ids), None)
+            if hit is not None:  # as vLLM: the stop token ends the ids, not the text
+                tokens, finish, stop_reason = tokens[: hit + 1], "stop", tokens[hit]
             confidences = _confidences(scripted, spec, len(tokens))
             cut = _low_confidence_cut(spec, confidences)
             if cut is not None:  # as the adapters do: aborted at the window that fell low
@@ -110,7 +115,7 @@ class ScriptedEngine:
             except TimeoutError:
                 return Sample(
                     index,
-                    "".join(chr(t) for t in tokens),
+                    "".join(chr(t) for t in (tokens[:-1] if hit is not None else tokens)),
                     tokens,
                     finish,
                     stop_reason=stop_reason if finish != "length" else None,
@@ -154,9 +159,13 @@ def _with_thinking_budget(scripted: Scripted, budget: int | None) -> str:
     return text[:budget] + THOUGHT_CLOSES + scripted.after_forced_close
 
 
-def _split_thinking(sample: Sample) -> Sample:
+def _split_thinking(sample: Sample, prompt: list[int]) -> Sample:
     """The engines' split (`engine/reasoning.py`): thinking before the close, the answer
-    part after it (empty while the thought is open)."""
+    part after it (empty while the thought is open); all answer once the prompt closed
+    the thought."""
+    if ord(THOUGHT_CLOSES) in prompt:
+        sample.content = sample.text
+        return sample
     thought, closes, answer = sample.text.partition(THOUGHT_CLOSES)
     sample.reasoning, sample.content = thought, answer
     sample.reasoning_tokens = len(thought)
