@@ -94,6 +94,8 @@ class StrategyContext:
     request_id: str = "req"
     progress: ProgressCallback | None = None
     load: EngineLoad = field(default_factory=EngineLoad)
+    thinking_decay: float = 1.0
+    """How the request's thinking budget shrinks from sample to sample (`sampling`)."""
 
     async def sample(
         self,
@@ -129,6 +131,7 @@ class StrategyContext:
             report=self.report,
             request_id=self.request_id,
             load=self.load,
+            thinking_decay=self.thinking_decay,
         )
 
     async def report(self, event: str, **data: Any) -> None:

@@ -53,6 +53,14 @@ class StrategyParams(BaseModel):
     sampling: SamplingSpec = DEFAULT_SAMPLING
     """How each sample is drawn; the request's own sampling fields are its defaults."""
 
+    thinking_decay: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="with a thinking budget: each sample (in draw order) may think this "
+        "share of the budget of the one before it, so that the first samples think longest "
+        "and a run that stops early has spent its thinking where it counted (1: all alike)",
+    )
     answer_from_thinking: bool = Field(
         False,
         description="a reasoning model's sample with no answer part (its thought was cut) "

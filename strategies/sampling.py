@@ -60,6 +60,7 @@ class _Draw:
     first_index: int
     request_id: str
     hold: Hold | None = None
+    thinking_decay: float = 1.0
     running: dict[asyncio.Task[Sample], _Running] = field(default_factory=dict)
     started: int = 0
     most_running: int = 0
@@ -85,7 +86,9 @@ class _Draw:
                 break
             index = self.first_index + self.started
             one = self.spec.replace(
-                max_tokens=reservation.max_tokens, seed=self.spec.sample_seed(index)
+                max_tokens=reservation.max_tokens,
+                seed=self.spec.sample_seed(index),
+                thinking_token_budget=thinking_budget(self.spec, index, self.thinking_decay),
             )
             generation = self.engine.generate(
                 self.prompt_ids, one, request_id=f"{self.request_id}-{index}"
@@ -118,6 +121,7 @@ async def sample_until(
     report: Report | None = None,
     request_id: str = "req",
     load: EngineLoad | None = None,
+    thinking_decay: float = 1.0,
 ) -> SamplingOutcome:
     """Draw up to `count` samples of `prompt_ids` under `spec`.
 
@@ -125,12 +129,23 @@ async def sample_until(
     `{request_id}-{first_index + i}`, so results do not depend on finishing order and
     every engine request can be traced to its API request. Samples are numbered from
     `first_index` in `Sample.index`. Each finished sample is announced through `report`.
-    Samples in flight are counted in `load` (the service's) while they run.
+    Samples in flight are counted in `load` (the service's) while they run. With
+    `thinking_decay` below 1, sample i thinks at most `thinking_budget` of it.
     """
     in_flight = parallel if isinstance(parallel, FollowLoad) else max(1, parallel or count)
     load = load if load is not None else EngineLoad()
     draw = _Draw(
-        engine, prompt_ids, spec, count, budget, in_flight, load, first_index, request_id, hold
+        engine,
+        prompt_ids,
+        spec,
+        count,
+        budget,
+        in_flight,
+        load,
+        first_index,
+        request_id,
+        hold,
+        thinking_decay,
     )
     outcome = SamplingOutcome()
     try:
@@ -150,6 +165,15 @@ async def sample_until(
     outcome.finished.sort(key=lambda s: s.index)
     outcome.most_in_flight = draw.most_running
     return outcome
+
+
+def thinking_budget(spec: SamplingSpec, index: int, decay: float) -> int | None:
+    """The thinking budget of sample `index`: the spec's, shrunk by `decay` per sample
+    before it (at least one token; none without a budget)."""
+    budget = spec.thinking_token_budget
+    if budget is None or decay == 1.0:
+        return budget
+    return max(1, int(budget * decay**index))
 
 
 async def _next_finished(

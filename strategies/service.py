@@ -195,6 +195,7 @@ class Service:
             request_id=f"{prepared.request.request_id}-{uuid.uuid4().hex[:8]}",
             progress=progress,
             load=self.load,
+            thinking_decay=prepared.params.thinking_decay if prepared.params else 1.0,
         )
         model = self.engine.info.model_name
         if prepared.strategy is None:

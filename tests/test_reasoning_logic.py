@@ -180,3 +180,20 @@ async def test_budget_forcing_needs_a_reasoning_model(grader):
     assert caught.value.param == "choice.strategy"
     thinking, _ = service(reasoning_engine(["1"]), grader)
     await thinking.prepare(request(choice=StrategyChoice(strategy="budget_forcing")))
+
+
+async def test_a_thinking_budget_can_shrink_from_sample_to_sample(grader):
+    """With a decay the samples a run draws first think longest, and those an adaptive
+    run may stop before needing think less."""
+    long_thought = "I keep thinking " * 20
+    engine = reasoning_engine([long_thought], after_forced_close="\\boxed{4}")
+    svc, _ = service(engine, grader)
+    params = {"n": 4, "parallel": 1, "thinking_decay": 0.5,
+              "sampling": {"seed": 0, "max_tokens": 400, "thinking_budget": 64}}  # fmt: skip
+    result = await svc.complete(
+        request(choice=StrategyChoice(strategy="self_consistency", params=params))
+    )
+    assert [spec.thinking_token_budget for _, spec in engine.calls] == [64, 32, 16, 8]
+    thinking = [c["reasoning_tokens"] for c in result.evidence["candidates"]]
+    assert thinking == [64, 32, 16, 8]
+    assert result.evidence["budget"]["spent"]["reasoning_tokens"] == sum(thinking)
