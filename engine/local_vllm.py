@@ -155,7 +155,10 @@ class LocalVLLMEngine:
             return cls(llm, info, stats)
         reasoning = ReasoningSplitter(reasoning_parser, llm.get_tokenizer())
         info = replace(
-            info, reasoning_parser=reasoning_parser, thought_closes=reasoning.end_token_ids
+            info,
+            reasoning_parser=reasoning_parser,
+            thinking_budgets=reasoning.takes_budgets,
+            thought_closes=reasoning.end_token_ids,
         )
         return cls(llm, info, stats, reasoning)
 

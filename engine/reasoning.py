@@ -6,10 +6,11 @@ Qwen3 families), then answers. The server is told which parser reads the model
 engine returns carries its thinking, its answer part and how many thinking tokens it
 spent, whichever adapter drew it. Strategies vote on the answer part.
 
-For the parsers that mark thoughts with two tokens (most of vLLM's), the split is made on
-token ids, not on text: the markers may be special tokens that the sample's text leaves
-out, and the thought may have been opened by the chat template rather than the model.
-Other parsers split the text as vLLM's server does.
+Where the parser's thoughts open and close with one vocabulary token each (the strings
+vLLM's reasoning configuration forces at a thinking budget), the split is made on token
+ids, not on text: the markers may be special tokens that the sample's text leaves out,
+and the thought may have been opened by the chat template rather than the model. Other
+parsers read the text, decoded with its special tokens, as vLLM's server has them read.
 """
 
 from __future__ import annotations
@@ -60,20 +61,26 @@ class ReasoningSplitter:
 
     def __init__(self, name: str, tokenizer: Any) -> None:
         from vllm.reasoning import ReasoningParserManager
-        from vllm.reasoning.basic_parsers import BaseThinkingReasoningParser
 
         check_parser_name(name)
         self.name = name
         self._tokenizer = tokenizer
         self._parser = ReasoningParserManager.get_reasoning_parser(name)(tokenizer)
-        marked = isinstance(self._parser, BaseThinkingReasoningParser)
-        self._start_id: int | None = self._parser.start_token_id if marked else None
-        self._end_id: int | None = self._parser.end_token_id if marked else None
+        start, end = self._parser.reasoning_start_str, self._parser.reasoning_end_str
+        self.takes_budgets = bool(start and end)
+        """vLLM closes thoughts at a budget by writing these strings: a parser without
+        them cannot take thinking budgets."""
+        self._start_id = self._marker_id(start)
+        self._end_id = self._marker_id(end)
+
+    def _marker_id(self, marker: str | None) -> int | None:
+        """The one vocabulary token that spells `marker`, if there is one."""
+        return self._parser.vocab.get(marker) if marker else None
 
     @property
     def end_token_ids(self) -> tuple[int, ...]:
         """The token that closes a thought, where the parser marks thoughts by tokens."""
-        return () if self._end_id is None else (self._end_id,)
+        return () if self._end_id is None or self._start_id is None else (self._end_id,)
 
     def thinks_after(self, prompt_ids: Sequence[int]) -> bool:
         """Whether a sample of this prompt starts in a thought or may open one (False
@@ -84,20 +91,32 @@ class ReasoningSplitter:
         """The sample's thinking and answer part."""
         if not self.thinks_after(prompt_ids):
             return ReasoningParts(None, sample.text, 0, 0)
-        if self._end_id is None:
-            return self._split_text(sample)
+        if not self.end_token_ids:
+            return await self._split_text(sample)
         ids = list(sample.token_ids)
         start = 1 if ids[:1] == [self._start_id] else 0
-        end = ids.index(self._end_id) if self._end_id in ids else len(ids)
-        thought, answer = ids[start:end], ids[end + 1 :]
-        span = min(end + 1, len(ids))
-        return ReasoningParts(
-            await self._decode(thought), await self._decode(answer), len(thought), span
-        )
+        closes = ids.index(self._end_id) if self._end_id in ids else len(ids)
+        span = min(closes + 1, len(ids))
+        reasoning = await self._decode(ids[start:closes])
+        content = await self._answer_part(sample, ids[:span], ids[span:])
+        return ReasoningParts(reasoning, content, closes - start, span)
 
-    def _split_text(self, sample: Sample) -> ReasoningParts:
-        reasoning, content = self._parser.extract_reasoning(sample.text, self._request)
-        tokens = self._parser.count_reasoning_tokens(sample.token_ids)
+    async def _answer_part(self, sample: Sample, head: list[int], tail: list[int]) -> str:
+        """What follows the close in the sample's own text, which vLLM has cut at a stop
+        string; the decoded answer tokens where the text does not begin as they do."""
+        shown = await self._decode(head)
+        if sample.text.startswith(shown):
+            return sample.text[len(shown) :]
+        return await self._decode(tail)
+
+    async def _split_text(self, sample: Sample) -> ReasoningParts:
+        ids = list(sample.token_ids)
+        decode = self._tokenizer.decode
+        marked = await off_the_loop_if_long(
+            lambda: decode(ids, skip_special_tokens=False), len(ids)
+        )
+        reasoning, content = self._parser.extract_reasoning(marked, self._request)
+        tokens = self._parser.count_reasoning_tokens(ids)
         return ReasoningParts(reasoning, content or "", tokens, tokens)
 
     async def _decode(self, ids: list[int]) -> str:

@@ -166,7 +166,7 @@ class RemoteVLLMEngine:
                 response.raise_for_status()
                 model = (await response.json(content_type=None))["data"][0]
                 max_token_id = await cls._vocabulary_bound(session, base, model["id"])
-                if reasoning is not None:
+                if reasoning is not None and reasoning.takes_budgets:
                     await _check_thinking_budgets(session, base, model["id"])
         except (*HTTP_ERRORS, *REPLY_ERRORS) as exc:
             raise EngineUnavailable(unusable(f"vLLM server {base}", exc)) from exc
@@ -178,6 +178,7 @@ class RemoteVLLMEngine:
             shape=shape,
             max_token_id=max_token_id,
             reasoning_parser=reasoning_parser,
+            thinking_budgets=reasoning is not None and reasoning.takes_budgets,
             thought_closes=reasoning.end_token_ids if reasoning is not None else (),
         )
         engine = cls(base_urls, info, api_key=api_key, reasoning=reasoning)

@@ -123,6 +123,8 @@ class SamplingSpec(BaseModel):
             if isinstance(choices, AliasChoices):
                 for alias in choices.choices:
                     if isinstance(alias, str) and alias != name and alias in renamed:
+                        if name in renamed:
+                            raise ValueError(f"give {name} or {alias}, not both")
                         renamed[name] = renamed.pop(alias)
         return renamed
 
@@ -284,6 +286,9 @@ class EngineInfo:
     """The largest token id a prompt may hold, where it is known."""
     reasoning_parser: str | None = None
     """The vLLM reasoning parser that splits thinking from answers (None: no thinking)."""
+    thinking_budgets: bool = False
+    """Whether the engine can close a thought at a thinking budget (vLLM can where the
+    parser names the strings that open and close a thought)."""
     thought_closes: tuple[int, ...] = ()
     """The token ids that close a thought, where the parser marks thoughts by tokens:
     what budget forcing stops at, suppresses and writes."""

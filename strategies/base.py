@@ -237,6 +237,7 @@ def stepped_candidate(
     answer_text: str,
     reasoning: str | None,
     tokens: int,
+    reasoning_tokens: int,
     finish_reason: str,
     scores: dict[str, float | list[float]],
     from_thinking: bool,
@@ -252,6 +253,7 @@ def stepped_candidate(
         content=answer_text if reasoning is not None else None,
         reasoning=reasoning,
         tokens=tokens,
+        reasoning_tokens=reasoning_tokens,
         finish_reason=finish_reason,
         scores=scores,
     )

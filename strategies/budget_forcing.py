@@ -91,6 +91,8 @@ class Chain:
     thought: list[str] = field(default_factory=list)
     thinking_tokens: int = 0
     """Thinking tokens the model generated (the cues are written, not counted)."""
+    generated: int = 0
+    """Every token the chain generated: its thinking and the closes it wrote."""
     extensions: int = 0
     segments: int = 0
     forced_close: bool = False
@@ -110,6 +112,7 @@ async def _think(ctx: StrategyContext, params: BudgetForcingParams, chain: Chain
     while chain.thinking_tokens < cap:
         spec = params.sampling.replace(
             max_tokens=cap - chain.thinking_tokens,
+            min_tokens=0,
             stop=(),
             stop_token_ids=closes,
             thinking_token_budget=None,  # the strategy closes thoughts itself
@@ -120,13 +123,16 @@ async def _think(ctx: StrategyContext, params: BudgetForcingParams, chain: Chain
         if not drawn.finished:
             return False
         segment = drawn.finished[0]
-        at_close = segment.finish_reason == "stop" and segment.stop_reason in closes
-        body = segment.token_ids[:-1] if at_close else segment.token_ids
+        chain.generated += segment.num_tokens
+        # a stop is the model closing its thought, or ending the sample inside it (end of
+        # sequence): either way its last token is dropped and the strategy decides
+        stopped = segment.finish_reason == "stop" and bool(segment.token_ids)
+        body = segment.token_ids[:-1] if stopped else segment.token_ids
         chain.prompt_ids += body
         chain.thinking_tokens += len(body)
         chain.thought.append(segment.text)
-        if not at_close:  # at the cap, or the model ended: the thought is closed for it
-            chain.forced_close = segment.finish_reason == "length"
+        if not stopped:  # at the cap: the thought is closed for the model
+            chain.forced_close = True
             return True
         if chain.extensions >= params.extensions or chain.thinking_tokens >= floor:
             return True
@@ -159,17 +165,17 @@ async def _chain(
 def _candidate(chain: Chain, answer: Sample | None, from_thinking: bool) -> Candidate:
     reasoning = "".join(chain.thought)
     content = answer.text if answer is not None else ""
-    candidate = stepped_candidate(
+    return stepped_candidate(
         chain.number,
         text=reasoning + content,
         answer_text=content,
         reasoning=reasoning,
-        tokens=chain.thinking_tokens + (answer.num_tokens if answer is not None else 0),
+        tokens=chain.generated + (answer.num_tokens if answer is not None else 0),
+        reasoning_tokens=chain.thinking_tokens,
         finish_reason=answer.finish_reason if answer is not None else "length",
         scores={"extensions": float(chain.extensions)},
         from_thinking=from_thinking,
     )
-    return candidate.model_copy(update={"reasoning_tokens": chain.thinking_tokens})
 
 
 async def budget_forcing(ctx: StrategyContext, params: BudgetForcingParams) -> StrategyResult:

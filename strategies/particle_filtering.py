@@ -104,6 +104,7 @@ class Particle:
     split: bool = False
     """Whether the engine splits thinking from answers (a reasoning model's steps think
     first, then close the thought and answer)."""
+    reasoning_tokens: int = 0
     finished: bool = False
     finish_reason: str = "length"
 
@@ -125,6 +126,7 @@ class Particle:
             self.answer_text,
             self.thought,
             self.split,
+            self.reasoning_tokens,
         )
 
     def grow(self, sample: Sample) -> bool:
@@ -139,6 +141,7 @@ class Particle:
         self.answer_text += sample.answer_text
         self.thought += sample.reasoning or ""
         self.split = self.split or sample.content is not None
+        self.reasoning_tokens += sample.reasoning_tokens
         self.steps.append(sample.text.strip())
         return True
 
@@ -304,6 +307,7 @@ def _candidate(particle: Particle, weight: float, from_thinking: bool) -> Candid
         answer_text=particle.answer_text,
         reasoning=particle.reasoning,
         tokens=len(particle.token_ids),
+        reasoning_tokens=particle.reasoning_tokens,
         finish_reason=particle.finish_reason if particle.finished else "length",
         scores={"weight": weight, "last_step": particle.last_score, "steps": particle.scores},
         from_thinking=from_thinking,

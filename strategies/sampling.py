@@ -85,10 +85,14 @@ class _Draw:
                 self.budget_refused = True
                 break
             index = self.first_index + self.started
+            drawn_before = self.budget.usage.samples_started - 1  # in this request
+            thinking = thinking_budget(
+                self.spec, drawn_before, self.thinking_decay, reservation.max_tokens
+            )
             one = self.spec.replace(
                 max_tokens=reservation.max_tokens,
                 seed=self.spec.sample_seed(index),
-                thinking_token_budget=thinking_budget(self.spec, index, self.thinking_decay),
+                thinking_token_budget=thinking,
             )
             generation = self.engine.generate(
                 self.prompt_ids, one, request_id=f"{self.request_id}-{index}"
@@ -129,8 +133,9 @@ async def sample_until(
     `{request_id}-{first_index + i}`, so results do not depend on finishing order and
     every engine request can be traced to its API request. Samples are numbered from
     `first_index` in `Sample.index`. Each finished sample is announced through `report`.
-    Samples in flight are counted in `load` (the service's) while they run. With
-    `thinking_decay` below 1, sample i thinks at most `thinking_budget` of it.
+    Samples in flight are counted in `load` (the service's) while they run. Each
+    sample's thinking budget is `thinking_budget`'s (`thinking_decay` shrinks it from
+    one sample of the request to the next).
     """
     in_flight = parallel if isinstance(parallel, FollowLoad) else max(1, parallel or count)
     load = load if load is not None else EngineLoad()
@@ -167,13 +172,19 @@ async def sample_until(
     return outcome
 
 
-def thinking_budget(spec: SamplingSpec, index: int, decay: float) -> int | None:
-    """The thinking budget of sample `index`: the spec's, shrunk by `decay` per sample
-    before it (at least one token; none without a budget)."""
+def thinking_budget(
+    spec: SamplingSpec, drawn_before: int, decay: float, max_tokens: int
+) -> int | None:
+    """The thinking budget of a request's sample after `drawn_before` others: the spec's,
+    shrunk by `decay` for each of them (a budget above zero stays at least one token),
+    and always short of the sample's `max_tokens` (its grant may be below the spec's),
+    so that the answer has room. None without a budget."""
     budget = spec.thinking_token_budget
-    if budget is None or decay == 1.0:
-        return budget
-    return max(1, int(budget * decay**index))
+    if budget is None:
+        return None
+    if budget and decay < 1.0:
+        budget = max(1, int(budget * decay**drawn_before))
+    return min(budget, max(0, max_tokens - 1))
 
 
 async def _next_finished(

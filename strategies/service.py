@@ -296,7 +296,11 @@ class Service:
             raise InvalidRequest(f"{field_ref(param)} must be an object", param=param)
         defaults = strategy.params_model.model_fields["sampling"].default.model_dump()
         from_request = asked.model_dump(include=asked.model_fields_set)
-        given = SamplingSpec.by_field_name(given)
+        try:
+            given = SamplingSpec.by_field_name(given)
+        except ValueError as exc:
+            param = "choice.params.sampling"
+            raise InvalidRequest(f"{field_ref(param)}: {exc}", param=param) from exc
         raw["sampling"] = {**defaults, **from_request, "max_tokens": max_tokens, **given}
         try:
             return strategy.parse_params(raw)
@@ -341,10 +345,17 @@ class Service:
         if budget is None:
             return
         param = f"{at}.thinking_token_budget"
-        if self.engine.info.reasoning_parser is None:
+        info = self.engine.info
+        if info.reasoning_parser is None:
             raise InvalidRequest(
                 f"{field_ref(param)} needs a reasoning model: this server runs no reasoning "
                 "parser (ttscale serve --reasoning-parser NAME)",
+                param=param,
+            )
+        if not info.thinking_budgets:
+            raise InvalidRequest(
+                f"{field_ref(param)}: the reasoning parser {info.reasoning_parser!r} names "
+                "no strings to close a thought with, so vLLM cannot keep a thinking budget",
                 param=param,
             )
         if budget >= sampling.max_tokens:
@@ -417,7 +428,9 @@ def _evidence(
 ) -> dict[str, Any]:
     """The `ttscale` field of a response: what was run, what it found, what it spent."""
     data = result.model_dump(exclude={"usage"})
-    if not include_text:
+    if not include_text:  # the pick's own are in the message; every sample's only if asked
+        data.pop("content", None)
+        data.pop("reasoning", None)
         for candidate in data["candidates"]:
             for text in ("text", "content", "reasoning"):
                 candidate.pop(text, None)

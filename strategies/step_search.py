@@ -79,6 +79,7 @@ class Beam:
     """Each step's thinking and answer parts (a reasoning model's steps think first)."""
     split: bool = False
     """Whether the engine splits thinking from answers (a reasoning model)."""
+    reasoning_tokens: int = 0
     finished: bool = False
     refinements: int = 0
 
@@ -106,6 +107,7 @@ def _grow(beam: Beam, sample: Sample) -> Beam:
         step_thoughts=[*beam.step_thoughts, sample.reasoning or ""],
         step_answers=[*beam.step_answers, sample.answer_text],
         split=beam.split or sample.content is not None,
+        reasoning_tokens=beam.reasoning_tokens + sample.reasoning_tokens,
         finished=ends_solution(sample),
         refinements=beam.refinements,
     )
@@ -138,7 +140,11 @@ def _refine_index(depth: int, slot: int, attempt: int) -> int:
 async def _refine(
     ctx: StrategyContext, params: StepSearchParams, beam: Beam, depth: int, slot: int
 ) -> Beam:
-    """Critique-and-rewrite the beam's newest step while it scores <= the threshold."""
+    """Critique-and-rewrite the beam's newest step while it scores <= the threshold. A
+    reasoning model's step that closes its thought is kept as it is: a rewrite in its
+    place would lose the close."""
+    if beam.step_thoughts[-1] and beam.step_answers[-1]:
+        return beam
     for attempt in range(params.refine_rounds):
         if beam.scores[-1] > params.refine_threshold:
             break
@@ -158,7 +164,7 @@ async def _refine(
         beam.refinements += 1
         if not drawn.finished:
             break
-        text = drawn.finished[0].text
+        text = drawn.finished[0].answer_text  # a reasoning critic's answer, not its thoughts
         rewrite = text.split(_REWRITE_MARK, 1)[-1].strip()
         if not rewrite:
             continue
@@ -247,6 +253,7 @@ async def step_search(ctx: StrategyContext, params: StepSearchParams) -> Strateg
             answer_text=b.answer_text,
             reasoning=b.reasoning,
             tokens=len(b.token_ids),
+            reasoning_tokens=b.reasoning_tokens,
             finish_reason="stop" if b.finished else "length",
             scores={"min_step": b.worst, "steps": b.scores},
             from_thinking=params.answer_from_thinking,

@@ -94,6 +94,20 @@ async def test_the_chat_api_returns_thinking_apart_and_counts_its_tokens(thinker
     assert usage["completion_tokens"] == 24
 
 
+async def test_a_sample_still_thinking_has_null_content_as_in_vllm(thinker_url):
+    body = {"model": TINY_REASONING_NAME, "messages": CHAT, **SEEDED}
+    async with httpx.AsyncClient(base_url=thinker_url, timeout=120) as http:
+        thinking = (await http.post("/v1/chat/completions", json=body)).json()
+        hidden = await http.post("/v1/chat/completions", json={**body, "include_reasoning": False})
+    message = thinking["choices"][0]["message"]
+    assert message["content"] is None and message["reasoning"]
+    details = thinking["usage"]["completion_tokens_details"]
+    assert details == {"reasoning_tokens": thinking["usage"]["completion_tokens"]}
+    quiet = hidden.json()
+    assert quiet["choices"][0]["message"]["reasoning"] is None  # asked to leave it out
+    assert quiet["usage"]["completion_tokens_details"] == details  # still counted
+
+
 async def test_the_official_client_reads_reasoning_content_and_streams_it(thinker_url):
     client = AsyncOpenAI(base_url=f"{thinker_url}/v1", api_key="unused")
     extra = {"thinking_token_budget": 10}
@@ -131,7 +145,7 @@ async def test_a_strategy_spends_a_thinking_budget_per_sample_and_reports_it(thi
     evidence = reply["ttscale"]
     thoughts = [c["reasoning_tokens"] for c in evidence["candidates"]]
     assert len(thoughts) == 3 and all(0 < t < 8 for t in thoughts)
-    assert all(c["reasoning"] and c["content"] is not None for c in evidence["candidates"])
+    assert all(c["reasoning"] and c["content"] for c in evidence["candidates"])
     spent = evidence["budget"]["spent"]
     assert spent["reasoning_tokens"] == sum(thoughts) < spent["generated_tokens"] == 60
     assert reply["usage"]["completion_tokens_details"]["reasoning_tokens"] == sum(thoughts)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ttscale.engine.types import SamplingSpec
-from ttscale.strategies.deepconf import DeepConfParams, Trace
+from ttscale.strategies.deepconf import Trace
 from ttscale.strategies.errors import InvalidRequest
 from ttscale.strategies.self_consistency import SelfConsistencyParams, self_consistency
 from ttscale.strategies.strategy_choice import StrategyChoice
@@ -106,8 +106,72 @@ async def test_a_thinking_budget_needs_a_reasoning_model_and_room_for_the_answer
     assert caught.value.param == "choice.params.sampling.thinking_token_budget"
 
 
-def test_deepconf_takes_the_answer_from_thinking_switch():
-    assert DeepConfParams(answer_from_thinking=True).answer_from_thinking
+CUT = "Let me think: the sum is \\boxed{7}, but I should check it again and again"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "params"),
+    [
+        ("best_of_n", {"n": 2}),
+        ("self_consistency", {"n": 2}),
+        ("inverse_entropy", {"n": 2}),
+        ("multi_temperature", {"temperatures": [0.5, 1.0], "samples_per_temperature": 1}),
+        ("deepconf", {"n": 2, "warmup": 2}),
+    ],
+)
+async def test_every_sampling_strategy_reads_a_cut_thought_only_when_asked(
+    grader, strategy, params
+):
+    svc, _ = service(reasoning_engine([CUT]), grader)
+    for lenient in (False, True):
+        choice = StrategyChoice(
+            strategy=strategy,
+            params={**params, "answer_from_thinking": lenient, "sampling": {"seed": 0}},
+        )
+        result = await svc.complete(request(choice=choice))
+        candidates = result.evidence["candidates"]
+        expected = ("7", "thinking") if lenient else (None, None)
+        assert {(c["answer"], c["answer_source"]) for c in candidates} == {expected}
+        assert result.evidence["answer"] == expected[0]
+
+
+async def test_particle_filtering_steps_through_the_thinking_and_answers_after_it(grader):
+    """A boxed draft in a thinking step does not end the particle; the answer part does."""
+    from ttscale.strategies.particle_filtering import (
+        ParticleFilteringParams,
+        particle_filtering,
+    )
+
+    from .test_particle_filtering import StepTableVerifier
+
+    def steps(prompt, spec, index):
+        seen = "".join(map(chr, prompt))
+        if "Try" in seen:  # the second step closes the thought and answers
+            return Scripted(f"{THOUGHT_CLOSES}\\boxed{{2}}")
+        return Scripted("Try \\boxed{1}\n\n")
+
+    engine = ScriptedEngine(steps, reasoning=True)
+    verifier = StepTableVerifier({"Try": 0.6})
+    ctx = await context(engine, grader, process={"prm": verifier})
+    params = ParticleFilteringParams(particles=2, max_steps=4, verifier="prm", sampling=SEEDED)
+    result = await particle_filtering(ctx, params)
+    assert result.answer == "2"
+    best = next(c for c in result.candidates if c.index == result.chosen)
+    assert best.content == "\\boxed{2}" and "\\boxed{1}" in best.reasoning
+    assert best.reasoning_tokens == len("Try \\boxed{1}\n\n")
+
+
+async def test_a_thinking_decay_counts_the_samples_drawn_not_their_seed_numbers(grader):
+    """multi_temperature numbers its samples by temperature slot (seeds far apart): the
+    budget still shrinks sample by sample as they are drawn."""
+    long_thought = "I keep thinking " * 20
+    engine = reasoning_engine([long_thought], after_forced_close="\\boxed{4}")
+    svc, _ = service(engine, grader)
+    params = {"temperatures": [0.5, 1.0], "samples_per_temperature": 2, "first_round": 2,
+              "thinking_decay": 0.5,
+              "sampling": {"seed": 0, "max_tokens": 400, "thinking_budget": 64}}  # fmt: skip
+    await svc.complete(request(choice=StrategyChoice(strategy="multi_temperature", params=params)))
+    assert sorted(spec.thinking_token_budget for _, spec in engine.calls) == [8, 16, 32, 64]
 
 
 # --- budget forcing (s1) -----------------------------------------------------------------

@@ -588,6 +588,7 @@ async def test_strategies_are_listed_with_their_schemas(client):
         "step_search",
         "particle_filtering",
         "deepconf",
+        "budget_forcing",
     }
     schema = next(s for s in strategies if s["name"] == "self_consistency")["parameters"]
     assert schema["properties"]["n"]["default"] == 8

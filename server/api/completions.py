@@ -26,12 +26,14 @@ from ..metrics import Metrics
 from .disconnect import ClientDisconnected, unless_disconnected
 from .errors import api_error, error_response
 from .schemas import (
+    NO_THINKING,
     AssistantMessage,
     ChatChoice,
     ChatCompletionResponse,
     CompletionResponse,
     SamplingRequest,
     TextChoice,
+    Thinking,
     Usage,
 )
 from .streaming import ChunkWriter, completion_events, sse
@@ -67,7 +69,7 @@ class Completions:
             self._failed(prepared, started)
             raise
         self._finished(prepared, result, started)
-        return format_response(kind, result, reasoning=self._reasoning)
+        return format_response(kind, result, self._thinking(body))
 
     def _stream(
         self, body: SamplingRequest, prepared: PreparedRequest, kind: Kind, started: float
@@ -83,7 +85,7 @@ class Completions:
 
         choice = prepared.request.choice
         events = completion_events(
-            ChunkWriter(self.service.engine.info.model_name, kind, reasoning=self._reasoning),
+            ChunkWriter(self.service.engine.info.model_name, kind, self._thinking(body)),
             execute,
             progress=choice.progress if choice is not None else False,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
@@ -91,10 +93,8 @@ class Completions:
         )
         return sse(events)
 
-    @property
-    def _reasoning(self) -> bool:
-        """Whether this server splits thinking from answers (a reasoning parser)."""
-        return self.service.engine.info.reasoning_parser is not None
+    def _thinking(self, body: SamplingRequest) -> Thinking:
+        return body.thinking(self.service.engine.info.reasoning_parser)
 
     def _finished(self, prepared: PreparedRequest, result: ServiceResult, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -120,15 +120,15 @@ class Completions:
         self.metrics.grading(prepared.grading)
 
 
-def format_response(kind: Kind, result: ServiceResult, *, reasoning: bool = False):
+def format_response(kind: Kind, result: ServiceResult, thinking: Thinking = NO_THINKING):
     """The JSON body. A chat message carries a reasoning model's answer part as its content
     and its thinking apart; a text completion carries the whole text, as vLLM's do."""
-    usage = Usage.of(result.usage, reasoning=reasoning)
+    usage = Usage.of(result.usage, reasoning=thinking.counted)
     if kind == "chat":
         choices = [
             ChatChoice(
                 index=c.index,
-                message=AssistantMessage.of(c.answer_text, c.reasoning),
+                message=AssistantMessage.of(c, include_reasoning=thinking.shown),
                 finish_reason=c.finish_reason,
             )
             for c in result.choices

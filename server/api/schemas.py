@@ -9,15 +9,24 @@ from __future__ import annotations
 import time
 import typing
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+)
 from pydantic.fields import FieldInfo
 
 from ttscale.engine.types import API, SamplingSpec
 from ttscale.strategies.budget import Spending
 from ttscale.strategies.errors import InvalidRequest
-from ttscale.strategies.service import ServiceRequest
+from ttscale.strategies.service import Choice, ServiceRequest
 from ttscale.strategies.strategy_choice import StrategyChoice, split_model_name
 
 
@@ -71,6 +80,20 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+@dataclass(frozen=True)
+class Thinking:
+    """How a response shows a reasoning model's thinking."""
+
+    counted: bool = False
+    """The usage counts thinking tokens (`completion_tokens_details.reasoning_tokens`)."""
+    shown: bool = False
+    """The thinking goes into the message (`reasoning`, `reasoning_content`)."""
+
+
+NO_THINKING = Thinking()
+"""A response that shows no thinking (a model without a reasoning parser)."""
+
+
 def _as_list(value: str | list[str] | None) -> list[str]:
     """One stop sequence or a list of them (at most 16, none empty): a list."""
     return [value] if isinstance(value, str) else list(value or [])
@@ -78,6 +101,16 @@ def _as_list(value: str | list[str] | None) -> list[str]:
 
 _API_TYPES: dict[str, Any] = {
     "seed": (Seed | None, None),
+    "thinking_token_budget": (
+        Annotated[int | None, Field(ge=-1)],
+        Field(
+            None,
+            validation_alias=AliasChoices("thinking_token_budget", "thinking_budget"),
+            description="a reasoning model's thinking tokens per sample: at the budget the "
+            "thought is closed and the model answers within max_tokens (-1 or null: none; "
+            "`thinking_budget` is accepted too)",
+        ),
+    ),
     "stop": (
         Annotated[
             NonEmptyText | Annotated[list[NonEmptyText], Field(max_length=16)] | None,
@@ -176,6 +209,11 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
     def prompt_fields(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def thinking(self, reasoning_parser: str | None) -> Thinking:
+        """How the response shows a reasoning model's thinking: not at all in a text
+        completion, which is the whole text, as in vLLM's server."""
+        return NO_THINKING
+
 
 def api_field_name(path: str, max_tokens_param: str = "max_tokens") -> str:
     """The API request field that a service field path (`ServiceRequest`'s structure, see
@@ -195,6 +233,16 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: PositiveInt | None = Field(
         None, description="the newer name of `max_tokens`; wins when both are given"
     )
+    include_reasoning: bool = Field(
+        True, description="false: leave a reasoning model's thinking out of the response"
+    )
+
+    def thinking(self, reasoning_parser: str | None) -> Thinking:
+        """On a server with a reasoning parser: thinking tokens counted in the usage, the
+        thinking apart from the content unless `include_reasoning` is false."""
+        if reasoning_parser is None:
+            return NO_THINKING
+        return Thinking(counted=True, shown=self.include_reasoning)
 
     @property
     def requested_max_tokens(self) -> int | None:
@@ -258,7 +306,9 @@ class Usage(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None = Field(
+        description="the answer; null for a reasoning model's sample without an answer part"
+    )
     reasoning: str | None = Field(
         None, description="a reasoning model's thinking (vLLM's name for it)"
     )
@@ -267,7 +317,11 @@ class AssistantMessage(BaseModel):
     )
 
     @classmethod
-    def of(cls, content: str, reasoning: str | None) -> AssistantMessage:
+    def of(cls, choice: Choice, *, include_reasoning: bool = True) -> AssistantMessage:
+        """A choice as vLLM's server writes it: the answer part as the content (null
+        when a reasoning model's sample has none), the thinking apart."""
+        content = choice.text if choice.content is None else (choice.content or None)
+        reasoning = choice.reasoning if include_reasoning else None
         return cls(content=content, reasoning=reasoning, reasoning_content=reasoning)
 
 

@@ -26,7 +26,7 @@ from fastapi.responses import StreamingResponse
 from ttscale.strategies.base import ProgressCallback
 from ttscale.strategies.service import ServiceResult
 
-from .schemas import Usage
+from .schemas import NO_THINKING, Thinking, Usage
 
 logger = logging.getLogger("ttscale.server")
 
@@ -37,10 +37,9 @@ class ChunkWriter:
     """Formats chunks of one completion (shared id, creation time and model); `kind`
     "text" writes `/v1/completions` chunks (`text` instead of a `delta`)."""
 
-    def __init__(self, model: str, kind: str = "chat", *, reasoning: bool = False) -> None:
+    def __init__(self, model: str, kind: str = "chat", thinking: Thinking = NO_THINKING) -> None:
         self.kind = kind
-        self.reasoning = reasoning
-        """The server splits thinking from answers: usage counts thinking tokens."""
+        self.thinking = thinking
         self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
@@ -184,7 +183,7 @@ def _result_chunks(writer: ChunkWriter, result: ServiceResult, include_usage: bo
     for choice in result.choices:
         if choice.index:
             chunks.append(writer.chunk({"role": "assistant", "content": ""}, index=choice.index))
-        thought = choice.reasoning if writer.kind == "chat" else None
+        thought = choice.reasoning if writer.thinking.shown else None
         if thought:  # vLLM's name for it, and the one older clients read
             delta = {"reasoning": thought, "reasoning_content": thought}
             chunks.append(writer.chunk(delta, index=choice.index))
@@ -200,7 +199,7 @@ def _result_chunks(writer: ChunkWriter, result: ServiceResult, include_usage: bo
             )
         )
     if include_usage:
-        usage = Usage.of(result.usage, reasoning=writer.reasoning)
+        usage = Usage.of(result.usage, reasoning=writer.thinking.counted)
         chunks.append(writer.usage(usage.model_dump()))
     chunks.append(writer.done())
     return chunks

@@ -54,6 +54,7 @@ class ScriptedEngine:
             max_model_len=max_model_len,
             backend="fake",
             reasoning_parser="scripted" if reasoning else None,
+            thinking_budgets=reasoning,
             thought_closes=(ord(THOUGHT_CLOSES),) if reasoning else (),
         )
         self.calls: list[tuple[list[int], SamplingSpec]] = []
