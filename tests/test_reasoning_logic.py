@@ -261,3 +261,11 @@ async def test_a_thinking_budget_can_shrink_from_sample_to_sample(grader):
     thinking = [c["reasoning_tokens"] for c in result.evidence["candidates"]]
     assert thinking == [64, 32, 16, 8]
     assert result.evidence["budget"]["spent"]["reasoning_tokens"] == sum(thinking)
+
+
+async def test_both_spellings_of_the_thinking_budget_at_once_are_refused(grader):
+    svc, _ = service(reasoning_engine(["1"]), grader)
+    both = {"sampling": {"thinking_budget": 8, "thinking_token_budget": 16}}
+    with pytest.raises(InvalidRequest, match="not both") as caught:
+        await svc.prepare(request(choice=StrategyChoice(strategy="self_consistency", params=both)))
+    assert caught.value.param == "choice.params.sampling"
