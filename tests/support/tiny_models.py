@@ -49,13 +49,19 @@ def tiny_model_dir(cache_dir: Path | None = None) -> Path:
     target = cache / "test-models" / f"{TINY_MODEL_NAME}-v{_TINY_VERSION}"
     if (target / "model.safetensors").exists():
         return target
-    import torch
-    from transformers import AutoTokenizer, Qwen2ForCausalLM
+    from transformers import AutoTokenizer
 
-    source = ensure_default_model(cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(ensure_default_model(cache_dir))
+    return _save_tiny_causal_lm(target, tokenizer, seed=0)
+
+
+def _save_tiny_causal_lm(target: Path, tokenizer, seed: int) -> Path:
+    """A random tiny Qwen2 (bf16 weights, tied embeddings) for `tokenizer`, at `target`."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+
     config = tiny_qwen2_config(tokenizer, tie_word_embeddings=True, dtype=torch.bfloat16)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config).to(torch.bfloat16)
     with staged_directory(target) as staging:
         tokenizer.save_pretrained(staging)
@@ -91,21 +97,12 @@ def tiny_reasoning_model_dir(cache_dir: Path | None = None) -> Path:
     target = cache / "test-models" / f"{TINY_REASONING_NAME}-v{_REASONING_VERSION}"
     if (target / "model.safetensors").exists():
         return target
-    import torch
-    from transformers import AutoTokenizer, Qwen2ForCausalLM
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_default_model(cache_dir))
     tokenizer.add_special_tokens({"additional_special_tokens": [THINK_START, THINK_END]})
     tokenizer.chat_template = REASONING_TEMPLATE
-    config = tiny_qwen2_config(tokenizer, tie_word_embeddings=True, dtype=torch.bfloat16)
-    torch.manual_seed(1)
-    model = Qwen2ForCausalLM(config).to(torch.bfloat16)
-    with staged_directory(target) as staging:
-        tokenizer.save_pretrained(staging)
-        model.save_pretrained(staging, safe_serialization=True)
-        generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id}
-        (staging / "generation_config.json").write_text(json.dumps(generation))
-    return target
+    return _save_tiny_causal_lm(target, tokenizer, seed=1)
 
 
 STEP_TOKEN = "<extra_0>"
