@@ -439,6 +439,7 @@ def _evidence(
         "granted": limits.model_dump(),
         "spent": {
             **result.usage.model_dump(),
+            "answer_tokens": result.usage.generated_tokens - result.usage.reasoning_tokens,
             "verifier_tokens": result.usage.verifier_tokens,
             "total_flops": result.usage.total_flops,
             "prefix_cache_hit_rate": result.usage.prefix_cache_hit_rate,

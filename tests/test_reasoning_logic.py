@@ -260,7 +260,9 @@ async def test_a_thinking_budget_can_shrink_from_sample_to_sample(grader):
     assert [spec.thinking_token_budget for _, spec in engine.calls] == [64, 32, 16, 8]
     thinking = [c["reasoning_tokens"] for c in result.evidence["candidates"]]
     assert thinking == [64, 32, 16, 8]
-    assert result.evidence["budget"]["spent"]["reasoning_tokens"] == sum(thinking)
+    spent = result.evidence["budget"]["spent"]
+    assert spent["reasoning_tokens"] == sum(thinking)
+    assert spent["answer_tokens"] == spent["generated_tokens"] - sum(thinking) > 0
 
 
 async def test_both_spellings_of_the_thinking_budget_at_once_are_refused(grader):
