@@ -18,14 +18,15 @@ from pydantic import BaseModel, Field
 from ttscale.engine.lifecycle import close_together
 from ttscale.engine.protocol import Engine
 from ttscale.engine.types import Sample, SamplingSpec
-from ttscale.verifiers.extraction import extract_answer, extract_boxed
+from ttscale.verifiers.extraction import extract_boxed
 from ttscale.verifiers.math_grader import MathGrader
 from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
+from ttscale.verifiers.structured import AnswerFormat
 
 from .budget import Budget, Spending
 from .errors import InvalidRequest, field_ref
 from .in_flight import EngineLoad, InFlight
-from .params import VerifierUse
+from .params import StrategyParams, VerifierUse
 from .sampling import Hold, OnSample, SamplingOutcome, StopReason, sample_until
 
 ProgressCallback = Callable[[dict[str, Any]], Awaitable[None]]
@@ -96,6 +97,9 @@ class StrategyContext:
     load: EngineLoad = field(default_factory=EngineLoad)
     thinking_decay: float = 1.0
     """How the request's thinking budget shrinks from sample to sample (`sampling`)."""
+    answer_format: AnswerFormat = field(default_factory=AnswerFormat)
+    """How `sample` progress events read each sample's answer (the service sets it from
+    the parameters' `answer`; strategies read answers by their parameters)."""
 
     async def sample(
         self,
@@ -132,6 +136,7 @@ class StrategyContext:
             request_id=self.request_id,
             load=self.load,
             thinking_decay=self.thinking_decay,
+            answer_format=self.answer_format,
         )
 
     async def report(self, event: str, **data: Any) -> None:
@@ -147,7 +152,10 @@ class Candidate(BaseModel):
     """One sample as the response reports it."""
 
     index: int
-    answer: str | None
+    answer: str | None = Field(
+        description="the answer as the parameters' `answer` reads it and the vote compares "
+        "it (canonical JSON for json and tool_call answers); None: no answer"
+    )
     answer_source: AnswerSource | None = Field(
         None, description="where the answer was read: the answer part, or (asked) the thinking"
     )
@@ -187,15 +195,21 @@ class StrategyResult(BaseModel):
 
 
 def read_answer(
-    answer_text: str, reasoning: str | None, from_thinking: bool, *, numeric_fallback: bool = True
+    answer_text: str,
+    reasoning: str | None,
+    params: StrategyParams,
+    *,
+    numeric_fallback: bool = True,
 ) -> tuple[str | None, AnswerSource | None]:
-    """The answer of an answer part, and where it was read. A sample with none (a thought
-    cut before it closed) falls back to the last boxed answer of its thinking only when
-    `from_thinking` asks: an answer boxed inside the thoughts is a draft, not the answer."""
-    answer = extract_answer(answer_text, numeric_fallback=numeric_fallback)
+    """The answer of an answer part in the parameters' answer format, and where it was
+    read. A sample with none (a thought cut before it closed) falls back to the last boxed
+    answer of its thinking only when `answer_from_thinking` asks, and only for boxed
+    answers (the parameters refuse it for other kinds): an answer boxed inside the
+    thoughts is a draft, not the answer."""
+    answer = params.answer.extract(answer_text, numeric_fallback=numeric_fallback)
     if answer is not None:
         return answer, "answer"
-    if from_thinking and reasoning:
+    if params.answer_from_thinking and params.answer.by_math and reasoning:
         drafted = extract_boxed(reasoning)
         if drafted is not None:
             return drafted, "thinking"
@@ -203,17 +217,10 @@ def read_answer(
 
 
 def to_candidate(
-    sample: Sample,
-    answer: str | None = None,
-    *,
-    temperature: float | None = None,
-    from_thinking: bool = False,
+    sample: Sample, params: StrategyParams, *, temperature: float | None = None
 ) -> Candidate:
-    """A sample as evidence; its answer is read from its answer part (`read_answer`)
-    unless the strategy gives it."""
-    source: AnswerSource | None = "answer"
-    if answer is None:
-        answer, source = read_answer(sample.answer_text, sample.reasoning, from_thinking)
+    """A sample as evidence, its answer read by the parameters (`read_answer`)."""
+    answer, source = read_answer(sample.answer_text, sample.reasoning, params)
     return Candidate(
         index=sample.index,
         answer=answer,
@@ -232,6 +239,7 @@ def to_candidate(
 
 def stepped_candidate(
     index: int,
+    params: StrategyParams,
     *,
     text: str,
     answer_text: str,
@@ -240,11 +248,10 @@ def stepped_candidate(
     reasoning_tokens: int,
     finish_reason: str,
     scores: dict[str, float | list[float]],
-    from_thinking: bool,
 ) -> Candidate:
     """A solution drawn step by step (search, particles) as evidence: its answer is read
-    from its answer part, never guessed from a bare number."""
-    answer, source = read_answer(answer_text, reasoning, from_thinking, numeric_fallback=False)
+    from its answer part by the parameters, never guessed from a bare number."""
+    answer, source = read_answer(answer_text, reasoning, params, numeric_fallback=False)
     return Candidate(
         index=index,
         answer=answer,

@@ -57,9 +57,7 @@ async def best_of_n(ctx: StrategyContext, params: BestOfNParams) -> StrategyResu
     # the sampled token's logprob (logprobs=0) is the no-verifier fallback score
     spec = params.sampling.replace(logprobs=params.sampling.logprobs or 0)
     outcome = await ctx.sample(spec, params.n, parallel=params.parallel)
-    candidates = [
-        to_candidate(s, from_thinking=params.answer_from_thinking) for s in outcome.finished
-    ]
+    candidates = [to_candidate(s, params) for s in outcome.finished]
     texts = [c.answer_text for c in candidates]
 
     scores: list[float] | None = None

@@ -162,11 +162,12 @@ async def _chain(
     return chain, await _answer(ctx, params, chain)
 
 
-def _candidate(chain: Chain, answer: Sample | None, from_thinking: bool) -> Candidate:
+def _candidate(chain: Chain, answer: Sample | None, params: BudgetForcingParams) -> Candidate:
     reasoning = "".join(chain.thought)
     content = answer.text if answer is not None else ""
     return stepped_candidate(
         chain.number,
+        params,
         text=reasoning + content,
         answer_text=content,
         reasoning=reasoning,
@@ -174,14 +175,13 @@ def _candidate(chain: Chain, answer: Sample | None, from_thinking: bool) -> Cand
         reasoning_tokens=chain.thinking_tokens,
         finish_reason=answer.finish_reason if answer is not None else "length",
         scores={"extensions": float(chain.extensions)},
-        from_thinking=from_thinking,
     )
 
 
 async def budget_forcing(ctx: StrategyContext, params: BudgetForcingParams) -> StrategyResult:
     chains = await gather_or_cancel(_chain(ctx, params, c) for c in range(params.n))
-    candidates = [_candidate(c, a, params.answer_from_thinking) for c, a in chains]
-    labels = await label_answers(ctx.verifiers.grader, candidates)
+    candidates = [_candidate(c, a, params) for c, a in chains]
+    labels = await label_answers(ctx.verifiers.grader, candidates, params.answer)
     winner, totals = plurality(labels)
     chosen = pick_member(candidates, winner)
     answered = [c for c, a in chains if a is not None]

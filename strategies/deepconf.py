@@ -46,7 +46,7 @@ from .params import StrategyParams
 from .registry import Strategy
 from .sampling import SamplingOutcome, StopReason
 from .stopping import beta_leader_probability, leader_margin
-from .voting import label_answers, pick_member, vote_table
+from .voting import group_answers, label_answers, pick_member, vote_table
 
 KEPT_PERCENT = {"low": 10, "high": 90}
 """Share of the warm-up traces each variant keeps above its threshold."""
@@ -181,12 +181,12 @@ class _Consensus:
             )
         if not trace.retained(self.threshold):
             return False
-        sample, from_thinking = trace.sample, self.params.answer_from_thinking
-        self.answers.append(read_answer(sample.answer_text, sample.reasoning, from_thinking)[0])
+        sample = trace.sample
+        self.answers.append(read_answer(sample.answer_text, sample.reasoning, self.params)[0])
         self.weights.append(trace.confidence or 0.0)
         if self.params.consensus is None and self.ctx.progress is None:
             return False  # nobody looks at the running vote: grouping can wait
-        labels = await self.ctx.verifiers.grader.group(self.answers)
+        labels = await group_answers(self.ctx.verifiers.grader, self.answers, self.params.answer)
         _, totals = weighted_vote(labels, self.weights)
         await self.ctx.report("votes", votes=vote_table(self.answers, labels, totals))
         return self._decided(labels)
@@ -261,16 +261,13 @@ class _Outcome:
         """Vote over the retained traces weighted by confidence; pick the most confident
         member of the winning class (with no answer to vote on, the most confident
         retained trace, so the reply still has a text)."""
-        candidates = [
-            to_candidate(t.sample, from_thinking=self.params.answer_from_thinking)
-            for t in self.traces
-        ]
+        candidates = [to_candidate(t.sample, self.params) for t in self.traces]
         for candidate, trace in zip(candidates, self.traces, strict=True):
             if trace.confidence is not None:
                 candidate.scores["confidence"] = trace.confidence
             if trace.drops:  # flattened (tokens, lowest) pairs: scores hold flat lists
                 candidate.scores["confidence_drops"] = [float(x) for d in trace.drops for x in d]
-        await label_answers(ctx.verifiers.grader, candidates)
+        await label_answers(ctx.verifiers.grader, candidates, self.params.answer)
         kept = self.kept
         labels = [candidates[i].answer_class for i in kept]
         winner, totals = weighted_vote(labels, [self._weight(i) for i in kept])

@@ -92,9 +92,9 @@ async def inverse_entropy(ctx: StrategyContext, params: InverseEntropyParams) ->
         outcome = await _sequential(ctx, spec, params)
 
     samples = outcome.finished
-    candidates = [to_candidate(s, from_thinking=params.answer_from_thinking) for s in samples]
+    candidates = [to_candidate(s, params) for s in samples]
     weights = [chain_weight(s) for s in samples]
-    labels = await label_answers(ctx.verifiers.grader, candidates)
+    labels = await label_answers(ctx.verifiers.grader, candidates, params.answer)
     for candidate, weight in zip(candidates, weights, strict=True):
         candidate.scores["inverse_entropy_weight"] = weight
     winner, totals = weighted_vote(labels, weights)

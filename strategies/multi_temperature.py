@@ -105,7 +105,7 @@ async def multi_temperature(ctx: StrategyContext, params: MultiTemperatureParams
     aborted = sum(len(r.aborted) for r in rounds)
     stop_reason = "budget" if any(r.stop_reason == "budget" for r in rounds) else "completed"
 
-    candidates = await _candidates(ctx, samples, params.answer_from_thinking)
+    candidates = await _candidates(ctx, samples, params)
     overall, table, agreement = _vote(candidates, params)
     exited = (
         stop_reason != "budget"
@@ -121,7 +121,7 @@ async def multi_temperature(ctx: StrategyContext, params: MultiTemperatureParams
         aborted += sum(len(r.aborted) for r in more)
         if any(r.stop_reason == "budget" for r in more):
             stop_reason = "budget"
-        candidates = await _candidates(ctx, samples, params.answer_from_thinking)
+        candidates = await _candidates(ctx, samples, params)
         overall, table, agreement = _vote(candidates, params)
     elif exited:
         stop_reason = "early_stop"
@@ -158,10 +158,10 @@ async def multi_temperature(ctx: StrategyContext, params: MultiTemperatureParams
 
 
 async def _candidates(
-    ctx: StrategyContext, samples: list[tuple[float, Sample]], from_thinking: bool
+    ctx: StrategyContext, samples: list[tuple[float, Sample]], params: MultiTemperatureParams
 ) -> list[Candidate]:
-    candidates = [to_candidate(s, temperature=t, from_thinking=from_thinking) for t, s in samples]
-    await label_answers(ctx.verifiers.grader, candidates)
+    candidates = [to_candidate(s, params, temperature=t) for t, s in samples]
+    await label_answers(ctx.verifiers.grader, candidates, params.answer)
     return candidates
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ttscale.engine.types import SamplingSpec
+from ttscale.verifiers.structured import AnswerFormat
 
 DEFAULT_SAMPLING = SamplingSpec(temperature=0.8, max_tokens=512)
 """A strategy's `sampling` block when neither the request nor the parameters set it:
@@ -61,11 +62,33 @@ class StrategyParams(BaseModel):
         "share of the budget of the one before it, so that the first samples think longest "
         "and a run that stops early has spent its thinking where it counted (1: all alike)",
     )
+    answer: AnswerFormat = Field(
+        AnswerFormat(),
+        description="where a sample's answer comes from: the last boxed answer (default, "
+        "grouped by math equivalence), or a JSON field, a regex match, one of fixed options "
+        "or a tool call (grouped by exact equality)",
+    )
     answer_from_thinking: bool = Field(
         False,
         description="a reasoning model's sample with no answer part (its thought was cut) "
-        "votes with the last boxed answer of its thinking; the evidence says which",
+        "votes with the last boxed answer of its thinking; the evidence says which (boxed "
+        "answers only)",
     )
+
+    @field_validator("answer_from_thinking")
+    @classmethod
+    def _thinking_answers_are_boxed(cls, value: bool, info: ValidationInfo) -> bool:
+        """A thought's answer is its last boxed draft. Other kinds do not read thoughts: a
+        pattern or an option word matches somewhere in most long thoughts, and a thought
+        is not JSON, so the fallback would vote noise or nothing; asking for it is an
+        error rather than a silent no-op."""
+        answer = info.data.get("answer")
+        if value and answer is not None and not answer.by_math:
+            raise ValueError(
+                f"applies to boxed answers only (the last boxed answer of the thinking), "
+                f"not to answer kind {answer.kind!r}"
+            )
+        return value
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

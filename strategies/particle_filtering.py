@@ -300,9 +300,10 @@ async def particle_filtering(
     return await _result(ctx, params, population, stop_reason)
 
 
-def _candidate(particle: Particle, weight: float, from_thinking: bool) -> Candidate:
+def _candidate(particle: Particle, weight: float, params: ParticleFilteringParams) -> Candidate:
     return stepped_candidate(
         particle.id,
+        params,
         text=particle.text,
         answer_text=particle.answer_text,
         reasoning=particle.reasoning,
@@ -310,7 +311,6 @@ def _candidate(particle: Particle, weight: float, from_thinking: bool) -> Candid
         reasoning_tokens=particle.reasoning_tokens,
         finish_reason=particle.finish_reason if particle.finished else "length",
         scores={"weight": weight, "last_step": particle.last_score, "steps": particle.scores},
-        from_thinking=from_thinking,
     )
 
 
@@ -324,7 +324,7 @@ async def _pick(
     best = argmax_first(weights)
     if params.aggregate == "best":
         return best, {}, "highest final weight"
-    labels = await label_answers(ctx.verifiers.grader, candidates)
+    labels = await label_answers(ctx.verifiers.grader, candidates, params.answer)
     winner, totals = weighted_vote(labels, weights)
     chosen = pick_member(candidates, winner, lambda i: weights[i])
     if chosen is None:
@@ -340,8 +340,7 @@ async def _result(
 ) -> StrategyResult:
     pool = population.finished or population.live
     weights = softmax_weights([p.last_score for p in pool], params.temperature)
-    from_thinking = params.answer_from_thinking
-    candidates = [_candidate(p, w, from_thinking) for p, w in zip(pool, weights, strict=True)]
+    candidates = [_candidate(p, w, params) for p, w in zip(pool, weights, strict=True)]
     chosen, votes, rule = await _pick(ctx, params, candidates, weights)
     which = "finished" if population.finished else "unfinished"
     return finish_result(

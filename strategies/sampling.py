@@ -16,7 +16,7 @@ from typing import Literal, TypeVar
 
 from ttscale.engine.protocol import Engine, Generation
 from ttscale.engine.types import Sample, SamplingSpec
-from ttscale.verifiers.extraction import extract_answer
+from ttscale.verifiers.structured import AnswerFormat
 
 from .budget import Budget, Reservation
 from .in_flight import EngineLoad, FollowLoad, InFlight
@@ -61,6 +61,7 @@ class _Draw:
     request_id: str
     hold: Hold | None = None
     thinking_decay: float = 1.0
+    answer_format: AnswerFormat = field(default_factory=AnswerFormat)
     running: dict[asyncio.Task[Sample], _Running] = field(default_factory=dict)
     started: int = 0
     most_running: int = 0
@@ -126,6 +127,7 @@ async def sample_until(
     request_id: str = "req",
     load: EngineLoad | None = None,
     thinking_decay: float = 1.0,
+    answer_format: AnswerFormat | None = None,
 ) -> SamplingOutcome:
     """Draw up to `count` samples of `prompt_ids` under `spec`.
 
@@ -135,7 +137,8 @@ async def sample_until(
     `first_index` in `Sample.index`. Each finished sample is announced through `report`.
     Samples in flight are counted in `load` (the service's) while they run. Each
     sample's thinking budget is `thinking_budget`'s (`thinking_decay` shrinks it from
-    one sample of the request to the next).
+    one sample of the request to the next). The `sample` events read each sample's answer
+    in `answer_format` (default: boxed).
     """
     in_flight = parallel if isinstance(parallel, FollowLoad) else max(1, parallel or count)
     load = load if load is not None else EngineLoad()
@@ -151,6 +154,7 @@ async def sample_until(
         request_id,
         hold,
         thinking_decay,
+        answer_format or AnswerFormat(),
     )
     outcome = SamplingOutcome()
     try:
@@ -206,7 +210,7 @@ async def _next_finished(
                 index=sample.index,
                 tokens=sample.num_tokens,
                 finish_reason=sample.finish_reason,
-                answer=extract_answer(sample.answer_text),
+                answer=draw.answer_format.extract(sample.answer_text),
                 reasoning_tokens=sample.reasoning_tokens,
                 generated_tokens=draw.budget.usage.generated_tokens,
             )

@@ -37,7 +37,7 @@ from .stopping import (
     leader_margin,
     predictive_leader_probability,
 )
-from .voting import candidate_votes, label_answers, pick_member, vote_table
+from .voting import candidate_votes, group_answers, label_answers, pick_member, vote_table
 
 ADAPTIVE_PARALLEL = 1
 """Samples in flight in adaptive mode on a busy engine unless `parallel` says otherwise. A
@@ -153,10 +153,8 @@ async def self_consistency(ctx: StrategyContext, params: SelfConsistencyParams) 
         on_sample=watch.on_sample if watching else None,
         hold=watch.hold if params.adaptive and params.hold_back else None,
     )
-    candidates = [
-        to_candidate(s, from_thinking=params.answer_from_thinking) for s in outcome.finished
-    ]
-    labels = await label_answers(ctx.verifiers.grader, candidates)
+    candidates = [to_candidate(s, params) for s in outcome.finished]
+    labels = await label_answers(ctx.verifiers.grader, candidates, params.answer)
     winner, totals, explanation = await _vote(ctx, params, candidates, labels)
     if watch.stopped_by is not None:
         explanation += f"; stopped early: {watch.stopped_by}"
@@ -194,12 +192,10 @@ class _VoteWatch:
     """The rule that stopped the run, if one did."""
 
     async def on_sample(self, sample: Sample) -> bool:
-        from_thinking = self.params.answer_from_thinking
-        self.answers[sample.index] = read_answer(
-            sample.answer_text, sample.reasoning, from_thinking
-        )[0]
+        answer, _ = read_answer(sample.answer_text, sample.reasoning, self.params)
+        self.answers[sample.index] = answer
         ordered = [self.answers[i] for i in sorted(self.answers)]
-        labels = await self.ctx.verifiers.grader.group(ordered)
+        labels = await group_answers(self.ctx.verifiers.grader, ordered, self.params.answer)
         _, self.votes = plurality(labels)
         await self.ctx.report("votes", votes=vote_table(ordered, labels, self.votes))
         if not self.params.adaptive:

@@ -21,6 +21,7 @@ from ttscale.engine.lifecycle import close_together
 from ttscale.engine.protocol import Engine
 from ttscale.engine.types import FinishReason, SamplingSpec
 from ttscale.verifiers.request_grading import GradingTally
+from ttscale.verifiers.structured import AnswerFormat
 
 from .base import ProgressCallback, StrategyContext, StrategyResult, Verifiers
 from .budget import Budget, BudgetLimits, Spending
@@ -196,6 +197,7 @@ class Service:
             progress=progress,
             load=self.load,
             thinking_decay=prepared.params.thinking_decay if prepared.params else 1.0,
+            answer_format=prepared.params.answer if prepared.params else AnswerFormat(),
         )
         model = self.engine.info.model_name
         if prepared.strategy is None:

@@ -249,6 +249,7 @@ async def step_search(ctx: StrategyContext, params: StepSearchParams) -> Strateg
     candidates = [
         stepped_candidate(
             i,
+            params,
             text=b.text,
             answer_text=b.answer_text,
             reasoning=b.reasoning,
@@ -256,7 +257,6 @@ async def step_search(ctx: StrategyContext, params: StepSearchParams) -> Strateg
             reasoning_tokens=b.reasoning_tokens,
             finish_reason="stop" if b.finished else "length",
             scores={"min_step": b.worst, "steps": b.scores},
-            from_thinking=params.answer_from_thinking,
         )
         for i, b in enumerate(pool)
     ]

@@ -6,13 +6,27 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ttscale.verifiers.math_grader import MathGrader
+from ttscale.verifiers.structured import AnswerFormat, exact_classes
 
 from .base import Candidate
 
 
-async def label_answers(grader: MathGrader, candidates: Sequence[Candidate]) -> list[int | None]:
-    """Group the candidates' answers by math equivalence and record each one's class."""
-    labels = await grader.group([c.answer for c in candidates])
+async def group_answers(
+    grader: MathGrader, answers: Sequence[str | None], answer_format: AnswerFormat
+) -> list[int | None]:
+    """Vote-class id per answer (None: no answer): by math equivalence on the grader's
+    workers for boxed answers, by exact equality of the canonical answers for every
+    other kind (a JSON value, a match, an option or a tool call is not a formula)."""
+    if answer_format.by_math:
+        return await grader.group(answers)
+    return exact_classes(answers)
+
+
+async def label_answers(
+    grader: MathGrader, candidates: Sequence[Candidate], answer_format: AnswerFormat
+) -> list[int | None]:
+    """Group the candidates' answers (`group_answers`) and record each one's class."""
+    labels = await group_answers(grader, [c.answer for c in candidates], answer_format)
     for candidate, label in zip(candidates, labels, strict=True):
         candidate.answer_class = label
     return labels
