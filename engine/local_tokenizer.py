@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .protocol import EngineUnavailable
+from .protocol import EngineRejected, EngineUnavailable
+from .types import DEFAULT_RENDERING, ChatRendering
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,13 +80,41 @@ class LocalChatTemplate:
         logger.info("rendering chat prompts locally with the tokenizer of %s", model_dir)
         return template
 
-    async def render(self, messages: Messages) -> list[int]:
-        text = self._tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=False
-        )
-        return await self.tokenize(text)
+    async def render(
+        self, messages: Messages, rendering: ChatRendering = DEFAULT_RENDERING
+    ) -> list[int]:
+        """Token ids of `messages`, rendered as vLLM's server renders them: the template
+        variables in `chat_template_kwargs` that the template does not read are dropped,
+        and a template that raises is the caller's error (`EngineRejected`)."""
+        kwargs = self._template_kwargs(rendering.chat_template_kwargs)
+        try:
+            text = self._tokenizer.apply_chat_template(
+                list(messages),
+                add_generation_prompt=rendering.add_generation_prompt,
+                continue_final_message=rendering.continue_final_message,
+                tokenize=False,
+                **kwargs,
+            )
+        except Exception as exc:  # the template's own refusal (jinja raise_exception)
+            raise EngineRejected(f"the chat template refused the messages: {exc}") from exc
+        return await self.tokenize(text, add_special_tokens=rendering.add_special_tokens)
 
-    async def tokenize(self, text: str) -> list[int]:
+    def _template_kwargs(self, asked: dict[str, Any]) -> dict[str, Any]:
+        """The template variables of a request that this template reads (vLLM's rule)."""
+        if not asked:
+            return {}
+        from vllm.renderers.hf import resolve_chat_template_kwargs
+
+        template = self._tokenizer.chat_template
+        try:
+            return resolve_chat_template_kwargs(self._tokenizer, template, asked)
+        except ValueError as exc:
+            raise EngineRejected(str(exc), param="chat_template_kwargs") from exc
+
+    async def tokenize(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        if add_special_tokens:  # rare (a text completion asking for BOS): the wrapper
+            encode = partial(self._tokenizer.encode, text, add_special_tokens=True)
+            return list(await off_the_loop_if_long(encode, len(text)))
         # a text long enough to go to a thread goes through the wrapper: its batch call
         # releases the GIL while the Rust tokenizer works, a direct call would hold it
         encode = self._encode_short if len(text) < _INLINE_LIMIT else self._encode_wrapped

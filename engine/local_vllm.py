@@ -15,21 +15,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
 from .entropy import topk_entropy
 from .local_tokenizer import LocalChatTemplate, off_the_loop_if_long
 from .model_shape import read_model_shape
-from .protocol import EngineUnavailable, Generation, new_request_id, sample_request_id
+from .protocol import (
+    EngineRejected,
+    EngineUnavailable,
+    Generation,
+    new_request_id,
+    sample_request_id,
+)
 from .reasoning import ReasoningSplitter, check_parser_name
-from .types import EngineInfo, EngineStats, Sample, SamplingSpec
+from .types import DEFAULT_RENDERING, ChatRendering, EngineInfo, EngineStats, Sample, SamplingSpec
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def apply_cpu_defaults() -> None:
@@ -171,11 +178,30 @@ class LocalVLLMEngine:
         """The underlying `AsyncLLM`, for benchmarks and diagnostics only."""
         return self._llm
 
-    async def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
-        return await self._template.render(messages)
+    async def render_chat(
+        self, messages: Sequence[dict[str, Any]], rendering: ChatRendering = DEFAULT_RENDERING
+    ) -> list[int]:
+        return await self._template.render(messages, rendering)
 
-    async def tokenize(self, text: str) -> list[int]:
-        return await self._template.tokenize(text)
+    async def check(self, spec: SamplingSpec) -> None:
+        """vLLM's own checks of the sampling parameters (vocabulary, logprobs, structured
+        output grammars), which it otherwise runs as each sample is added. Grammars
+        compile here, so off the event loop."""
+        processor = self._llm.input_processor
+
+        def verify() -> None:
+            params = sampling_params(spec, 0)
+            params.verify(
+                processor.model_config,
+                processor.speculative_config,
+                processor.structured_outputs_config,
+                processor.renderer.tokenizer,
+            )
+
+        await _rejecting(asyncio.to_thread(verify))
+
+    async def tokenize(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        return await self._template.tokenize(text, add_special_tokens=add_special_tokens)
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:
         decode = partial(self._tokenizer.decode, list(token_ids), skip_special_tokens=False)
@@ -203,12 +229,13 @@ class LocalVLLMEngine:
 
         async def draw(index: int) -> Sample:
             if spec.confidence_stop is not None:
-                return await self._run_watched(prompt, len(prompt_ids), spec, index, request_id)
+                watched = self._run_watched(prompt, len(prompt_ids), spec, index, request_id)
+                return await _rejecting(watched)
             params = sampling_params(spec, index)
             final = None
-            async for output in self._llm.generate(
-                prompt, params, sample_request_id(request_id, index)
-            ):
+            sample_id = sample_request_id(request_id, index)
+            outputs = self._llm.generate(prompt, params, sample_id, priority=spec.priority)
+            async for output in _rejections_named(outputs):
                 final = output
             if final is None:  # aborted before vLLM produced anything
                 return Sample(index, "", [], "abort", prompt_tokens=len(prompt_ids))
@@ -256,16 +283,54 @@ class LocalVLLMEngine:
 def sampling_params(spec: SamplingSpec, index: int) -> Any:
     """vLLM's `SamplingParams` for sample `index` of `spec` (one sample per vLLM request)."""
     from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
     # tokens must arrive as they are made for the confidence watch to stop them
     watched = spec.confidence_stop is not None
+    fields = spec.engine_fields()
+    if fields["structured_outputs"] is not None:
+        fields["structured_outputs"] = StructuredOutputsParams(**fields["structured_outputs"])
     return SamplingParams(
         n=1,
-        **spec.engine_fields(),
+        **fields,
         seed=spec.sample_seed(index),
         output_kind=RequestOutputKind.DELTA if watched else RequestOutputKind.FINAL_ONLY,
     )
+
+
+async def _rejecting(work: Awaitable[T]) -> T:
+    """`work`, with vLLM's refusals of the request (what its server answers with a 400)
+    as `EngineRejected` naming the parameter."""
+    try:
+        return await work
+    except Exception as exc:
+        rejection = _as_rejection(exc)
+        if rejection is None:
+            raise
+        raise rejection from exc
+
+
+async def _rejections_named(outputs: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    try:
+        async for output in outputs:
+            yield output
+    except Exception as exc:
+        rejection = _as_rejection(exc)
+        if rejection is None:
+            raise
+        raise rejection from exc
+
+
+def _as_rejection(exc: Exception) -> EngineRejected | None:
+    """vLLM's client errors (and the `ValueError`s its server also answers with a 400)
+    as `EngineRejected`; None for any other error."""
+    from vllm.exceptions import VLLMClientError, VLLMValidationError
+
+    if isinstance(exc, VLLMValidationError):
+        return EngineRejected(str(exc), exc.parameter)
+    if isinstance(exc, VLLMClientError | ValueError):
+        return EngineRejected(str(exc))
+    return None
 
 
 def start_async_llm(
@@ -439,7 +504,7 @@ async def _generate_watched(
     merged = None
     confidences: list[float] = []
     watching, low = True, False
-    async for delta in llm.generate(prompt, params, sample_id):
+    async for delta in llm.generate(prompt, params, sample_id, priority=spec.priority):
         if merged is None:
             merged = delta
         else:

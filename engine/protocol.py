@@ -14,7 +14,15 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from .types import EngineInfo, EngineStats, GenerationResult, Sample, SamplingSpec
+from .types import (
+    DEFAULT_RENDERING,
+    ChatRendering,
+    EngineInfo,
+    EngineStats,
+    GenerationResult,
+    Sample,
+    SamplingSpec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +35,15 @@ _ABORT_MAX_RETRIES = 40
 
 class EngineError(RuntimeError):
     """The engine failed a request (not the caller's fault)."""
+
+
+class EngineRejected(ValueError):
+    """The engine refuses a request as it was asked (the caller's to fix, as vLLM's 400s
+    are): `param` names the request field where that is known."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class EngineUnavailable(EngineError):
@@ -139,6 +156,9 @@ class Generation:
                 errors.append(exc)
                 continue
             samples.append(task.result())
+        rejected = next((e for e in errors if isinstance(e, EngineRejected)), None)
+        if rejected is not None:  # the request's own fault: say so, as the engine did
+            raise rejected
         if errors:
             raise EngineError(f"{len(errors)} of {self.n} samples failed: {errors[0]!r}") from (
                 errors[0]
@@ -158,11 +178,23 @@ class Engine(Protocol):
     @property
     def info(self) -> EngineInfo: ...
 
-    async def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
-        """Token ids of `messages` rendered with the model's own chat template."""
+    async def render_chat(
+        self, messages: Sequence[dict[str, Any]], rendering: ChatRendering = DEFAULT_RENDERING
+    ) -> list[int]:
+        """Token ids of `messages` rendered with the model's own chat template; a template
+        that refuses the chat (or `rendering`) raises `EngineRejected`."""
         ...
 
-    async def tokenize(self, text: str) -> list[int]: ...
+    async def check(self, spec: SamplingSpec) -> None:
+        """Raise `EngineRejected` where the engine would refuse to sample with `spec`
+        (a token id outside the vocabulary, a JSON Schema it cannot compile), so that the
+        caller hears it before anything runs. An engine that cannot tell in advance
+        refuses when the sample starts instead."""
+        ...
+
+    async def tokenize(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of `text`; with `add_special_tokens`, the tokenizer's own (BOS)."""
+        ...
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:
         """Text of `token_ids`, special tokens (e.g. end of turn) included."""

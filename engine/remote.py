@@ -21,6 +21,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from .http_client import HTTP_ERRORS, REPLY_ERRORS, auth_headers, unusable
 from .local_tokenizer import LocalChatTemplate, load_tokenizer
 from .protocol import (
     EngineError,
+    EngineRejected,
     EngineSlow,
     EngineUnavailable,
     Generation,
@@ -41,7 +43,15 @@ from .protocol import (
 )
 from .reasoning import ReasoningSplitter, check_parser_name
 from .routing_keys import PrefixKeys
-from .types import EngineInfo, EngineStats, ModelShape, Sample, SamplingSpec
+from .types import (
+    DEFAULT_RENDERING,
+    ChatRendering,
+    EngineInfo,
+    EngineStats,
+    ModelShape,
+    Sample,
+    SamplingSpec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -227,22 +237,34 @@ class RemoteVLLMEngine:
     def info(self) -> EngineInfo:
         return self._info
 
-    async def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+    async def render_chat(
+        self, messages: Sequence[dict[str, Any]], rendering: ChatRendering = DEFAULT_RENDERING
+    ) -> list[int]:
         if self._chat_template is not None:
-            return await self._chat_template.render(messages)
-        return await self._render_on_server(messages)
+            return await self._chat_template.render(messages, rendering)
+        return await self._render_on_server(messages, rendering)
 
-    async def _render_on_server(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+    async def _render_on_server(
+        self, messages: Sequence[dict[str, Any]], rendering: ChatRendering = DEFAULT_RENDERING
+    ) -> list[int]:
         body = {
             "model": self._info.model_name,
             "messages": list(messages),
-            "add_generation_prompt": True,
-            "add_special_tokens": False,
+            **rendering.model_dump(),
         }
         return (await self._post_json("/tokenize", body))["tokens"]
 
-    async def tokenize(self, text: str) -> list[int]:
-        body = {"model": self._info.model_name, "prompt": text, "add_special_tokens": False}
+    async def check(self, spec: SamplingSpec) -> None:
+        """Nothing to check in advance: the server's own checks answer each sample, and
+        its 400 comes back as `EngineRejected` (after the headers of a stream)."""
+        return None
+
+    async def tokenize(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        body = {
+            "model": self._info.model_name,
+            "prompt": text,
+            "add_special_tokens": add_special_tokens,
+        }
         return (await self._post_json("/tokenize", body))["tokens"]
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:
@@ -257,7 +279,8 @@ class RemoteVLLMEngine:
             try:
                 async with self._http().post(url, json=body) as response:
                     if response.status != 200:
-                        raise _status_error(url, response.status, "")
+                        detail = (await response.read()).decode(errors="replace")[:2000]
+                        raise _status_error(url, response.status, detail)
                     return await response.json(content_type=None)
             except HTTP_ERRORS as exc:
                 raise TransientError(f"{url}: {exc!r}") from exc
@@ -352,7 +375,7 @@ class RemoteVLLMEngine:
         try:
             async with self._http().post(url, json=body, headers=headers) as response:
                 if response.status != 200:
-                    detail = (await response.read()).decode(errors="replace")[:500]
+                    detail = (await response.read()).decode(errors="replace")[:2000]
                     raise _status_error(url, response.status, detail)
                 logger.debug("sample %s: streaming from %s", sample_id, url)
                 async for line in response.content:  # one SSE line at a time
@@ -501,10 +524,23 @@ async def _check_thinking_budgets(session: aiohttp.ClientSession, base: str, mod
     )
 
 
-def _status_error(url: str, status: int, detail: str) -> EngineError:
-    """A non-200 answer: worth retrying elsewhere (overload, a replica restarting) or not."""
+def _status_error(url: str, status: int, detail: str) -> Exception:
+    """A non-200 answer: the request's own fault (400: `EngineRejected` with the server's
+    message and field), or worth retrying elsewhere (overload, a replica restarting), or
+    neither."""
+    if status == HTTPStatus.BAD_REQUEST:
+        return _rejection(detail)
     error = TransientError if is_transient_status(status) else EngineError
     return error(f"{url}: HTTP {status}: {detail}" if detail else f"{url}: HTTP {status}")
+
+
+def _rejection(detail: str) -> EngineRejected:
+    """vLLM's 400 body (an OpenAI error object) as the refusal it states."""
+    try:
+        error = json.loads(detail)["error"]
+        return EngineRejected(str(error["message"]), error.get("param"))
+    except (ValueError, KeyError, TypeError):
+        return EngineRejected(detail or "the model server refused the request")
 
 
 def _connection_log(base_url: str) -> aiohttp.TraceConfig:
@@ -555,9 +591,12 @@ def _completion_body(
         "stream_options": {"include_usage": True},
         "return_token_ids": True,
         "return_tokens_as_token_ids": True,
-        **spec.engine_fields(),
+        # None is vLLM's "not set": left out, as a client of vLLM's server leaves it
+        **{name: value for name, value in spec.engine_fields().items() if value is not None},
         "seed": spec.sample_seed(index),
     }
+    if spec.priority:
+        body["priority"] = spec.priority
     if not spec.top_k:  # unset: the server's default applies (the model's generation config)
         del body["top_k"]
     if spec.logprob_token_ids:  # the server returns them as top logprobs: ask for none else
@@ -565,6 +604,17 @@ def _completion_body(
     if spec.confidence_stop is None:
         body["stream_interval"] = CHUNK_TOKENS
     return body
+
+
+def _stream_error(error: Any) -> Exception:
+    """An error event of vLLM's stream: the request's fault (a 4xx code) or the server's."""
+    if not isinstance(error, dict):
+        return EngineError(f"the model server's stream failed: {error!r}")
+    message = str(error.get("message") or "the model server refused the request")
+    code = error.get("code")
+    if isinstance(code, int) and 400 <= code < 500:
+        return EngineRejected(message, error.get("param"))
+    return EngineError(f"the model server's stream failed: {message}")
 
 
 def _token_id(key: str) -> int:
@@ -575,6 +625,8 @@ def _token_id(key: str) -> int:
 def _apply_chunk(
     chunk: dict[str, Any], partial: _Partial, spec: SamplingSpec, thought_closes: Sequence[int]
 ) -> None:
+    if "error" in chunk:  # vLLM refused the request after it had started the stream
+        raise _stream_error(chunk["error"])
     top_k = spec.logprobs
     usage = chunk.get("usage")
     if usage:

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -18,6 +26,48 @@ FinishReason = Literal["stop", "length", "abort"]
 def _unlimited_as_none(value: object) -> object:
     """vLLM's spelling of no thinking budget, -1, is None here."""
     return None if value == -1 and not isinstance(value, bool) else value
+
+
+def _clamped_bias(bias: float) -> float:
+    """vLLM clamps a logit bias to -100..100, as OpenAI documents the range."""
+    return min(100.0, max(-100.0, bias))
+
+
+def _all_tokens_as_zero(value: object) -> object:
+    """vLLM takes -1 and 0 alike for "no top-k filtering": 0 here."""
+    return 0 if value == -1 and not isinstance(value, bool) else value
+
+
+class StructuredOutputs(BaseModel):
+    """A constraint on what a sample may say, enforced while it is generated (vLLM's
+    structured outputs: `StructuredOutputsParams`, the same fields). At most one of
+    `json`, `regex`, `choice`, `grammar`, `json_object` and `structural_tag`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    json_: str | dict[str, Any] | None = Field(
+        None, alias="json", description="a JSON Schema (object or its JSON text)"
+    )
+    regex: str | None = Field(None, description="a regular expression the text matches")
+    choice: tuple[str, ...] | None = Field(None, description="the text is one of these")
+    grammar: str | None = Field(None, description="a context-free grammar (EBNF / GBNF)")
+    json_object: bool | None = Field(None, description="any JSON object")
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
+    structural_tag: str | None = None
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> StructuredOutputs:
+        kinds = ("json_", "regex", "choice", "grammar", "json_object", "structural_tag")
+        given = [kind.rstrip("_") for kind in kinds if getattr(self, kind) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one structured output constraint, not {', '.join(given)}")
+        return self
+
+    def engine_value(self) -> dict[str, Any]:
+        """vLLM's `StructuredOutputsParams` fields (what a remote request's body takes)."""
+        return self.model_dump(by_alias=True, exclude_none=True)
 
 
 class ConfidenceStop(BaseModel):
@@ -72,20 +122,44 @@ class SamplingSpec(BaseModel):
     top_p: Annotated[float, API] = Field(
         1.0, gt=0.0, le=1.0, description="nucleus: sample from the top tokens of this mass"
     )
-    top_k: int = Field(0, ge=0, description="0 disables top-k filtering")
-    min_p: float = Field(
+    top_k: Annotated[int, BeforeValidator(_all_tokens_as_zero), API] = Field(
+        0, ge=0, description="sample from the k likeliest tokens (0 or -1: all)"
+    )
+    min_p: Annotated[float, API] = Field(
         0.0, ge=0.0, le=1.0, description="drop tokens below this share of the top one's"
     )
+    repetition_penalty: Annotated[float, API] = Field(
+        1.0,
+        gt=0.0,
+        allow_inf_nan=False,
+        description="above 1: penalise tokens of the prompt and the text",
+    )
     max_tokens: int = Field(256, ge=1, description="tokens per sample at most")
-    min_tokens: int = Field(0, ge=0, description="no stop before this many tokens")
+    min_tokens: Annotated[int, API] = Field(0, ge=0, description="no stop before this many tokens")
     stop: Annotated[tuple[Annotated[str, Field(min_length=1)], ...], API] = Field(
         (), max_length=16, description="strings that end a sample"
     )
-    include_stop_str_in_output: bool = Field(False, description="keep the stop string")
-    stop_token_ids: tuple[Annotated[int, Field(ge=0)], ...] = Field(
-        (), description="token ids that end a sample"
+    include_stop_str_in_output: Annotated[bool, API] = Field(
+        False, description="keep the stop string in the text"
     )
-    ignore_eos: bool = Field(False, description="generate past the end-of-sequence token")
+    stop_token_ids: Annotated[tuple[Annotated[int, Field(ge=0)], ...], API] = Field(
+        (), max_length=64, description="token ids that end a sample"
+    )
+    ignore_eos: Annotated[bool, API] = Field(
+        False, description="generate past the end-of-sequence token"
+    )
+    logit_bias: Annotated[
+        dict[int, Annotated[float, AfterValidator(_clamped_bias)]] | None, API
+    ] = Field(None, description="token id -> bias added to its logit (clamped to -100..100)")
+    bad_words: Annotated[tuple[Annotated[str, Field(min_length=1)], ...], API] = Field(
+        (), description="words the sample must not generate"
+    )
+    allowed_token_ids: Annotated[tuple[Annotated[int, Field(ge=0)], ...], API] = Field(
+        (), description="sample only these token ids (empty: all)"
+    )
+    structured_outputs: Annotated[StructuredOutputs | None, API] = Field(
+        None, description="constrain the text: a JSON Schema, a regex, a choice, a grammar"
+    )
     seed: Annotated[int | None, API, ADAPTER] = Field(
         None, description="sample i of a request is seeded seed + i"
     )
@@ -101,13 +175,23 @@ class SamplingSpec(BaseModel):
     frequency_penalty: Annotated[float, API] = Field(
         0.0, ge=-2.0, le=2.0, description="penalise tokens by how often they appeared"
     )
-    skip_special_tokens: bool = Field(True, description="leave special tokens out of the text")
+    skip_special_tokens: Annotated[bool, API] = Field(
+        True, description="leave special tokens out of the text"
+    )
+    spaces_between_special_tokens: Annotated[bool, API] = Field(
+        True, description="a space between adjacent special tokens in the text"
+    )
     thinking_token_budget: Annotated[int | None, BeforeValidator(_unlimited_as_none), API] = Field(
         None,
         ge=0,
         validation_alias=AliasChoices("thinking_token_budget", "thinking_budget"),
         description="a reasoning model's thinking tokens per sample: at the budget the "
         "thought is closed and the model answers within max_tokens (-1 or null: none)",
+    )
+    priority: Annotated[int, API, ADAPTER] = Field(
+        0,
+        description="scheduling priority, lower first (an engine scheduling first come, "
+        "first served ignores it, as vLLM does)",
     )
     confidence_stop: Annotated[ConfidenceStop | None, ADAPTER] = Field(
         None, description="abort the sample when its window confidence drops (needs logprobs)"
@@ -138,15 +222,12 @@ class SamplingSpec(BaseModel):
         sequences as lists and empty ones as None (vLLM's "not set"): the shared part of
         vLLM's `SamplingParams` and of a remote completion request."""
         adapted = self.fields_exposed(ADAPTER)
-        return {
-            name: (list(value) or None) if isinstance(value, tuple) else value
-            for name, value in self
-            if name not in adapted
-        }
+        return {name: _engine_value(value) for name, value in self if name not in adapted}
 
     @model_validator(mode="after")
     def _min_below_max(self) -> SamplingSpec:
-        if self.min_tokens > self.max_tokens:
+        # an unset max_tokens is the server's to choose: the service checks it then
+        if self.min_tokens > self.max_tokens and "max_tokens" in self.model_fields_set:
             raise ValueError("min_tokens must not exceed max_tokens")
         if self.logprobs is not None and self.logprob_token_ids:
             raise ValueError("ask for either top-k logprobs or logprob_token_ids, not both")
@@ -165,6 +246,46 @@ class SamplingSpec(BaseModel):
         a call and by strategies for the samples they draw one at a time.
         """
         return None if self.seed is None else self.seed + index
+
+
+def _engine_value(value: object) -> object:
+    """A field's value as vLLM takes it: sequences as lists, empty ones as None, a
+    structured output constraint as its fields."""
+    if isinstance(value, tuple):
+        return list(value) or None
+    if isinstance(value, StructuredOutputs):
+        return value.engine_value()
+    return value
+
+
+class ChatRendering(BaseModel):
+    """How a chat becomes a prompt: the fields of vLLM's chat request of the same names,
+    with its defaults. A strategy re-rendering a chat of its own (a judge, a refinement)
+    uses the defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    add_generation_prompt: bool = Field(True, description="open the assistant's turn")
+    continue_final_message: bool = Field(
+        False, description="continue the last (assistant) message rather than open a turn"
+    )
+    add_special_tokens: bool = Field(
+        False, description="add the tokenizer's special tokens (BOS) to the rendered prompt"
+    )
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="extra variables of the chat template"
+    )
+
+    @model_validator(mode="after")
+    def _one_ending(self) -> ChatRendering:
+        if self.add_generation_prompt and self.continue_final_message:
+            raise ValueError(
+                "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
+            )
+        return self
+
+
+DEFAULT_RENDERING = ChatRendering()
 
 
 @dataclass(slots=True)

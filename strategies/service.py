@@ -18,8 +18,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ttscale.engine.lifecycle import close_together
-from ttscale.engine.protocol import Engine
-from ttscale.engine.types import FinishReason, SamplingSpec
+from ttscale.engine.protocol import Engine, EngineRejected
+from ttscale.engine.types import (
+    DEFAULT_RENDERING,
+    ChatRendering,
+    FinishReason,
+    Sample,
+    SamplingSpec,
+)
 from ttscale.verifiers.request_grading import GradingTally
 from ttscale.verifiers.structured import AnswerFormat
 
@@ -66,6 +72,9 @@ class ServiceRequest(BaseModel):
     sampling: SamplingSpec = SamplingSpec()
     n: int = Field(1, ge=1)
     choice: StrategyChoice | None = None
+    rendering: ChatRendering = DEFAULT_RENDERING
+    """How `messages` become the prompt (and whether a text prompt gets the tokenizer's
+    special tokens: `add_special_tokens`)."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,7 @@ class Service:
         verifiers = self.verifiers.for_request(self.limits.grading_deadline_s)
         if strategy is None:
             self._check_thinking(sampling, "sampling")
+            await self._check_engine(sampling, "sampling")
             budget = Budget(
                 self._plain_limits(request, sampling), policy_shape=self.engine.info.shape
             )
@@ -175,6 +185,7 @@ class Service:
             )
         for use in params.verifiers_used():
             self.verifiers.check(use, "choice.params")
+        await self._check_engine(params.sampling, "choice.params.sampling")
         limits = self._budget_limits(params, choice.budget)
         budget = Budget(limits, policy_shape=self.engine.info.shape)
         return PreparedRequest(
@@ -206,7 +217,7 @@ class Service:
             choices = [
                 Choice(s.index, s.text, s.finish_reason, s.content, s.reasoning) for s in samples
             ]
-            return ServiceResult(model, "none", choices, prepared.spent())
+            return ServiceResult(model, "none", choices, _prompt_read_once(prepared, samples))
         result = await prepared.strategy.execute(context, prepared.params)
         choice = Choice(0, result.text, _finish_reason(result), result.content, result.reasoning)
         include_text = prepared.request.choice.include_text
@@ -248,10 +259,16 @@ class Service:
     async def _prompt(self, request: ServiceRequest) -> tuple[list[dict[str, str]], list[int]]:
         """Messages (what strategies re-render, e.g. for refinement) and prompt ids."""
         if request.messages is not None:
-            return request.messages, await self.engine.render_chat(request.messages)
+            try:
+                ids = await self.engine.render_chat(request.messages, request.rendering)
+            except EngineRejected as exc:
+                param = f"rendering.{exc.param}" if exc.param else "messages"
+                raise InvalidRequest(str(exc), param=param) from exc
+            return request.messages, ids
         if isinstance(request.prompt, str):
             messages = [{"role": "user", "content": request.prompt}]
-            return messages, await self.engine.tokenize(request.prompt)
+            special = request.rendering.add_special_tokens
+            return messages, await self.engine.tokenize(request.prompt, add_special_tokens=special)
         ids = list(request.prompt or [])
         if not ids or any(t < 0 for t in ids):
             raise InvalidRequest("prompt token ids must be non-negative", param="prompt")
@@ -340,6 +357,14 @@ class Service:
         if prompt_tokens + asked > context:
             raise _does_not_fit("choice.params.sampling.max_tokens", asked, prompt_tokens, context)
 
+    async def _check_engine(self, sampling: SamplingSpec, at: str) -> None:
+        """The engine's own checks of the sampling fields (vocabulary, grammars)."""
+        try:
+            await self.engine.check(sampling)
+        except EngineRejected as exc:
+            param = f"{at}.{exc.param}" if exc.param else at
+            raise InvalidRequest(str(exc), param=param) from exc
+
     def _check_thinking(self, sampling: SamplingSpec, at: str) -> None:
         """A thinking budget needs a reasoning model's parser, and room for the answer
         after it: `max_tokens` counts thinking and answer together."""
@@ -414,6 +439,18 @@ def _does_not_fit(param: str, asked: int, prompt_tokens: int, context: int) -> I
         f"this model's context is {context}",
         param=param,
         code="context_length_exceeded",
+    )
+
+
+def _prompt_read_once(prepared: PreparedRequest, samples: list[Sample]) -> Spending:
+    """What plain sampling spent, its prompt counted once however many choices, as vLLM's
+    server counts it (the engine's prefix cache reads it once): a plain request is
+    billed as a client of vLLM expects. A strategy's usage counts every read."""
+    spent = prepared.spent()
+    cached = max((s.cached_prompt_tokens for s in samples), default=0)
+    prompt = len(prepared.prompt_ids)
+    return spent.model_copy(
+        update={"prompt_tokens": prompt, "cached_prompt_tokens": min(cached, prompt)}
     )
 
 

@@ -4,6 +4,8 @@ vLLM the same way in process and remotely, or reaches the API under another shap
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import types
 import typing
 from typing import Any
@@ -14,7 +16,7 @@ from pydantic import ValidationError
 
 from ttscale.engine.local_vllm import sampling_params
 from ttscale.engine.remote import _completion_body
-from ttscale.engine.types import ADAPTER, API, ConfidenceStop, SamplingSpec
+from ttscale.engine.types import ADAPTER, API, ConfidenceStop, SamplingSpec, StructuredOutputs
 from ttscale.server.api.schemas import ChatCompletionRequest, CompletionRequest
 
 ENGINE_FIELDS = [
@@ -41,7 +43,31 @@ def _other_value(name: str) -> Any:
         if typing.get_origin(item) is typing.Annotated:
             item = typing.get_args(item)[0]
         return ("x",) if item is str else (7,)
+    if typing.get_origin(annotation) is dict:
+        return {7: 0.5}
+    if annotation is StructuredOutputs:
+        return StructuredOutputs(regex="[ab]+")
     raise AssertionError(f"no test value for {name}: {annotation}")
+
+
+def _as_json(value: Any) -> Any:
+    """`value` as a client writes it in JSON (objects keyed by strings)."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return {str(key): item for key, item in value.items()}
+    if isinstance(value, StructuredOutputs):
+        return value.engine_value()
+    return value
+
+
+def _vllm_value(value: Any) -> Any:
+    """A vLLM parameter as `SamplingSpec.engine_fields` writes it (a dataclass as its
+    public fields)."""
+    if dataclasses.is_dataclass(value):
+        fields = dataclasses.asdict(value)
+        return {k: v for k, v in fields.items() if not k.startswith("_") and v is not None}
+    return value
 
 
 def _spec_with(name: str) -> SamplingSpec:
@@ -57,7 +83,7 @@ def test_every_field_reaches_vllm_by_its_name_in_process(name):
     spec = _spec_with(name)
     params = sampling_params(spec, 0)
     expected = spec.engine_fields()[name]
-    assert getattr(params, name) == expected
+    assert _vllm_value(getattr(params, name)) == expected
     assert expected != SamplingSpec.model_fields[name].default  # the value did change something
 
 
@@ -68,7 +94,7 @@ def test_a_remote_request_means_to_vllm_what_the_in_process_call_means(name):
     from vllm.entrypoints.openai.completion.protocol import CompletionRequest as VLLMRequest
 
     spec = _spec_with(name)
-    body = _completion_body("m", [1, 2, 3], spec, 0)
+    body = json.loads(json.dumps(_completion_body("m", [1, 2, 3], spec, 0)))  # as sent
     remote = VLLMRequest.model_validate(body).to_sampling_params(spec.max_tokens)
     local = sampling_params(spec, 0)
     assert getattr(remote, name) == getattr(local, name)
@@ -76,7 +102,9 @@ def test_a_remote_request_means_to_vllm_what_the_in_process_call_means(name):
 
 def test_fields_the_adapters_handle_themselves_are_handled_by_both():
     spec = SamplingSpec(seed=5, logprobs=4, confidence_stop=ConfidenceStop(window=8, threshold=1))
-    assert set(SamplingSpec.fields_exposed(ADAPTER)) == {"seed", "confidence_stop"}
+    assert set(SamplingSpec.fields_exposed(ADAPTER)) == {"seed", "priority", "confidence_stop"}
+    assert "priority" not in _completion_body("m", [1], spec, 0)  # 0: vLLM's default
+    assert _completion_body("m", [1], spec.replace(priority=-2), 0)["priority"] == -2
     assert sampling_params(spec, 3).seed == 8 == _completion_body("m", [1], spec, 3)["seed"]
     # a watched sample streams every token so that the watch can stop it in time
     assert sampling_params(spec, 0).output_kind.name == "DELTA"
@@ -96,8 +124,9 @@ def test_the_api_requests_carry_exactly_the_fields_marked_for_the_api(model):
 @pytest.mark.parametrize("name", SamplingSpec.fields_exposed(API))
 def test_an_api_field_set_by_the_client_reaches_the_sampling_spec(name):
     value = _other_value(name)
-    raw = list(value) if isinstance(value, tuple) else value
-    request = CompletionRequest.model_validate({"model": "m", "prompt": "hi", name: raw})
+    request = CompletionRequest.model_validate(
+        {"model": "m", "prompt": "hi", name: _as_json(value)}
+    )
     spec = request.service_request("r").sampling
     assert getattr(spec, name) == value
     assert spec.model_fields_set == {name}  # unset fields stay the strategy's defaults

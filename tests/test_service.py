@@ -54,14 +54,15 @@ async def test_the_request_id_reaches_every_engine_request_and_verifier(grader):
     assert sorted(engine.request_ids) == [f"{run_id}-{i}" for i in range(3)]
 
 
-async def test_plain_sampling_returns_n_choices_and_bills_every_prompt_read(grader):
+async def test_plain_sampling_returns_n_choices_and_counts_the_prompt_once(grader):
+    """As vLLM's server counts it: the prefix cache reads a plain request's prompt once."""
     engine = ScriptedEngine(lambda prompt, spec, index: Scripted(f"seed {spec.seed}"))
     svc, _ = service(engine, grader)
     result = await svc.complete(request(n=3, sampling=SamplingSpec(seed=7, max_tokens=20)))
     assert result.strategy == "none" and result.evidence is None
     assert [c.text for c in result.choices] == ["seed 7", "seed 8", "seed 9"]
     prompt = len(await engine.render_chat(MESSAGES))
-    assert result.usage.prompt_tokens == 3 * prompt
+    assert result.usage.prompt_tokens == prompt
     assert result.usage.cached_prompt_tokens <= result.usage.prompt_tokens
     assert result.usage.generated_tokens == 3 * len("seed 7")
 

@@ -16,10 +16,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ttscale.engine.protocol import EngineError
+from ttscale.engine.protocol import EngineError, EngineRejected
 from ttscale.strategies.errors import ModelNotFound, Namer, RequestError
 
-from .schemas import api_field_name
+from .schemas import NOT_SERVED, api_field_name
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     param = _field(first.get("loc", ())) or None
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "extra_forbidden":
-        message = "unsupported parameter"
+        message = NOT_SERVED.get(param or "", "unsupported parameter")
     if param:
         message = f"{param}: {message}"
     telling = [e for e in errors if e.get("type") not in _TYPE_MISMATCHES] or errors
@@ -151,6 +151,10 @@ def install_error_handlers(app: FastAPI) -> None:
             f"a model this request needs is unavailable; retry later (request {request_id})",
             code="engine_unavailable",
         )
+
+    @app.exception_handler(EngineRejected)
+    async def _engine_rejected(_: Request, exc: EngineRejected) -> JSONResponse:
+        return error_response(400, str(exc), param=exc.param)
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, exc: RequestError) -> JSONResponse:

@@ -6,6 +6,7 @@ the user never hears about.
 
 from __future__ import annotations
 
+import json
 import time
 import typing
 import uuid
@@ -19,13 +20,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     create_model,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 
-from ttscale.engine.types import API, SamplingSpec
+from ttscale.engine.types import API, ChatRendering, SamplingSpec
 from ttscale.strategies.budget import Spending
-from ttscale.strategies.errors import InvalidRequest
+from ttscale.strategies.errors import InvalidRequest, first_problem
 from ttscale.strategies.service import Choice, ServiceRequest
 from ttscale.strategies.strategy_choice import StrategyChoice, split_model_name
 
@@ -75,6 +78,46 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    name: str
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`, as vLLM reads it: a shorthand for `structured_outputs`
+    (`json_object`: any JSON object; `json_schema`: its schema; `structural_tag`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["text", "json_object", "json_schema", "structural_tag"]
+    json_schema: JsonSchemaFormat | None = None
+    format: Any = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError(
+                "When response_format type is 'json_schema', the 'json_schema' field must "
+                "be provided."
+            )
+        if self.type == "structural_tag" and self.format is None:
+            raise ValueError("a structural_tag response_format needs its `format`")
+        return self
+
+    def constraint(self) -> dict[str, Any]:
+        """The structured output fields this format sets (none for "text")."""
+        if self.type == "json_object":
+            return {"json_object": True}
+        if self.type == "json_schema":
+            assert self.json_schema is not None
+            return {"json": self.json_schema.json_schema}
+        if self.type == "structural_tag":
+            return {"structural_tag": json.dumps({"type": self.type, "format": self.format})}
+        return {}
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # strict: no true for 1
     include_usage: bool = False
@@ -94,6 +137,27 @@ NO_THINKING = Thinking()
 """A response that shows no thinking (a model without a reasoning parser)."""
 
 
+NOT_SERVED: dict[str, str] = {
+    **dict.fromkeys(
+        ("media_io_kwargs", "mm_processor_kwargs", "mm_payload", "return_mm_kwargs"),
+        "multimodal inputs are not served here (text models only)",
+    ),
+    "prompt_embeds": "prompts are text or token ids here, not embeddings",
+    **dict.fromkeys(
+        ("kv_transfer_params", "ec_transfer_params"),
+        "disaggregated prefill is configured on the vLLM servers behind ttscale, not per request",
+    ),
+    "use_beam_search": "beam search is not served; see the step_search strategy",
+    "length_penalty": "a beam search parameter; beam search is not served",
+    "chat_template": "a request's own chat template is refused, as vLLM's server refuses "
+    "it without --trust-request-chat-template",
+    "vllm_xargs": "custom logits processors are not configured here",
+    "watermarking": "no watermarking is configured here",
+    "routed_experts_prompt_start": "not served here (mixture-of-experts routing traces)",
+}
+"""vLLM request fields that have no meaning on this server, with the reason a 400 gives."""
+
+
 def _as_list(value: str | list[str] | None) -> list[str]:
     """One stop sequence or a list of them (at most 16, none empty): a list."""
     return [value] if isinstance(value, str) else list(value or [])
@@ -110,6 +174,10 @@ _API_TYPES: dict[str, Any] = {
             "thought is closed and the model answers within max_tokens (-1 or null: none; "
             "`thinking_budget` is accepted too)",
         ),
+    ),
+    "logit_bias": (
+        dict[str, float] | None,
+        Field(None, description="token id (as a string) -> bias added to its logit, -100..100"),
     ),
     "stop": (
         Annotated[
@@ -162,6 +230,9 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
     stream: bool = Field(False, description="server-sent events, with progress events")
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, description="accepted and ignored")
+    response_format: ResponseFormat | None = Field(
+        None, description="JSON output: a shorthand for `structured_outputs`, as in vLLM"
+    )
     ttscale: StrategyChoice | None = Field(
         None, description="test-time-scaling strategy, parameters and budget"
     )
@@ -186,7 +257,17 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
         given = {f: getattr(self, f) for f in api_fields if f in self.model_fields_set}
         if self.requested_max_tokens is not None:
             given["max_tokens"] = self.requested_max_tokens
-        return SamplingSpec(**given)
+        if self.response_format is not None and self.response_format.constraint():
+            # as vLLM: the format's constraint replaces the one of structured_outputs
+            constrained = given.get("structured_outputs") or {}
+            given["structured_outputs"] = {**constrained, **self.response_format.constraint()}
+        try:
+            return SamplingSpec(**given)
+        except ValidationError as exc:  # a rule across fields (min_tokens <= max_tokens)
+            where, message, _ = first_problem(exc)
+            # the request field (`logit_bias`, not a key in it); the one rule across
+            # fields of the API is min_tokens <= max_tokens
+            raise InvalidRequest(message, param=where.split(".")[0] or "min_tokens") from exc
 
     def service_request(self, request_id: str) -> ServiceRequest:
         """What the service entry takes; the strategy comes from the `ttscale` field or
@@ -223,7 +304,7 @@ def api_field_name(path: str, max_tokens_param: str = "max_tokens") -> str:
         return "ttscale" + path.removeprefix("choice")
     if path == "sampling.max_tokens":
         return max_tokens_param
-    return path.removeprefix("sampling.")
+    return path.removeprefix("sampling.").removeprefix("rendering.")
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -235,6 +316,16 @@ class ChatCompletionRequest(SamplingRequest):
     )
     include_reasoning: bool = Field(
         True, description="false: leave a reasoning model's thinking out of the response"
+    )
+    add_generation_prompt: bool = Field(True, description="open the assistant's turn")
+    continue_final_message: bool = Field(
+        False, description="continue the last (assistant) message instead of a new turn"
+    )
+    add_special_tokens: bool = Field(
+        False, description="add the tokenizer's special tokens (BOS) to the rendered chat"
+    )
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="variables of the chat template (e.g. enable_thinking)"
     )
 
     def thinking(self, reasoning_parser: str | None) -> Thinking:
@@ -253,7 +344,19 @@ class ChatCompletionRequest(SamplingRequest):
         return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
 
     def prompt_fields(self) -> dict[str, Any]:
-        return {"messages": [{"role": m.role, "content": m.text()} for m in self.messages]}
+        try:
+            rendering = ChatRendering(
+                add_generation_prompt=self.add_generation_prompt,
+                continue_final_message=self.continue_final_message,
+                add_special_tokens=self.add_special_tokens,
+                chat_template_kwargs=self.chat_template_kwargs or {},
+            )
+        except ValidationError as exc:
+            raise InvalidRequest(first_problem(exc)[1], param="continue_final_message") from exc
+        return {
+            "messages": [{"role": m.role, "content": m.text()} for m in self.messages],
+            "rendering": rendering,
+        }
 
 
 class CompletionRequest(SamplingRequest):
@@ -263,8 +366,13 @@ class CompletionRequest(SamplingRequest):
         ..., description="text, or token ids; no chat template"
     )
 
+    add_special_tokens: bool = Field(
+        True, description="a text prompt gets the tokenizer's special tokens (BOS), as in vLLM"
+    )
+
     def prompt_fields(self) -> dict[str, Any]:
-        return {"prompt": self.prompt}
+        rendering = ChatRendering(add_special_tokens=self.add_special_tokens)
+        return {"prompt": self.prompt, "rendering": rendering}
 
 
 class PromptTokensDetails(BaseModel):
@@ -276,10 +384,11 @@ class CompletionTokensDetails(BaseModel):
 
 
 class Usage(BaseModel):
-    """OpenAI usage, counted as the budget counts: `prompt_tokens` are the prompt tokens
-    of every engine request made for this request (a sample of N reads its prompt N
-    times), `cached_tokens` the part of those served from the prefix cache (never more
-    than `prompt_tokens`), `completion_tokens` every token generated, aborted samples'
+    """OpenAI usage, counted as the budget counts: a strategy's `prompt_tokens` are the
+    prompt tokens of every engine request made for it (a sample of N reads its prompt N
+    times; a plain request counts its prompt once, as vLLM's server does),
+    `cached_tokens` the part of those served from the prefix cache (never more than
+    `prompt_tokens`), `completion_tokens` every token generated, aborted samples'
     included. Verifier tokens are reported in the `ttscale` evidence."""
 
     prompt_tokens: int

@@ -23,6 +23,7 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
+from ttscale.engine.protocol import EngineRejected
 from ttscale.strategies.base import ProgressCallback
 from ttscale.strategies.service import ServiceResult
 
@@ -90,8 +91,11 @@ class ChunkWriter:
         return "data: [DONE]\n\n"
 
     @staticmethod
-    def error(message: str) -> str:
-        body = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+    def error(message: str, *, invalid: bool = False, param: str | None = None) -> str:
+        """An error event: the request's fault (`invalid`, naming its `param`) or the
+        server's."""
+        kind = "invalid_request_error" if invalid else "server_error"
+        body = {"error": {"message": message, "type": kind, "param": param, "code": None}}
         return f"data: {json.dumps(body)}\n\n"
 
 
@@ -144,6 +148,10 @@ async def completion_events(
             yield event
         try:
             result = task.result()
+        except EngineRejected as exc:  # vLLM refused the request once it had started
+            yield writer.error(str(exc), invalid=True, param=exc.param)
+            yield writer.done()
+            return
         except Exception:
             logger.exception("streamed run failed")
             yield writer.error("the run failed; see the server log")

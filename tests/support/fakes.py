@@ -9,7 +9,14 @@ from typing import Any
 
 from ttscale.engine.confidence import LOW_CONFIDENCE, first_low_window
 from ttscale.engine.protocol import Generation, new_request_id
-from ttscale.engine.types import EngineInfo, EngineStats, Sample, SamplingSpec
+from ttscale.engine.types import (
+    DEFAULT_RENDERING,
+    ChatRendering,
+    EngineInfo,
+    EngineStats,
+    Sample,
+    SamplingSpec,
+)
 
 
 @dataclass(frozen=True)
@@ -60,10 +67,15 @@ class ScriptedEngine:
         self.calls: list[tuple[list[int], SamplingSpec]] = []
         self.request_ids: list[str | None] = []
 
-    async def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+    async def render_chat(
+        self, messages: Sequence[dict[str, Any]], rendering: ChatRendering = DEFAULT_RENDERING
+    ) -> list[int]:
         return [ord(c) for m in messages for c in m["content"]]
 
-    async def tokenize(self, text: str) -> list[int]:
+    async def check(self, spec: SamplingSpec) -> None:
+        return None
+
+    async def tokenize(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
         return [ord(c) for c in text]
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:

@@ -20,7 +20,13 @@ import uvicorn
 from aiohttp import web
 
 from ttscale.engine.protocol import Generation
-from ttscale.engine.types import EngineInfo, EngineStats, SamplingSpec
+from ttscale.engine.types import (
+    DEFAULT_RENDERING,
+    ChatRendering,
+    EngineInfo,
+    EngineStats,
+    SamplingSpec,
+)
 
 
 def free_port() -> int:
@@ -164,11 +170,16 @@ class BorrowedEngine:
     def info(self) -> EngineInfo:
         return self._inner.info
 
-    async def render_chat(self, messages: Sequence[dict[str, Any]]) -> list[int]:
-        return await self._inner.render_chat(messages)
+    async def render_chat(
+        self, messages: Sequence[dict[str, Any]], rendering: ChatRendering = DEFAULT_RENDERING
+    ) -> list[int]:
+        return await self._inner.render_chat(messages, rendering)
 
-    async def tokenize(self, text: str) -> list[int]:
-        return await self._inner.tokenize(text)
+    async def check(self, spec: SamplingSpec) -> None:
+        await self._inner.check(spec)
+
+    async def tokenize(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        return await self._inner.tokenize(text, add_special_tokens=add_special_tokens)
 
     async def detokenize(self, token_ids: Sequence[int]) -> str:
         return await self._inner.detokenize(token_ids)

@@ -1,0 +1,219 @@
+"""The drop-in contract: a client written for vLLM's OpenAI server gets the same answers
+from ttscale. Each request of the table goes to vLLM's own server and to ttscale over the
+same model, in process and remotely (in front of that very server): the same status, the
+same text, finish reason and token counts, and for a bad value the same refusal naming
+the same field. Outputs that must match are greedy or seeded.
+
+A field vLLM adds later and ttscale does not accept shows up here as a difference to
+decide on (see `test_every_vllm_field_is_served_or_refused_by_name`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import vllm.sampling_params  # noqa: F401  (at collection: importing vLLM runs `file` once)
+
+from ttscale.engine.remote import RemoteVLLMEngine
+from ttscale.server.api.schemas import NOT_SERVED, ChatCompletionRequest, CompletionRequest
+
+from .support.servers import serving_engine, vllm_api_server
+from .support.tiny_models import TINY_MODEL_NAME
+
+CHAT = [{"role": "user", "content": "Name three colours."}]
+SEEDED = {"temperature": 1.0, "seed": 11, "max_tokens": 12}
+GREEDY = {"temperature": 0.0, "max_tokens": 12}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    fields: dict[str, Any]
+    endpoint: str = "chat"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        prompt = {"messages": CHAT} if self.endpoint == "chat" else {"prompt": "Colours:"}
+        return {"model": TINY_MODEL_NAME, **prompt, **self.fields}
+
+    @property
+    def path(self) -> str:
+        return "/v1/chat/completions" if self.endpoint == "chat" else "/v1/completions"
+
+
+CASES = [
+    Case("greedy", GREEDY),
+    Case("seeded", SEEDED),
+    Case("seeded text completion", SEEDED, endpoint="text"),
+    Case("several choices", {**SEEDED, "n": 3}),
+    Case("top_k", {**SEEDED, "top_k": 3}),
+    Case("top_k -1 means all", {**SEEDED, "top_k": -1}),
+    Case("top_p", {**SEEDED, "top_p": 0.5}),
+    Case("min_p", {**SEEDED, "min_p": 0.3}),
+    Case("repetition_penalty", {**GREEDY, "repetition_penalty": 1.8}),
+    Case("presence and frequency penalties", {**SEEDED, "presence_penalty": 1.5}),
+    Case("min_tokens with an early stop token", {**GREEDY, "min_tokens": 10}),
+    Case("ignore_eos", {**GREEDY, "ignore_eos": True, "max_tokens": 20}),
+    Case("logit_bias", {**GREEDY, "logit_bias": {"100": 100}}),
+    Case("allowed_token_ids", {**SEEDED, "allowed_token_ids": [100, 101, 102]}),
+    Case("bad_words", {**GREEDY, "bad_words": ["the", "a"]}),
+    Case("stop_token_ids", {**SEEDED, "stop_token_ids": [100, 101]}),
+    Case("stop strings, kept", {**SEEDED, "stop": ["e"], "include_stop_str_in_output": True}),
+    Case("special tokens kept", {**SEEDED, "skip_special_tokens": False}),
+    Case("no spaces between special tokens", {**SEEDED, "spaces_between_special_tokens": False}),
+    Case("choice", {**SEEDED, "structured_outputs": {"choice": ["red", "green", "blue"]}}),
+    Case("regex", {**SEEDED, "structured_outputs": {"regex": "[ab]{3}-[0-9]{2}"}}),
+    Case(
+        "json schema",
+        {
+            **SEEDED,
+            "max_tokens": 40,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "colour",
+                    "schema": {
+                        "type": "object",
+                        "properties": {"colour": {"enum": ["red", "blue"]}},
+                        "required": ["colour"],
+                        "additionalProperties": False,
+                    },
+                },
+            },
+        },
+    ),
+    Case("json object", {**SEEDED, "response_format": {"type": "json_object"}}),
+    Case("chat_template_kwargs", {**GREEDY, "chat_template_kwargs": {"unused_flag": True}}),
+    Case("no generation prompt", {**GREEDY, "add_generation_prompt": False}),
+    Case(
+        "continue the final message",
+        {**GREEDY, "add_generation_prompt": False, "continue_final_message": True},
+        extra={"messages": [*CHAT, {"role": "assistant", "content": "Red,"}]},
+    ),
+    Case("add_special_tokens", {**GREEDY, "add_special_tokens": True}),
+    Case("user", {**GREEDY, "user": "someone"}),
+    # refusals: the same status, naming the same field
+    Case("priority without priority scheduling", {**GREEDY, "priority": 1}),
+    Case("a token id out of the vocabulary", {**GREEDY, "allowed_token_ids": [10**7]}),
+    Case("a logit bias on no token", {**GREEDY, "logit_bias": {"x": 1}}),
+    Case("two constraints", {**GREEDY, "structured_outputs": {"regex": "a", "choice": ["a"]}}),
+    Case("json_schema without a schema", {**GREEDY, "response_format": {"type": "json_schema"}}),
+    Case("a penalty of zero", {**GREEDY, "repetition_penalty": 0}),
+    Case("top_k below -1", {**GREEDY, "top_k": -2}),
+    Case("min_p above 1", {**GREEDY, "min_p": 1.5}),
+    Case("min_tokens above max_tokens", {**GREEDY, "min_tokens": 20}),
+    Case(
+        "both ways to end a chat",
+        {**GREEDY, "continue_final_message": True},
+        extra={"messages": [*CHAT, {"role": "assistant", "content": "Red,"}]},
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def vllm_url(tiny_model_path: Path, starts_vllm, subprocess_env, tmp_path_factory) -> Iterator[str]:
+    args = [
+        "--model",
+        str(tiny_model_path),
+        "--served-model-name",
+        TINY_MODEL_NAME,
+        "--max-model-len",
+        "1024",
+        "--dtype",
+        "float32",
+        "--no-enable-chunked-prefill",
+    ]
+    with vllm_api_server(args, subprocess_env, tmp_path_factory.mktemp("parity")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def in_process_url(engine) -> AsyncIterator[str]:
+    async with serving_engine(engine) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def remote_url(vllm_url: str) -> AsyncIterator[str]:
+    remote = await RemoteVLLMEngine.connect([vllm_url])
+    try:
+        async with serving_engine(remote) as url:
+            yield url
+    finally:
+        await remote.close()
+
+
+def essence(response: httpx.Response) -> dict[str, Any]:
+    """What a client reads of a response: status, then the choices and token counts or
+    the field the error names."""
+    body = response.json()
+    if response.status_code != 200:
+        return {"status": response.status_code, "param": body["error"].get("param")}
+    choices = [
+        (c["message"]["content"] if "message" in c else c["text"], c["finish_reason"])
+        for c in body["choices"]
+    ]
+    usage = body["usage"]
+    counts = (usage["prompt_tokens"], usage["completion_tokens"])
+    return {"status": 200, "choices": choices, "tokens": counts}
+
+
+async def ask(client: httpx.AsyncClient, base: str, case: Case) -> dict[str, Any]:
+    response = await client.post(base + case.path, json={**case.body(), **case.extra})
+    return essence(response)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+async def test_ttscale_answers_as_vllms_server_does(case, vllm_url, in_process_url, remote_url):
+    async with httpx.AsyncClient(timeout=120) as client:
+        expected = await ask(client, vllm_url, case)
+        in_process = await ask(client, in_process_url, case)
+        remote = await ask(client, remote_url, case)
+    if expected["status"] != 200 and expected["param"] is None:
+        for ours in (in_process, remote):  # vLLM names no field here: any field will do
+            ours["param"] = None
+    assert in_process == expected
+    assert remote == expected
+
+
+@pytest.mark.parametrize("ours", [ChatCompletionRequest, CompletionRequest])
+def test_every_vllm_field_is_served_or_refused_by_name(ours):
+    """Each field of vLLM's request is a field here or one refused with a reason; the
+    fields still to come are listed, so that a new vLLM field needs a decision."""
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as Chat
+    from vllm.entrypoints.openai.completion.protocol import CompletionRequest as Text
+
+    theirs = Chat if ours is ChatCompletionRequest else Text
+    undecided = set(theirs.model_fields) - set(ours.model_fields) - set(NOT_SERVED) - NOT_YET
+    assert not undecided, f"vLLM fields with no decision here: {sorted(undecided)}"
+
+
+NOT_YET = {
+    "logprobs",
+    "top_logprobs",
+    "prompt_logprobs",
+    "logprob_token_ids",
+    "echo",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning_effort",
+    "documents",
+    "truncate_prompt_tokens",
+    "truncation_side",
+    "request_id",
+    "session_id",
+    "return_tokens_as_token_ids",
+    "return_token_ids",
+    "return_token_offsets",
+    "return_prompt_text",
+    "cache_salt",
+    "repetition_detection",
+    "stream_interval",
+    "suffix",
+}
+"""vLLM fields not accepted yet (a 400 "unsupported parameter"): the work still open."""
