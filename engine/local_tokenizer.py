@@ -101,6 +101,8 @@ class LocalChatTemplate:
 
     def _template_kwargs(self, asked: dict[str, Any]) -> dict[str, Any]:
         """The template variables of a request that this template reads (vLLM's rule)."""
+        # the rendering's own fields win over variables of the same names, as in vLLM
+        asked = {k: v for k, v in asked.items() if k not in ChatRendering.model_fields}
         if not asked:
             return {}
         from vllm.renderers.hf import resolve_chat_template_kwargs

@@ -33,7 +33,16 @@ from .protocol import (
     sample_request_id,
 )
 from .reasoning import ReasoningSplitter, check_parser_name
-from .types import DEFAULT_RENDERING, ChatRendering, EngineInfo, EngineStats, Sample, SamplingSpec
+from .types import (
+    DEFAULT_RENDERING,
+    ChatRendering,
+    EngineInfo,
+    EngineStats,
+    Position,
+    Sample,
+    SamplingSpec,
+    TokenLogprob,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -445,6 +454,9 @@ def _to_sample(index: int, request_output: Any, spec: SamplingSpec) -> Sample:
             {tid: lp.logprob for tid, lp in position.items() if tid in wanted}
             for position in completion.logprobs
         ]
+    kept = None
+    if spec.keep_logprobs and completion.logprobs is not None:
+        kept = [_position(position) for position in completion.logprobs]
     return Sample(
         index=index,
         text=completion.text,
@@ -457,6 +469,15 @@ def _to_sample(index: int, request_output: Any, spec: SamplingSpec) -> Sample:
         token_entropies=token_entropies,
         token_confidences=token_confidences,
         label_logprobs=label_logprobs,
+        position_logprobs=kept,
+    )
+
+
+def _position(logprobs: dict[int, Any] | None) -> Position:
+    """One position's vLLM `Logprob`s, in vLLM's order (the sampled token first)."""
+    return tuple(
+        TokenLogprob(lp.decoded_token or "", lp.logprob, token_id)
+        for token_id, lp in (logprobs or {}).items()
     )
 
 

@@ -49,8 +49,10 @@ from .types import (
     EngineInfo,
     EngineStats,
     ModelShape,
+    Position,
     Sample,
     SamplingSpec,
+    TokenLogprob,
 )
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class _Partial:
     token_entropies: list[float] = field(default_factory=list)
     token_confidences: list[float] = field(default_factory=list)
     label_logprobs: list[dict[int, float]] = field(default_factory=list)
+    position_logprobs: list[Position] = field(default_factory=list)
     low_confidence: bool = False
     """Its window confidence fell below `SamplingSpec.confidence_stop`: stop reading."""
     thought_closed_at: int | None = None
@@ -601,6 +604,8 @@ def _completion_body(
         del body["top_k"]
     if spec.logprob_token_ids:  # the server returns them as top logprobs: ask for none else
         body["logprobs"] = 0
+    if spec.keep_logprobs:  # the client reads the tokens: as vLLM decodes them, not ids
+        del body["return_tokens_as_token_ids"]
     if spec.confidence_stop is None:
         body["stream_interval"] = CHUNK_TOKENS
     return body
@@ -652,6 +657,11 @@ def _apply_chunk(
                 partial.token_entropies.append(topk_entropy(values) if top_k > 0 else 0.0)
                 partial.token_confidences.append(topk_confidence(values))
             _watch_confidence(partial, spec, since)
+        if spec.keep_logprobs and logprobs:
+            partial.position_logprobs.extend(
+                tuple(TokenLogprob(token, value) for token, value in (position or {}).items())
+                for position in logprobs.get("top_logprobs") or []
+            )
         if spec.logprob_token_ids and logprobs:
             wanted = set(spec.logprob_token_ids)
             for position in logprobs.get("top_logprobs") or []:
@@ -692,4 +702,5 @@ def _to_sample(index: int, partial: _Partial, *, aborted: bool) -> Sample:
         token_entropies=list(partial.token_entropies) if has_logprobs else None,
         token_confidences=list(partial.token_confidences) if has_logprobs else None,
         label_logprobs=list(partial.label_logprobs) if partial.label_logprobs else None,
+        position_logprobs=list(partial.position_logprobs) if partial.position_logprobs else None,
     )

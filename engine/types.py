@@ -43,7 +43,9 @@ class StructuredOutputs(BaseModel):
     structured outputs: `StructuredOutputsParams`, the same fields). At most one of
     `json`, `regex`, `choice`, `grammar`, `json_object` and `structural_tag`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
 
     json_: str | dict[str, Any] | None = Field(
         None, alias="json", description="a JSON Schema (object or its JSON text)"
@@ -166,6 +168,11 @@ class SamplingSpec(BaseModel):
     logprobs: int | None = Field(
         None, ge=0, le=20, description="top-k log-probabilities per token (entropy, confidence)"
     )
+    keep_logprobs: Annotated[bool, ADAPTER] = Field(
+        False,
+        description="keep every position's top log-probabilities on the sample, tokens "
+        "as vLLM decodes them (the client asked for logprobs)",
+    )
     logprob_token_ids: tuple[int, ...] = Field(
         (), max_length=128, description="report these tokens' log-probabilities (judges)"
     )
@@ -231,6 +238,8 @@ class SamplingSpec(BaseModel):
             raise ValueError("min_tokens must not exceed max_tokens")
         if self.logprobs is not None and self.logprob_token_ids:
             raise ValueError("ask for either top-k logprobs or logprob_token_ids, not both")
+        if self.keep_logprobs and self.logprobs is None:
+            raise ValueError("keep_logprobs needs logprobs (0: the sampled token's only)")
         if self.confidence_stop is not None and not self.logprobs:
             raise ValueError("confidence_stop needs top-k logprobs (logprobs >= 1)")
         return self
@@ -288,6 +297,22 @@ class ChatRendering(BaseModel):
 DEFAULT_RENDERING = ChatRendering()
 
 
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One token's log-probability at a position, as vLLM reports it."""
+
+    token: str
+    """The token as vLLM decodes it (what its server's responses show)."""
+    logprob: float
+    token_id: int | None = None
+    """Where the engine says (in process); a remote server reports the text only."""
+
+
+Position = tuple[TokenLogprob, ...]
+"""A position's log-probabilities in vLLM's order: the sampled token first, then the
+top-k by rank (the sampled one once, if it is among them)."""
+
+
 @dataclass(slots=True)
 class Sample:
     """One finished (or aborted) completion and what it cost."""
@@ -305,6 +330,8 @@ class Sample:
     """Per position, -mean of the top-k log-probabilities (when `logprobs` was asked)."""
     label_logprobs: list[dict[int, float]] | None = None
     """Per position, the log-probabilities of `SamplingSpec.logprob_token_ids`."""
+    position_logprobs: list[Position] | None = None
+    """Per generated position, with `SamplingSpec.keep_logprobs`: what the client sees."""
     reasoning: str | None = None
     """The thinking of a reasoning model's sample (see `reasoning.py`), else None."""
     content: str | None = None

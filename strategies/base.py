@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from ttscale.engine.lifecycle import close_together
 from ttscale.engine.protocol import Engine
-from ttscale.engine.types import Sample, SamplingSpec
+from ttscale.engine.types import Position, Sample, SamplingSpec
 from ttscale.verifiers.extraction import extract_boxed
 from ttscale.verifiers.math_grader import MathGrader
 from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
@@ -172,6 +172,9 @@ class Candidate(BaseModel):
     mean_entropy: float | None = None
     mean_logprob: float | None = None
     scores: dict[str, float | list[float]] = Field(default_factory=dict)
+    logprobs: list[Position] | None = Field(None, exclude=True)
+    """The sample's log-probabilities when the client asked for them: returned with the
+    pick, never in the evidence."""
 
     @property
     def answer_text(self) -> str:
@@ -234,6 +237,7 @@ def to_candidate(
         temperature=temperature,
         mean_entropy=sample.mean_entropy,
         mean_logprob=sample.mean_logprob,
+        logprobs=sample.position_logprobs,
     )
 
 

@@ -23,13 +23,14 @@ from ttscale.engine.types import (
     DEFAULT_RENDERING,
     ChatRendering,
     FinishReason,
+    Position,
     Sample,
     SamplingSpec,
 )
 from ttscale.verifiers.request_grading import GradingTally
 from ttscale.verifiers.structured import AnswerFormat
 
-from .base import ProgressCallback, StrategyContext, StrategyResult, Verifiers
+from .base import Candidate, ProgressCallback, StrategyContext, StrategyResult, Verifiers
 from .budget import Budget, BudgetLimits, Spending
 from .errors import InvalidRequest, ModelNotFound, field_ref, first_problem
 from .in_flight import DEFAULT_ENGINE_FILL, EngineLoad
@@ -87,6 +88,8 @@ class Choice:
     """A reasoning model's answer part (None: the text is the answer)."""
     reasoning: str | None = None
     """A reasoning model's thinking."""
+    logprobs: list[Position] | None = None
+    """Each generated position's log-probabilities, when the client asked for them."""
 
     @property
     def answer_text(self) -> str:
@@ -215,11 +218,17 @@ class Service:
             outcome = await context.sample(prepared.sampling, prepared.request.n)
             samples = outcome.finished + outcome.aborted
             choices = [
-                Choice(s.index, s.text, s.finish_reason, s.content, s.reasoning) for s in samples
+                Choice(
+                    s.index, s.text, s.finish_reason, s.content, s.reasoning, s.position_logprobs
+                )
+                for s in samples
             ]
             return ServiceResult(model, "none", choices, _prompt_read_once(prepared, samples))
         result = await prepared.strategy.execute(context, prepared.params)
-        choice = Choice(0, result.text, _finish_reason(result), result.content, result.reasoning)
+        chosen = _chosen(result)
+        finish = _finish_reason(result, chosen)
+        logprobs = chosen.logprobs if chosen is not None else None
+        choice = Choice(0, result.text, finish, result.content, result.reasoning, logprobs)
         include_text = prepared.request.choice.include_text
         evidence = _evidence(result, prepared.params, prepared.budget.limits, include_text)
         return ServiceResult(
@@ -320,7 +329,11 @@ class Service:
         except ValueError as exc:
             param = "choice.params.sampling"
             raise InvalidRequest(f"{field_ref(param)}: {exc}", param=param) from exc
-        raw["sampling"] = {**defaults, **from_request, "max_tokens": max_tokens, **given}
+        sampling = {**defaults, **from_request, "max_tokens": max_tokens, **given}
+        if asked.keep_logprobs:  # the client's top-k, or more where the strategy reads more
+            own = {**defaults, **given}.get("logprobs")
+            sampling["logprobs"] = max(asked.logprobs or 0, own or 0)
+        raw["sampling"] = sampling
         try:
             return strategy.parse_params(raw)
         except ValidationError as exc:
@@ -454,9 +467,12 @@ def _prompt_read_once(prepared: PreparedRequest, samples: list[Sample]) -> Spend
     )
 
 
-def _finish_reason(result: StrategyResult) -> FinishReason:
+def _chosen(result: StrategyResult) -> Candidate | None:
+    return next((c for c in result.candidates if c.index == result.chosen), None)
+
+
+def _finish_reason(result: StrategyResult, chosen: Candidate | None) -> FinishReason:
     """The chosen candidate's own finish reason ("length" when nothing was chosen)."""
-    chosen = next((c for c in result.candidates if c.index == result.chosen), None)
     if chosen is None or not result.text:
         return "length"
     return "length" if chosen.finish_reason == "abort" else chosen.finish_reason

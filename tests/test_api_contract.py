@@ -74,3 +74,25 @@ async def test_each_streamed_event_is_described(served):
     stream = schema["paths"]["/v1/completions"]["post"]["responses"]["200"]["content"]
     event = stream["text/event-stream"]["itemSchema"]
     assert event["required"] == ["data"] and event["properties"]["data"]["type"] == "string"
+
+
+def test_template_variables_merge_as_vllm_merges_them():
+    """Request fields that are template variables win over `chat_template_kwargs`; a
+    reasoning effort turns thinking on or off unless the client said otherwise."""
+    from ttscale.server.api.schemas import ChatCompletionRequest
+
+    def variables(**fields):
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
+        return ChatCompletionRequest.model_validate(body).template_variables()
+
+    assert variables() == {}
+    assert variables(reasoning_effort="none") == {
+        "reasoning_effort": "none",
+        "enable_thinking": False,
+    }
+    assert variables(reasoning_effort="high", chat_template_kwargs={"enable_thinking": False}) == {
+        "reasoning_effort": "high",
+        "enable_thinking": False,
+    }
+    docs = [{"title": "t", "text": "x"}]
+    assert variables(documents=docs, chat_template_kwargs={"documents": []})["documents"] == docs

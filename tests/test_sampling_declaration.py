@@ -102,7 +102,8 @@ def test_a_remote_request_means_to_vllm_what_the_in_process_call_means(name):
 
 def test_fields_the_adapters_handle_themselves_are_handled_by_both():
     spec = SamplingSpec(seed=5, logprobs=4, confidence_stop=ConfidenceStop(window=8, threshold=1))
-    assert set(SamplingSpec.fields_exposed(ADAPTER)) == {"seed", "priority", "confidence_stop"}
+    adapted = {"seed", "keep_logprobs", "priority", "confidence_stop"}
+    assert set(SamplingSpec.fields_exposed(ADAPTER)) == adapted
     assert "priority" not in _completion_body("m", [1], spec, 0)  # 0: vLLM's default
     assert _completion_body("m", [1], spec.replace(priority=-2), 0)["priority"] == -2
     assert sampling_params(spec, 3).seed == 8 == _completion_body("m", [1], spec, 3)["seed"]
@@ -118,7 +119,9 @@ def test_the_api_requests_carry_exactly_the_fields_marked_for_the_api(model):
     for name in SamplingSpec.fields_exposed(API):
         assert name in model.model_fields
     unmarked = set(SamplingSpec.model_fields) - set(SamplingSpec.fields_exposed(API))
-    assert not unmarked & set(model.model_fields) - {"max_tokens"}
+    # the API's own spellings: max_tokens (a server default when unset) and logprobs
+    # (the log-probabilities a client sees, which set the spec's logprobs and keep_logprobs)
+    assert not unmarked & set(model.model_fields) - {"max_tokens", "logprobs"}
 
 
 @pytest.mark.parametrize("name", SamplingSpec.fields_exposed(API))

@@ -262,7 +262,17 @@ def metrics_table(_: Link) -> str:
     return _table(("Metric", "Type", "Labels", "Meaning"), rows)
 
 
+def vllm_fields(_: Link) -> str:
+    """vLLM's request fields that ttscale does not serve as vLLM does, and why."""
+    from ttscale.server.api.schemas import NOT_SERVED, NOT_YET_SERVED
+
+    rows = [(f"`{name}`", "refused", reason) for name, reason in sorted(NOT_SERVED.items())]
+    rows += [(f"`{name}`", "not yet", "planned") for name in sorted(NOT_YET_SERVED)]
+    return _table(("vLLM field", "Here", "Why"), rows)
+
+
 TABLES: dict[str, Callable[..., str]] = {
+    "vllm-fields": vllm_fields,
     "strategies": strategies_table,
     "strategy-params": strategy_params,
     "sampling-fields": sampling_fields,

@@ -25,6 +25,7 @@ from ttscale.strategies.service import PreparedRequest, Service, ServiceResult
 from ..metrics import Metrics
 from .disconnect import ClientDisconnected, unless_disconnected
 from .errors import api_error, error_response
+from .logprobs import logprobs_of
 from .schemas import (
     NO_THINKING,
     AssistantMessage,
@@ -69,7 +70,7 @@ class Completions:
             self._failed(prepared, started)
             raise
         self._finished(prepared, result, started)
-        return format_response(kind, result, self._thinking(body))
+        return format_response(kind, result, self._thinking(body), body.returned_logprobs())
 
     def _stream(
         self, body: SamplingRequest, prepared: PreparedRequest, kind: Kind, started: float
@@ -85,7 +86,12 @@ class Completions:
 
         choice = prepared.request.choice
         events = completion_events(
-            ChunkWriter(self.service.engine.info.model_name, kind, self._thinking(body)),
+            ChunkWriter(
+                self.service.engine.info.model_name,
+                kind,
+                self._thinking(body),
+                body.returned_logprobs(),
+            ),
             execute,
             progress=choice.progress if choice is not None else False,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
@@ -120,9 +126,15 @@ class Completions:
         self.metrics.grading(prepared.grading)
 
 
-def format_response(kind: Kind, result: ServiceResult, thinking: Thinking = NO_THINKING):
+def format_response(
+    kind: Kind,
+    result: ServiceResult,
+    thinking: Thinking = NO_THINKING,
+    logprobs: int | None = None,
+):
     """The JSON body. A chat message carries a reasoning model's answer part as its content
-    and its thinking apart; a text completion carries the whole text, as vLLM's do."""
+    and its thinking apart; a text completion carries the whole text, as vLLM's do. With
+    `logprobs` (alternatives per position), each choice carries its log-probabilities."""
     usage = Usage.of(result.usage, reasoning=thinking.counted)
     if kind == "chat":
         choices = [
@@ -130,6 +142,7 @@ def format_response(kind: Kind, result: ServiceResult, thinking: Thinking = NO_T
                 index=c.index,
                 message=AssistantMessage.of(c, include_reasoning=thinking.shown),
                 finish_reason=c.finish_reason,
+                logprobs=logprobs_of(kind, c.logprobs, logprobs),
             )
             for c in result.choices
         ]
@@ -137,7 +150,12 @@ def format_response(kind: Kind, result: ServiceResult, thinking: Thinking = NO_T
             model=result.model, choices=choices, usage=usage, ttscale=result.evidence
         )
     choices = [
-        TextChoice(index=c.index, text=c.text, finish_reason=c.finish_reason)
+        TextChoice(
+            index=c.index,
+            text=c.text,
+            finish_reason=c.finish_reason,
+            logprobs=logprobs_of(kind, c.logprobs, logprobs),
+        )
         for c in result.choices
     ]
     return CompletionResponse(

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ttscale.engine.protocol import EngineError, EngineRejected
 from ttscale.strategies.errors import ModelNotFound, Namer, RequestError
 
-from .schemas import NOT_SERVED, api_field_name
+from .schemas import NOT_SERVED, NOT_YET_SERVED, api_field_name
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "extra_forbidden":
         message = NOT_SERVED.get(param or "", "unsupported parameter")
+        if param in NOT_YET_SERVED:
+            message = "not served yet (vLLM has it; see the vLLM compatibility page)"
     if param:
         message = f"{param}: {message}"
     telling = [e for e in errors if e.get("type") not in _TYPE_MISMATCHES] or errors

@@ -32,6 +32,8 @@ from ttscale.strategies.errors import InvalidRequest, first_problem
 from ttscale.strategies.service import Choice, ServiceRequest
 from ttscale.strategies.strategy_choice import StrategyChoice, split_model_name
 
+from .logprobs import ChatLogprobs, CompletionLogprobs
+
 
 def _encodable(text: str) -> str:
     """Lone surrogates (`"\\ud800"` in JSON) are not text: refuse them here, by name,
@@ -157,6 +159,31 @@ NOT_SERVED: dict[str, str] = {
 }
 """vLLM request fields that have no meaning on this server, with the reason a 400 gives."""
 
+NOT_YET_SERVED = frozenset(
+    {
+        "prompt_logprobs",
+        "logprob_token_ids",
+        "echo",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "truncate_prompt_tokens",
+        "truncation_side",
+        "request_id",
+        "session_id",
+        "return_tokens_as_token_ids",
+        "return_token_ids",
+        "return_token_offsets",
+        "return_prompt_text",
+        "cache_salt",
+        "repetition_detection",
+        "stream_interval",
+        "suffix",
+    }
+)
+"""vLLM request fields that would make sense here but are not served yet: a 400
+"unsupported parameter" until they are (the parity test holds the list to vLLM's)."""
+
 
 def _as_list(value: str | list[str] | None) -> list[str]:
     """One stop sequence or a list of them (at most 16, none empty): a list."""
@@ -249,6 +276,10 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
         """What this request calls the service's field `path` (see `api_field_name`)."""
         return api_field_name(path, self.max_tokens_param)
 
+    def returned_logprobs(self) -> int | None:
+        """How many alternatives per position the client asked to see (None: no logprobs)."""
+        return None
+
     def sampling_spec(self) -> SamplingSpec:
         """The request's sampling fields as the one sampling type; only the fields the
         client set are set on it (`model_fields_set`), so a strategy keeps its own
@@ -257,6 +288,9 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
         given = {f: getattr(self, f) for f in api_fields if f in self.model_fields_set}
         if self.requested_max_tokens is not None:
             given["max_tokens"] = self.requested_max_tokens
+        shown = self.returned_logprobs()
+        if shown is not None:
+            given.update(logprobs=shown, keep_logprobs=True)
         if self.response_format is not None and self.response_format.constraint():
             # as vLLM: the format's constraint replaces the one of structured_outputs
             constrained = given.get("structured_outputs") or {}
@@ -317,6 +351,10 @@ class ChatCompletionRequest(SamplingRequest):
     include_reasoning: bool = Field(
         True, description="false: leave a reasoning model's thinking out of the response"
     )
+    logprobs: bool = Field(False, description="return each generated token's log-probability")
+    top_logprobs: int | None = Field(
+        None, ge=-1, description="with this many likeliest alternatives (needs logprobs)"
+    )
     add_generation_prompt: bool = Field(True, description="open the assistant's turn")
     continue_final_message: bool = Field(
         False, description="continue the last (assistant) message instead of a new turn"
@@ -326,6 +364,12 @@ class ChatCompletionRequest(SamplingRequest):
     )
     chat_template_kwargs: dict[str, Any] | None = Field(
         None, description="variables of the chat template (e.g. enable_thinking)"
+    )
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
+        Field(None, description="a chat template variable, as in vLLM (and enable_thinking)")
+    )
+    documents: list[dict[str, Text]] | None = Field(
+        None, description="documents for a template that takes them (RAG), as in vLLM"
     )
 
     def thinking(self, reasoning_parser: str | None) -> Thinking:
@@ -339,6 +383,25 @@ class ChatCompletionRequest(SamplingRequest):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def returned_logprobs(self) -> int | None:
+        if self.top_logprobs and not self.logprobs:  # vLLM's rule and words
+            raise InvalidRequest(
+                "when using `top_logprobs`, `logprobs` must be set to true.",
+                param="top_logprobs",
+            )
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def template_variables(self) -> dict[str, Any]:
+        """`chat_template_kwargs` with the request fields that are template variables,
+        as vLLM merges them: the fields win, and a reasoning effort other than "none"
+        turns thinking on unless the client set `enable_thinking` itself."""
+        variables = dict(self.chat_template_kwargs or {})
+        fields = {"documents": self.documents, "reasoning_effort": self.reasoning_effort}
+        variables.update({name: value for name, value in fields.items() if value is not None})
+        if self.reasoning_effort is not None:
+            variables.setdefault("enable_thinking", self.reasoning_effort != "none")
+        return variables
+
     @property
     def max_tokens_param(self) -> str:
         return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
@@ -349,7 +412,7 @@ class ChatCompletionRequest(SamplingRequest):
                 add_generation_prompt=self.add_generation_prompt,
                 continue_final_message=self.continue_final_message,
                 add_special_tokens=self.add_special_tokens,
-                chat_template_kwargs=self.chat_template_kwargs or {},
+                chat_template_kwargs=self.template_variables(),
             )
         except ValidationError as exc:
             raise InvalidRequest(first_problem(exc)[1], param="continue_final_message") from exc
@@ -369,6 +432,12 @@ class CompletionRequest(SamplingRequest):
     add_special_tokens: bool = Field(
         True, description="a text prompt gets the tokenizer's special tokens (BOS), as in vLLM"
     )
+    logprobs: int | None = Field(
+        None, ge=-1, description="return each token's log-probability and this many alternatives"
+    )
+
+    def returned_logprobs(self) -> int | None:
+        return self.logprobs
 
     def prompt_fields(self) -> dict[str, Any]:
         rendering = ChatRendering(add_special_tokens=self.add_special_tokens)
@@ -438,7 +507,7 @@ class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: Literal["stop", "length", "abort"]
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 def _completion_id() -> str:
@@ -461,7 +530,7 @@ class TextChoice(BaseModel):
     index: int
     text: str
     finish_reason: Literal["stop", "length", "abort"]
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class CompletionResponse(BaseModel):

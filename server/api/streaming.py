@@ -22,11 +22,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from ttscale.engine.protocol import EngineRejected
 from ttscale.strategies.base import ProgressCallback
 from ttscale.strategies.service import ServiceResult
 
+from .logprobs import logprobs_of
 from .schemas import NO_THINKING, Thinking, Usage
 
 logger = logging.getLogger("ttscale.server")
@@ -38,9 +40,17 @@ class ChunkWriter:
     """Formats chunks of one completion (shared id, creation time and model); `kind`
     "text" writes `/v1/completions` chunks (`text` instead of a `delta`)."""
 
-    def __init__(self, model: str, kind: str = "chat", thinking: Thinking = NO_THINKING) -> None:
+    def __init__(
+        self,
+        model: str,
+        kind: str = "chat",
+        thinking: Thinking = NO_THINKING,
+        logprobs: int | None = None,
+    ) -> None:
         self.kind = kind
         self.thinking = thinking
+        self.logprobs = logprobs
+        """Alternatives per position the client asked to see (None: no logprobs)."""
         self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
@@ -53,15 +63,19 @@ class ChunkWriter:
         index: int = 0,
         finish_reason: str | None = None,
         ttscale: dict[str, Any] | None = None,
+        logprobs: BaseModel | None = None,
     ) -> str:
+        shown = logprobs.model_dump() if logprobs is not None else None
         if self.kind == "chat":
             choice = {"index": index, "delta": delta, "finish_reason": finish_reason}
+            if shown is not None:
+                choice["logprobs"] = shown
         else:
             choice = {
                 "index": index,
                 "text": delta.get("content", ""),
                 "finish_reason": finish_reason,
-                "logprobs": None,
+                "logprobs": shown,
             }
         body: dict[str, Any] = {
             "id": self.id,
@@ -196,8 +210,9 @@ def _result_chunks(writer: ChunkWriter, result: ServiceResult, include_usage: bo
             delta = {"reasoning": thought, "reasoning_content": thought}
             chunks.append(writer.chunk(delta, index=choice.index))
         text = choice.answer_text if writer.kind == "chat" else choice.text
-        if text:
-            chunks.append(writer.chunk({"content": text}, index=choice.index))
+        logprobs = logprobs_of(writer.kind, choice.logprobs, writer.logprobs)
+        if text or logprobs is not None:  # the text's log-probabilities come with it
+            chunks.append(writer.chunk({"content": text}, index=choice.index, logprobs=logprobs))
         chunks.append(
             writer.chunk(
                 {},
