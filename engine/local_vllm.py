@@ -248,7 +248,11 @@ class LocalVLLMEngine:
                 final = output
             if final is None:  # aborted before vLLM produced anything
                 return Sample(index, "", [], "abort", prompt_tokens=len(prompt_ids))
-            return _to_sample(index, final, spec)
+            sample = _to_sample(index, final, spec)
+            if spec.prompt_logprobs is not None and final.prompt_logprobs is not None:
+                first = await self.detokenize(prompt_ids[:1])
+                sample.prompt_logprobs = prompt_positions(first, prompt_ids, final.prompt_logprobs)
+            return sample
 
         async def abort_samples(indices: Sequence[int]) -> None:
             await self._llm.abort([sample_request_id(request_id, i) for i in indices])
@@ -476,9 +480,18 @@ def _to_sample(index: int, request_output: Any, spec: SamplingSpec) -> Sample:
 def _position(logprobs: dict[int, Any] | None) -> Position:
     """One position's vLLM `Logprob`s, in vLLM's order (the sampled token first)."""
     return tuple(
-        TokenLogprob(lp.decoded_token or "", lp.logprob, token_id)
+        TokenLogprob(lp.decoded_token or "", lp.logprob, token_id, lp.rank)
         for token_id, lp in (logprobs or {}).items()
     )
+
+
+def prompt_positions(
+    first: str, prompt_ids: Sequence[int], logprobs: Sequence[Any]
+) -> list[Position]:
+    """A prompt's positions as vLLM reports them, the first (which it leaves out: nothing
+    predicts it) as its token alone, decoded `first`."""
+    opening = (TokenLogprob(first, None, prompt_ids[0]),)
+    return [opening, *(_position(position) for position in logprobs[1:])]
 
 
 def _logprob_stats(

@@ -79,6 +79,7 @@ class _Partial:
     token_confidences: list[float] = field(default_factory=list)
     label_logprobs: list[dict[int, float]] = field(default_factory=list)
     position_logprobs: list[Position] = field(default_factory=list)
+    prompt_logprobs: list[Position] | None = None
     low_confidence: bool = False
     """Its window confidence fell below `SamplingSpec.confidence_stop`: stop reading."""
     thought_closed_at: int | None = None
@@ -359,9 +360,39 @@ class RemoteVLLMEngine:
         async def attempt(number: int) -> None:
             slot.partial = _Partial(prompt_tokens=len(prompt_ids))
             attempt_id = sample_id if number == 0 else f"{sample_id}.retry{number}"
+            if spec.prompt_logprobs is not None:  # vLLM reports them on whole responses only
+                await self._whole_sample(prompt_ids, spec, index, attempt_id, headers, slot.partial)
+                return
             await self._stream_sample(prompt_ids, spec, index, attempt_id, headers, slot.partial)
 
         await self._failover.run(attempt, f"sample {sample_id}")
+
+    async def _whole_sample(
+        self,
+        prompt_ids: list[int],
+        spec: SamplingSpec,
+        index: int,
+        sample_id: str,
+        headers: dict[str, str],
+        partial: _Partial,
+    ) -> None:
+        """One sample as a whole response (not streamed), for the prompt's log-probabilities,
+        which vLLM's server does not stream. Aborting it closes the connection, as a stream."""
+        body = _completion_body(self._info.model_name, prompt_ids, spec, index)
+        body["request_id"] = sample_id
+        url = f"{self._base_url}/v1/completions"
+        try:
+            async with self._http().post(url, json=body, headers=headers) as response:
+                if response.status != 200:
+                    detail = (await response.read()).decode(errors="replace")[:2000]
+                    raise _status_error(url, response.status, detail)
+                reply = await response.json(content_type=None)
+        except HTTP_ERRORS as exc:
+            raise TransientError(f"{url}: {exc!r}") from exc
+        _apply_chunk(reply, partial, spec, self._thought_closes)
+        first = await self.detokenize(prompt_ids[:1])
+        reported = (reply.get("choices") or [{}])[0].get("prompt_logprobs") or []
+        partial.prompt_logprobs = _prompt_positions(first, prompt_ids, reported)
 
     async def _stream_sample(
         self,
@@ -606,7 +637,10 @@ def _completion_body(
         body["logprobs"] = 0
     if spec.keep_logprobs:  # the client reads the tokens: as vLLM decodes them, not ids
         del body["return_tokens_as_token_ids"]
-    if spec.confidence_stop is None:
+    if spec.prompt_logprobs is not None:  # vLLM scores prompts in whole responses only
+        body["stream"] = False
+        del body["stream_options"]
+    elif spec.confidence_stop is None:
         body["stream_interval"] = CHUNK_TOKENS
     return body
 
@@ -620,6 +654,24 @@ def _stream_error(error: Any) -> Exception:
     if isinstance(code, int) and 400 <= code < 500:
         return EngineRejected(message, error.get("param"))
     return EngineError(f"the model server's stream failed: {message}")
+
+
+def _prompt_positions(
+    first: str, prompt_ids: Sequence[int], reported: Sequence[dict[str, Any] | None]
+) -> list[Position]:
+    """The prompt log-probabilities of vLLM's response (`{token id: {logprob, rank,
+    decoded_token}}` per position, None for the first), the first as its token alone."""
+    opening = (TokenLogprob(first, None, prompt_ids[0]),)
+    positions = [
+        tuple(
+            TokenLogprob(
+                str(entry.get("decoded_token") or ""), entry["logprob"], int(key), entry.get("rank")
+            )
+            for key, entry in (position or {}).items()
+        )
+        for position in reported[1:]
+    ]
+    return [opening, *positions]
 
 
 def _token_id(key: str) -> int:
@@ -703,4 +755,5 @@ def _to_sample(index: int, partial: _Partial, *, aborted: bool) -> Sample:
         token_confidences=list(partial.token_confidences) if has_logprobs else None,
         label_logprobs=list(partial.label_logprobs) if partial.label_logprobs else None,
         position_logprobs=list(partial.position_logprobs) if partial.position_logprobs else None,
+        prompt_logprobs=partial.prompt_logprobs,
     )

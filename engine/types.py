@@ -168,6 +168,11 @@ class SamplingSpec(BaseModel):
     logprobs: int | None = Field(
         None, ge=0, le=20, description="top-k log-probabilities per token (entropy, confidence)"
     )
+    prompt_logprobs: Annotated[int | None, API] = Field(
+        None,
+        ge=-1,
+        description="log-probabilities of the prompt's tokens, with this many alternatives",
+    )
     keep_logprobs: Annotated[bool, ADAPTER] = Field(
         False,
         description="keep every position's top log-probabilities on the sample, tokens "
@@ -303,9 +308,12 @@ class TokenLogprob:
 
     token: str
     """The token as vLLM decodes it (what its server's responses show)."""
-    logprob: float
+    logprob: float | None
+    """None for a prompt's first token, which nothing predicts."""
     token_id: int | None = None
-    """Where the engine says (in process); a remote server reports the text only."""
+    """Where the engine says (in process, and for prompt tokens)."""
+    rank: int | None = None
+    """Where the engine says (in process, and for prompt tokens)."""
 
 
 Position = tuple[TokenLogprob, ...]
@@ -332,6 +340,9 @@ class Sample:
     """Per position, the log-probabilities of `SamplingSpec.logprob_token_ids`."""
     position_logprobs: list[Position] | None = None
     """Per generated position, with `SamplingSpec.keep_logprobs`: what the client sees."""
+    prompt_logprobs: list[Position] | None = None
+    """Per prompt position, with `SamplingSpec.prompt_logprobs`: the prompt token first
+    (the first one with no log-probability), then the likeliest."""
     reasoning: str | None = None
     """The thinking of a reasoning model's sample (see `reasoning.py`), else None."""
     content: str | None = None

@@ -90,6 +90,8 @@ class Choice:
     """A reasoning model's thinking."""
     logprobs: list[Position] | None = None
     """Each generated position's log-probabilities, when the client asked for them."""
+    prompt_logprobs: list[Position] | None = None
+    """Each prompt position's (plain requests), when the client asked for them."""
 
     @property
     def answer_text(self) -> str:
@@ -219,7 +221,13 @@ class Service:
             samples = outcome.finished + outcome.aborted
             choices = [
                 Choice(
-                    s.index, s.text, s.finish_reason, s.content, s.reasoning, s.position_logprobs
+                    s.index,
+                    s.text,
+                    s.finish_reason,
+                    s.content,
+                    s.reasoning,
+                    s.position_logprobs,
+                    s.prompt_logprobs,
                 )
                 for s in samples
             ]

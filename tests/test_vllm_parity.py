@@ -112,6 +112,21 @@ CASES = [
     Case("text logprobs", {**SEEDED, "logprobs": 2}, endpoint="text"),
     Case("text logprobs of the sampled tokens", {**GREEDY, "logprobs": 0}, endpoint="text"),
     Case("logprobs of several choices", {**SEEDED, "n": 2, "logprobs": True, "top_logprobs": 1}),
+    Case("echo", {**SEEDED, "echo": True}, endpoint="text"),
+    Case(
+        "chat echo continues the last message",
+        {**GREEDY, "echo": True, "add_generation_prompt": False, "continue_final_message": True},
+        extra={"messages": [*CHAT, {"role": "assistant", "content": "Red,"}]},
+    ),
+    Case("chat echo of a user message shows nothing more", {**GREEDY, "echo": True}),
+    Case("echo with logprobs", {**GREEDY, "echo": True, "logprobs": 1}, endpoint="text"),
+    Case(
+        "score the prompt (echo, max_tokens 0)",
+        {"temperature": 0.0, "echo": True, "max_tokens": 0, "logprobs": 1},
+        endpoint="text",
+    ),
+    Case("chat prompt_logprobs", {**GREEDY, "prompt_logprobs": 2}),
+    Case("text prompt_logprobs", {**SEEDED, "prompt_logprobs": 0}, endpoint="text"),
     # refusals: the same status, naming the same field
     Case("priority without priority scheduling", {**GREEDY, "priority": 1}),
     Case("a token id out of the vocabulary", {**GREEDY, "allowed_token_ids": [10**7]}),
@@ -123,6 +138,8 @@ CASES = [
     Case("top_logprobs without logprobs", {**GREEDY, "top_logprobs": 2}),
     Case("more logprobs than the engine keeps", {**GREEDY, "logprobs": True, "top_logprobs": 25}),
     Case("logprobs below -1", {**GREEDY, "logprobs": -2}, endpoint="text"),
+    Case("max_tokens 0 without echo", {"max_tokens": 0}, endpoint="text"),
+    Case("prompt_logprobs in a stream", {**GREEDY, "prompt_logprobs": 1, "stream": True}),
     Case("min_p above 1", {**GREEDY, "min_p": 1.5}),
     Case("min_tokens above max_tokens", {**GREEDY, "min_tokens": 20}),
     Case(
@@ -180,13 +197,28 @@ def essence(response: httpx.Response) -> dict[str, Any]:
     counts = (usage["prompt_tokens"], usage["completion_tokens"])
     values: list[float] = []
     shown = [_logprob_tokens(c.get("logprobs"), values) for c in body["choices"]]
+    scored = [body.get("prompt_logprobs")] + [c.get("prompt_logprobs") for c in body["choices"]]
+    prompt = [_prompt_tokens(p, values) for p in scored]
     return {
         "status": 200,
         "choices": choices,
         "tokens": counts,
         "logprobs": shown,
+        "prompt_logprobs": prompt,
         "values": values,
     }
+
+
+def _prompt_tokens(positions: list[dict[str, Any] | None] | None, values: list[float]) -> Any:
+    """The tokens of a `prompt_logprobs` field (ids, ranks, decoded); numbers to `values`."""
+    if positions is None:
+        return None
+    shown = []
+    for position in positions:
+        entries = list((position or {}).items())
+        values.extend(entry["logprob"] for _, entry in entries)
+        shown.append([(key, entry["rank"], entry["decoded_token"]) for key, entry in entries])
+    return shown
 
 
 def _logprob_tokens(logprobs: dict[str, Any] | None, values: list[float]) -> Any:
@@ -202,11 +234,12 @@ def _logprob_tokens(logprobs: dict[str, Any] | None, values: list[float]) -> Any
             tops = [(top["token"], top["bytes"]) for top in position["top_logprobs"]]
             shown.append((position["token"], position["bytes"], tops))
         return shown
-    values.extend(logprobs["token_logprobs"])
+    values.extend(v for v in logprobs["token_logprobs"] if v is not None)
     for top in logprobs["top_logprobs"]:
-        values.extend(top.values())
-    tops = [list(top) for top in logprobs["top_logprobs"]]
-    return (logprobs["tokens"], logprobs["text_offset"], tops)
+        values.extend((top or {}).values())
+    tops = [None if top is None else list(top) for top in logprobs["top_logprobs"]]
+    nones = [v is None for v in logprobs["token_logprobs"]]
+    return (logprobs["tokens"], logprobs["text_offset"], tops, nones)
 
 
 async def ask(client: httpx.AsyncClient, base: str, case: Case) -> dict[str, Any]:

@@ -27,14 +27,14 @@ from .disconnect import ClientDisconnected, unless_disconnected
 from .errors import api_error, error_response
 from .logprobs import logprobs_of
 from .schemas import (
-    NO_THINKING,
+    PLAIN,
     AssistantMessage,
     ChatChoice,
     ChatCompletionResponse,
     CompletionResponse,
     SamplingRequest,
+    Shown,
     TextChoice,
-    Thinking,
     Usage,
 )
 from .streaming import ChunkWriter, completion_events, sse
@@ -70,7 +70,7 @@ class Completions:
             self._failed(prepared, started)
             raise
         self._finished(prepared, result, started)
-        return format_response(kind, result, self._thinking(body), body.returned_logprobs())
+        return format_response(kind, result, self._shown(body, prepared))
 
     def _stream(
         self, body: SamplingRequest, prepared: PreparedRequest, kind: Kind, started: float
@@ -86,12 +86,7 @@ class Completions:
 
         choice = prepared.request.choice
         events = completion_events(
-            ChunkWriter(
-                self.service.engine.info.model_name,
-                kind,
-                self._thinking(body),
-                body.returned_logprobs(),
-            ),
+            ChunkWriter(self.service.engine.info.model_name, kind, self._shown(body, prepared)),
             execute,
             progress=choice.progress if choice is not None else False,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
@@ -99,8 +94,9 @@ class Completions:
         )
         return sse(events)
 
-    def _thinking(self, body: SamplingRequest) -> Thinking:
-        return body.thinking(self.service.engine.info.reasoning_parser)
+    def _shown(self, body: SamplingRequest, prepared: PreparedRequest) -> Shown:
+        prompt_text = prepared.messages[-1]["content"] if prepared.messages else ""
+        return body.shown(self.service.engine.info.reasoning_parser, prompt_text)
 
     def _finished(self, prepared: PreparedRequest, result: ServiceResult, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -126,35 +122,36 @@ class Completions:
         self.metrics.grading(prepared.grading)
 
 
-def format_response(
-    kind: Kind,
-    result: ServiceResult,
-    thinking: Thinking = NO_THINKING,
-    logprobs: int | None = None,
-):
+def format_response(kind: Kind, result: ServiceResult, shown: Shown = PLAIN):
     """The JSON body. A chat message carries a reasoning model's answer part as its content
-    and its thinking apart; a text completion carries the whole text, as vLLM's do. With
-    `logprobs` (alternatives per position), each choice carries its log-probabilities."""
-    usage = Usage.of(result.usage, reasoning=thinking.counted)
+    and its thinking apart; a text completion carries the whole text, as vLLM's do; each
+    choice shows what `shown` says the client asked for (log-probabilities, the prompt)."""
+    usage = Usage.of(result.usage, reasoning=shown.thinking.counted)
     if kind == "chat":
         choices = [
             ChatChoice(
                 index=c.index,
-                message=AssistantMessage.of(c, include_reasoning=thinking.shown),
+                message=AssistantMessage.of(c, shown),
                 finish_reason=c.finish_reason,
-                logprobs=logprobs_of(kind, c.logprobs, logprobs),
+                logprobs=logprobs_of(kind, c.logprobs, shown.logprobs),
             )
             for c in result.choices
         ]
+        scored = shown.scored_prompt(result.choices[0]) if result.choices else None
         return ChatCompletionResponse(
-            model=result.model, choices=choices, usage=usage, ttscale=result.evidence
+            model=result.model,
+            choices=choices,
+            usage=usage,
+            prompt_logprobs=scored,
+            ttscale=result.evidence,
         )
     choices = [
         TextChoice(
             index=c.index,
-            text=c.text,
+            text=shown.text_of(c),
             finish_reason=c.finish_reason,
-            logprobs=logprobs_of(kind, c.logprobs, logprobs),
+            logprobs=logprobs_of(kind, shown.positions_of(c), shown.logprobs),
+            prompt_logprobs=shown.scored_prompt(c),
         )
         for c in result.choices
     ]

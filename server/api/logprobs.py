@@ -18,8 +18,8 @@ from ttscale.engine.types import Position
 _FLOOR = -9999.0
 
 
-def _floored(logprob: float) -> float:
-    return max(logprob, _FLOOR)
+def _floored(logprob: float | None) -> float:
+    return _FLOOR if logprob is None else max(logprob, _FLOOR)
 
 
 def _bytes(token: str) -> list[int]:
@@ -88,8 +88,12 @@ class CompletionLogprobs(BaseModel):
             token = sampled.token if sampled is not None else ""
             made.text_offset.append(offset)
             made.tokens.append(token)
-            made.token_logprobs.append(_floored(sampled.logprob) if sampled else None)
-            shown = position if logprobs == -1 else position[: logprobs + 1]
-            made.top_logprobs.append({t.token: _floored(t.logprob) for t in shown} or None)
             offset += len(token)
+            if sampled is None or sampled.logprob is None:  # a prompt's first token
+                made.token_logprobs.append(None)
+                made.top_logprobs.append(None)
+                continue
+            made.token_logprobs.append(_floored(sampled.logprob))
+            shown = position if logprobs == -1 else position[: logprobs + 1]
+            made.top_logprobs.append({t.token: _floored(t.logprob) for t in shown})
         return made

@@ -10,7 +10,7 @@ import json
 import time
 import typing
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from ttscale.engine.types import API, ChatRendering, SamplingSpec
+from ttscale.engine.types import API, ChatRendering, Position, SamplingSpec
 from ttscale.strategies.budget import Spending
 from ttscale.strategies.errors import InvalidRequest, first_problem
 from ttscale.strategies.service import Choice, ServiceRequest
@@ -139,6 +139,48 @@ NO_THINKING = Thinking()
 """A response that shows no thinking (a model without a reasoning parser)."""
 
 
+@dataclass(frozen=True)
+class Shown:
+    """What a response shows of a run besides its text, as the client asked."""
+
+    thinking: Thinking = NO_THINKING
+    logprobs: int | None = None
+    """Alternatives per position of each choice's log-probabilities (None: none)."""
+    prompt_logprobs: bool = False
+    echo: str | None = None
+    """The prompt's text, which a text completion's choices start with (`echo`)."""
+    echo_only: bool = False
+    """`echo` with `max_tokens` 0: each choice is the prompt alone (it is scored)."""
+
+    def content_of(self, content: str | None) -> str | None:
+        """A chat message's content: after the echoed last message, as in vLLM."""
+        if not self.echo:
+            return content
+        return self.echo + (content or "")
+
+    def text_of(self, choice: Choice) -> str:
+        """A text completion's text: after the prompt with `echo`, as in vLLM (the prompt
+        alone when it is only scored)."""
+        if self.echo is None:
+            return choice.text
+        return self.echo if self.echo_only else self.echo + choice.text
+
+    def scored_prompt(self, choice: Choice) -> PromptLogprobs | None:
+        """The `prompt_logprobs` field, when the client asked for it."""
+        return prompt_logprobs_of(choice.prompt_logprobs) if self.prompt_logprobs else None
+
+    def positions_of(self, choice: Choice) -> list[Position] | None:
+        """A text completion's log-probabilities: the prompt's first with `echo`."""
+        if self.echo is None or choice.prompt_logprobs is None:
+            return choice.logprobs
+        if self.echo_only:
+            return choice.prompt_logprobs
+        return [*choice.prompt_logprobs, *(choice.logprobs or [])]
+
+
+PLAIN = Shown()
+
+
 NOT_SERVED: dict[str, str] = {
     **dict.fromkeys(
         ("media_io_kwargs", "mm_processor_kwargs", "mm_payload", "return_mm_kwargs"),
@@ -161,9 +203,7 @@ NOT_SERVED: dict[str, str] = {
 
 NOT_YET_SERVED = frozenset(
     {
-        "prompt_logprobs",
         "logprob_token_ids",
-        "echo",
         "tools",
         "tool_choice",
         "parallel_tool_calls",
@@ -280,6 +320,23 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
         """How many alternatives per position the client asked to see (None: no logprobs)."""
         return None
 
+    def echo_scores(self) -> int | None:
+        """The prompt log-probabilities (alternatives per position) that `echo` asks for
+        where `prompt_logprobs` is not given, as vLLM reads it; None: none."""
+        return None
+
+    @property
+    def scores_prompt(self) -> bool:
+        return self.prompt_logprobs is not None or self.echo_scores() is not None
+
+    def shown(self, reasoning_parser: str | None, prompt_text: str) -> Shown:
+        """What the response shows besides the text."""
+        return Shown(
+            thinking=self.thinking(reasoning_parser),
+            logprobs=self.returned_logprobs(),
+            prompt_logprobs=self.scores_prompt,
+        )
+
     def sampling_spec(self) -> SamplingSpec:
         """The request's sampling fields as the one sampling type; only the fields the
         client set are set on it (`model_fields_set`), so a strategy keeps its own
@@ -291,6 +348,12 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
         shown = self.returned_logprobs()
         if shown is not None:
             given.update(logprobs=shown, keep_logprobs=True)
+        if self.prompt_logprobs is None and self.echo_scores() is not None:
+            given["prompt_logprobs"] = self.echo_scores()
+        if self.prompt_logprobs is not None and self.stream:  # vLLM's rule and words
+            raise InvalidRequest(
+                "`prompt_logprobs` are not available when `stream=True`.", param="prompt_logprobs"
+            )
         if self.response_format is not None and self.response_format.constraint():
             # as vLLM: the format's constraint replaces the one of structured_outputs
             constrained = given.get("structured_outputs") or {}
@@ -311,6 +374,12 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
             raise InvalidRequest(
                 "choose the strategy either in the model name or in ttscale, not both",
                 param="model",
+            )
+        if (from_suffix or self.ttscale) is not None and self.scores_prompt:
+            raise InvalidRequest(
+                "the prompt's log-probabilities are for plain requests: every sample of a "
+                "strategy would score the prompt again",
+                param="prompt_logprobs" if self.prompt_logprobs is not None else "echo",
             )
         return ServiceRequest(
             request_id=request_id,
@@ -351,6 +420,9 @@ class ChatCompletionRequest(SamplingRequest):
     include_reasoning: bool = Field(
         True, description="false: leave a reasoning model's thinking out of the response"
     )
+    echo: bool = Field(
+        False, description="the reply's content starts with the last message when it continues it"
+    )
     logprobs: bool = Field(False, description="return each generated token's log-probability")
     top_logprobs: int | None = Field(
         None, ge=-1, description="with this many likeliest alternatives (needs logprobs)"
@@ -390,6 +462,18 @@ class ChatCompletionRequest(SamplingRequest):
                 param="top_logprobs",
             )
         return (self.top_logprobs or 0) if self.logprobs else None
+
+    def echo_scores(self) -> int | None:
+        """As vLLM: a chat `echo` scores the prompt with `top_logprobs` alternatives."""
+        return (self.top_logprobs or 0) if self.echo else None
+
+    def shown(self, reasoning_parser: str | None, prompt_text: str) -> Shown:
+        """As vLLM: `echo` starts the content with the last message when the reply
+        continues its role (with `add_generation_prompt`, an assistant message)."""
+        shown = super().shown(reasoning_parser, prompt_text)
+        last = self.messages[-1]
+        continued = last.role == "assistant" or not self.add_generation_prompt
+        return replace(shown, echo=last.text() if self.echo and continued else None)
 
     def template_variables(self) -> dict[str, Any]:
         """`chat_template_kwargs` with the request fields that are template variables,
@@ -435,9 +519,38 @@ class CompletionRequest(SamplingRequest):
     logprobs: int | None = Field(
         None, ge=-1, description="return each token's log-probability and this many alternatives"
     )
+    echo: bool = Field(
+        False,
+        description="each choice starts with the prompt (with logprobs: the prompt's too; "
+        "with max_tokens 0: the prompt alone, scored)",
+    )
+    max_tokens: Annotated[int, Field(ge=0), BeforeValidator(_integral)] | None = Field(
+        None, description="tokens per sample; 0 with echo: score the prompt only"
+    )
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        if self.max_tokens == 0:
+            if not self.echo:  # vLLM's words
+                raise InvalidRequest("max_tokens must be at least 1, got 0.", param="max_tokens")
+            return 1  # vLLM generates one token and shows none of it
+        return self.max_tokens
 
     def returned_logprobs(self) -> int | None:
         return self.logprobs
+
+    def shown(self, reasoning_parser: str | None, prompt_text: str) -> Shown:
+        """As vLLM: `echo` shows the prompt's log-probabilities with the text's."""
+        return Shown(
+            logprobs=self.logprobs,
+            prompt_logprobs=self.scores_prompt,
+            echo=prompt_text if self.echo else None,
+            echo_only=self.echo and self.max_tokens == 0,
+        )
+
+    def echo_scores(self) -> int | None:
+        """With `echo` and `logprobs`, the echoed prompt has its log-probabilities too."""
+        return self.logprobs if self.echo else None
 
     def prompt_fields(self) -> dict[str, Any]:
         rendering = ChatRendering(add_special_tokens=self.add_special_tokens)
@@ -495,12 +608,45 @@ class AssistantMessage(BaseModel):
     )
 
     @classmethod
-    def of(cls, choice: Choice, *, include_reasoning: bool = True) -> AssistantMessage:
+    def of(cls, choice: Choice, shown: Shown = PLAIN) -> AssistantMessage:
         """A choice as vLLM's server writes it: the answer part as the content (null
         when a reasoning model's sample has none), the thinking apart."""
         content = choice.text if choice.content is None else (choice.content or None)
-        reasoning = choice.reasoning if include_reasoning else None
-        return cls(content=content, reasoning=reasoning, reasoning_content=reasoning)
+        reasoning = choice.reasoning if shown.thinking.shown else None
+        return cls(
+            content=shown.content_of(content), reasoning=reasoning, reasoning_content=reasoning
+        )
+
+
+class PromptTokenLogprob(BaseModel):
+    """One token at a prompt position, as vLLM's server writes its `Logprob`."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+PromptLogprobs = list[dict[str, PromptTokenLogprob] | None]
+"""Per prompt position (the first: None), token id -> its log-probability."""
+
+
+def prompt_logprobs_of(positions: list[Position] | None) -> PromptLogprobs | None:
+    """vLLM's `prompt_logprobs` field (minus infinity reads -9999.0, as there)."""
+    if positions is None:
+        return None
+    return [
+        None
+        if not position or position[0].logprob is None
+        else {
+            str(t.token_id): PromptTokenLogprob(
+                logprob=max(t.logprob if t.logprob is not None else -9999.0, -9999.0),
+                rank=t.rank,
+                decoded_token=t.token,
+            )
+            for t in position
+        }
+        for position in positions
+    ]
 
 
 class ChatChoice(BaseModel):
@@ -521,6 +667,7 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    prompt_logprobs: PromptLogprobs | None = None
     ttscale: dict[str, Any] | None = Field(
         None, description="strategy evidence: candidates, votes, stop reason, budget"
     )
@@ -531,6 +678,7 @@ class TextChoice(BaseModel):
     text: str
     finish_reason: Literal["stop", "length", "abort"]
     logprobs: CompletionLogprobs | None = None
+    prompt_logprobs: PromptLogprobs | None = None
 
 
 class CompletionResponse(BaseModel):

@@ -29,7 +29,7 @@ from ttscale.strategies.base import ProgressCallback
 from ttscale.strategies.service import ServiceResult
 
 from .logprobs import logprobs_of
-from .schemas import NO_THINKING, Thinking, Usage
+from .schemas import PLAIN, Shown, Usage
 
 logger = logging.getLogger("ttscale.server")
 
@@ -40,17 +40,9 @@ class ChunkWriter:
     """Formats chunks of one completion (shared id, creation time and model); `kind`
     "text" writes `/v1/completions` chunks (`text` instead of a `delta`)."""
 
-    def __init__(
-        self,
-        model: str,
-        kind: str = "chat",
-        thinking: Thinking = NO_THINKING,
-        logprobs: int | None = None,
-    ) -> None:
+    def __init__(self, model: str, kind: str = "chat", shown: Shown = PLAIN) -> None:
         self.kind = kind
-        self.thinking = thinking
-        self.logprobs = logprobs
-        """Alternatives per position the client asked to see (None: no logprobs)."""
+        self.shown = shown
         self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
@@ -205,12 +197,15 @@ def _result_chunks(writer: ChunkWriter, result: ServiceResult, include_usage: bo
     for choice in result.choices:
         if choice.index:
             chunks.append(writer.chunk({"role": "assistant", "content": ""}, index=choice.index))
-        thought = choice.reasoning if writer.thinking.shown else None
+        shown = writer.shown
+        thought = choice.reasoning if shown.thinking.shown else None
         if thought:  # vLLM's name for it, and the one older clients read
             delta = {"reasoning": thought, "reasoning_content": thought}
             chunks.append(writer.chunk(delta, index=choice.index))
-        text = choice.answer_text if writer.kind == "chat" else choice.text
-        logprobs = logprobs_of(writer.kind, choice.logprobs, writer.logprobs)
+        chat = writer.kind == "chat"
+        text = (shown.content_of(choice.answer_text) or "") if chat else shown.text_of(choice)
+        positions = choice.logprobs if chat else shown.positions_of(choice)
+        logprobs = logprobs_of(writer.kind, positions, shown.logprobs)
         if text or logprobs is not None:  # the text's log-probabilities come with it
             chunks.append(writer.chunk({"content": text}, index=choice.index, logprobs=logprobs))
         chunks.append(
@@ -222,7 +217,7 @@ def _result_chunks(writer: ChunkWriter, result: ServiceResult, include_usage: bo
             )
         )
     if include_usage:
-        usage = Usage.of(result.usage, reasoning=writer.thinking.counted)
+        usage = Usage.of(result.usage, reasoning=writer.shown.thinking.counted)
         chunks.append(writer.usage(usage.model_dump()))
     chunks.append(writer.done())
     return chunks
