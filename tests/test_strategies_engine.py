@@ -37,6 +37,7 @@ CASES = {
         "verifier": "judge",
     },
     "inverse_entropy": {"n": 3, "mode": "sequential", "sampling": SAMPLING},
+    "universal_self_consistency": {"n": 3, "sampling": SAMPLING},
     "multi_temperature": {
         "temperatures": [0.0, 0.7, 1.2],
         "samples_per_temperature": 2,
@@ -83,11 +84,17 @@ async def test_strategy_runs_and_accounts_for_every_token(engine, grader, name):
     assert usage.samples_started == usage.samples_finished + usage.samples_aborted
     assert usage.generated_tokens > 0 and usage.policy_flops > 0 and usage.wall_s > 0
     assert usage.prompt_tokens >= len(ctx.prompt_ids)
-    if name in ("best_of_n", "self_consistency", "multi_temperature"):
+    if name in ("best_of_n", "self_consistency", "multi_temperature", "universal_self_consistency"):
         assert usage.generated_tokens == sum(c.tokens for c in result.candidates) + (
             usage.aborted_tokens
         )
-    if name in ("best_of_n", "self_consistency", "step_search", "particle_filtering"):
+    if name in (
+        "best_of_n",
+        "self_consistency",
+        "step_search",
+        "particle_filtering",
+        "universal_self_consistency",
+    ):
         assert usage.verifier_tokens > 0 and usage.verifier_flops > 0
     assert await engine.num_running() == 0
 
