@@ -166,6 +166,7 @@ class LocalVLLMEngine:
             shape=read_model_shape(model_path),
             dtype=str(llm.model_config.dtype).removeprefix("torch."),
             max_token_id=_max_token_id(llm.get_tokenizer()),
+            sampling_defaults=_sampling_defaults(llm.model_config.get_diff_sampling_param()),
         )
         if reasoning_parser is None:
             return cls(llm, info, stats)
@@ -199,7 +200,7 @@ class LocalVLLMEngine:
         processor = self._llm.input_processor
 
         def verify() -> None:
-            params = sampling_params(spec, 0)
+            params = sampling_params(spec, 0, self._info.sampling_defaults)
             params.verify(
                 processor.model_config,
                 processor.speculative_config,
@@ -240,7 +241,7 @@ class LocalVLLMEngine:
             if spec.confidence_stop is not None:
                 watched = self._run_watched(prompt, len(prompt_ids), spec, index, request_id)
                 return await _rejecting(watched)
-            params = sampling_params(spec, index)
+            params = sampling_params(spec, index, self._info.sampling_defaults)
             final = None
             sample_id = sample_request_id(request_id, index)
             outputs = self._llm.generate(prompt, params, sample_id, priority=spec.priority)
@@ -266,7 +267,7 @@ class LocalVLLMEngine:
     ) -> Sample:
         """One sample streamed as deltas and aborted in vLLM once its window confidence
         falls below `spec.confidence_stop.threshold` (its stop reason then says so)."""
-        params = sampling_params(spec, index)
+        params = sampling_params(spec, index, self._info.sampling_defaults)
         sample_id = sample_request_id(request_id, index)
         closes = self._reasoning.end_token_ids if self._reasoning is not None else ()
         final, low = await _generate_watched(self._llm, prompt, params, sample_id, spec, closes)
@@ -293,14 +294,24 @@ class LocalVLLMEngine:
             await shutdown_async_llm(llm)
 
 
-def sampling_params(spec: SamplingSpec, index: int) -> Any:
-    """vLLM's `SamplingParams` for sample `index` of `spec` (one sample per vLLM request)."""
+def _sampling_defaults(diff: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """vLLM's generation-config defaults that are sampling fields here. Not `max_tokens`:
+    the server's own default length applies (`TTSCALE_DEFAULT_MAX_TOKENS`)."""
+    fields = set(SamplingSpec.model_fields) - {"max_tokens"}
+    return tuple((name, value) for name, value in diff.items() if name in fields)
+
+
+def sampling_params(
+    spec: SamplingSpec, index: int, defaults: Sequence[tuple[str, Any]] = ()
+) -> Any:
+    """vLLM's `SamplingParams` for sample `index` of `spec` (one sample per vLLM request);
+    fields `spec` leaves unset take the model's `defaults`."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
     # tokens must arrive as they are made for the confidence watch to stop them
     watched = spec.confidence_stop is not None
-    fields = spec.engine_fields()
+    fields = spec.engine_fields(dict(defaults))
     if fields["structured_outputs"] is not None:
         fields["structured_outputs"] = StructuredOutputsParams(**fields["structured_outputs"])
     return SamplingParams(

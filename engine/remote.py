@@ -625,14 +625,18 @@ def _completion_body(
         "stream_options": {"include_usage": True},
         "return_token_ids": True,
         "return_tokens_as_token_ids": True,
-        # None is vLLM's "not set": left out, as a client of vLLM's server leaves it
-        **{name: value for name, value in spec.engine_fields().items() if value is not None},
+        # unset fields are left out, as a client of vLLM's server leaves them, so that the
+        # server applies the model's generation-config defaults (None is "not set" too)
+        **{
+            name: value
+            for name, value in spec.engine_fields().items()
+            if value is not None and name in spec.model_fields_set
+        },
+        "max_tokens": spec.max_tokens,  # always: vLLM's default length is not ours
         "seed": spec.sample_seed(index),
     }
     if spec.priority:
         body["priority"] = spec.priority
-    if not spec.top_k:  # unset: the server's default applies (the model's generation config)
-        del body["top_k"]
     if spec.logprob_token_ids:  # the server returns them as top logprobs: ask for none else
         body["logprobs"] = 0
     if spec.keep_logprobs:  # the client reads the tokens: as vLLM decodes them, not ids

@@ -6,6 +6,7 @@ with a `SamplingSpec` and gets back `Sample`s, whichever adapter ran them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -229,12 +230,18 @@ class SamplingSpec(BaseModel):
         """The fields marked `exposure`, in declaration order."""
         return tuple(name for name, info in cls.model_fields.items() if exposure in info.metadata)
 
-    def engine_fields(self) -> dict[str, Any]:
+    def engine_fields(self, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Every field the engine takes by its own name (all but the `ADAPTER` ones), with
         sequences as lists and empty ones as None (vLLM's "not set"): the shared part of
-        vLLM's `SamplingParams` and of a remote completion request."""
+        vLLM's `SamplingParams` and of a remote completion request. A field nobody set
+        (not in `model_fields_set`) takes its value from `defaults` where it has one: the
+        model's generation-config defaults, as vLLM's server applies them."""
         adapted = self.fields_exposed(ADAPTER)
-        return {name: _engine_value(value) for name, value in self if name not in adapted}
+        fields = {name: _engine_value(value) for name, value in self if name not in adapted}
+        for name, value in (defaults or {}).items():
+            if name in fields and name not in self.model_fields_set:
+                fields[name] = value
+        return fields
 
     @model_validator(mode="after")
     def _min_below_max(self) -> SamplingSpec:
@@ -451,3 +458,7 @@ class EngineInfo:
     thought_closes: tuple[int, ...] = ()
     """The token ids that close a thought, where the parser marks thoughts by tokens:
     what budget forcing stops at, suppresses and writes."""
+    sampling_defaults: tuple[tuple[str, Any], ...] = ()
+    """The model's generation-config sampling defaults (vLLM's, e.g. a recommended
+    temperature and top_k), which fill the fields a request leaves unset, as vLLM's server
+    fills them. Known in process; a remote server applies its own."""
