@@ -1,7 +1,8 @@
-r"""`ttscale bench`: run strategies x budgets on AIME/AMC/MATH/GSM8K, report, replay.
+r"""`ttscale bench`: run strategies x budgets on AIME/AMC/MATH/GSM8K/MMLU, report, replay.
 
     ttscale bench run --dataset gsm8k --limit 20 --strategy self_consistency \
         --strategy inverse_entropy --n 1,4 --max-tokens 256
+    ttscale bench run --dataset mmlu-elementary-math --limit 20 --n 1,4 --constrain
     ttscale bench report bench-out/gsm8k-smollm2-135m-instruct
     ttscale bench replay bench-out/gsm8k-smollm2-135m-instruct --k 1,2,4
     ttscale bench replay bench-out/gsm8k-smollm2-135m-instruct --adaptive
@@ -37,6 +38,7 @@ from ttscale.strategies.self_consistency import (
 from ttscale.verifiers.math_grader import MathGrader
 
 from .adaptive_replay import Schedule, abstain_truncated, format_table, replay_schedules
+from .answers import check_constrain, check_settings
 from .backends import Backend, HttpBackend, InProcessBackend, RequestRejected
 from .datasets import DATASETS, BenchError, Problem, Selection, load_problems
 from .deepconf_replay import confidence_auroc, format_rows, full_trace_pool, replay_deepconf
@@ -44,7 +46,7 @@ from .grid import SamplingConfig, Setting, build_grid
 from .records import Record, RunConfig, open_run, read_records
 from .replay import default_pool, replay
 from .report import build_report
-from .runner import DEFAULT_PROMPT, GivingUp, Runner, RunOutcome
+from .runner import GivingUp, Runner, RunOutcome, run_prompt_template
 from .summary import pooled_records
 
 EXIT_FAILURES = 1
@@ -145,7 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--trace-logprobs", type=_trace_k, default=20,
         help="top-k logprobs recorded per sample, for entropy replay (-1: none)",
     )  # fmt: skip
-    run.add_argument("--prompt-template", type=Path, help="file with a {problem} placeholder")
+    run.add_argument(
+        "--prompt-template", type=Path,
+        help="file with a {problem} placeholder (default: each dataset's own prompt)",
+    )  # fmt: skip
+    run.add_argument(
+        "--constrain", action="store_true",
+        help="multiple-choice datasets: the engine may write only an option's letter "
+        "(structured outputs), so every sample's answer reads exactly",
+    )  # fmt: skip
     run.add_argument("--url", help="benchmark a running ttscale server instead of in process")
     run.add_argument("--api-key", default=os.environ.get("TTSCALE_API_KEY"))
     run.add_argument("--model", help="model directory for in-process runs (default: embedded)")
@@ -278,15 +288,20 @@ def _plan(args: argparse.Namespace) -> tuple[list[Problem], SamplingConfig, list
     """The problems, sampling and grid a run would use; errors before any model loads."""
     selection = Selection(args.limit, tuple(args.ids), tuple(args.level), tuple(args.subject))
     problems = load_problems(args.dataset, selection)
+    formats = {p.dataset: p.answer_format for p in problems}
+    if args.constrain:
+        check_constrain(formats.values())
     sampling = SamplingConfig(
         temperature=args.temperature,
         top_p=args.top_p,
         max_tokens=args.max_tokens,
         seed=args.seed,
         logprobs=None if args.trace_logprobs < 0 else args.trace_logprobs,
+        constrain_choices=args.constrain,
     )
     strategies = discover()
     grid = build_grid(args.strategies or [baseline(strategies)], args.n, sampling, strategies)
+    check_settings(grid, formats, strategies, constrain=args.constrain)
     check_report_options(args, grid)
     print(
         f"{len(problems)} problems x {len(grid)} settings: {', '.join(s.label for s in grid)}",
@@ -303,7 +318,7 @@ def _dry_run(args: argparse.Namespace) -> None:
 
 
 async def _run(args: argparse.Namespace, box: dict[str, Path]) -> RunOutcome:
-    template = args.prompt_template.read_text() if args.prompt_template else DEFAULT_PROMPT
+    template = args.prompt_template.read_text() if args.prompt_template else None
     problems, sampling, grid = _plan(args)
     backend, grader, owns_grader = await _open_backend(args)
     try:
@@ -314,13 +329,13 @@ async def _run(args: argparse.Namespace, box: dict[str, Path]) -> RunOutcome:
             model_source=_model_source(args),
             backend=backend.kind,
             dtype=backend.dtype,
-            prompt_template=template,
+            prompt_template=run_prompt_template(problems, template),
             sampling=sampling,
         )
         open_run(out, config)
         runner = Runner(
-            backend, grader, out, prompt_template=template, base_seed=args.seed,
-            concurrency=args.concurrency,
+            backend, grader, out, prompt_template=template, constrain=args.constrain,
+            base_seed=args.seed, concurrency=args.concurrency,
         )  # fmt: skip
         return await runner.run(problems, grid)
     finally:

@@ -1,26 +1,62 @@
 """The vendored benchmark datasets and the subsets a run asks for.
 
 Each file in `data/` is JSONL with at least `id`, `problem` and `answer` (MATH-500 adds
-`level` and `subject`); `data/PROVENANCE.md` says where each came from.
+`level` and `subject`; a multiple-choice dataset adds `choices`, its answer the option's
+letter); `data/PROVENANCE.md` says where each came from. Each dataset declares how its
+answers are read and graded and the prompt that asks for them (`Dataset`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from ttscale.verifiers.structured import AnswerFormat
 
 DATA_DIR = Path(__file__).parent / "data"
-DATASETS = {
-    "aime24": "aime24.jsonl",
-    "aime25": "aime25.jsonl",
-    "amc23": "amc23.jsonl",
-    "math500": "math500.jsonl",
-    "gsm8k": "gsm8k.jsonl",
-}
+
+MATH_PROMPT = (
+    "Solve the following math problem step by step. Put the final answer in \\boxed{}.\n\n{problem}"
+)
+CHOICE_PROMPT = (
+    "Answer the following multiple-choice question.\n\n{problem}\n\n"
+    "Answer with the letter of the correct option only."
+)
+LETTERS = AnswerFormat(kind="choice", options=("A", "B", "C", "D"))
+"""Four options lettered A to D, the answer one letter: graded by exact equality."""
+
+
+class Dataset(BaseModel):
+    """One vendored dataset: its file, how its answers are read and graded, and the
+    prompt that asks for them (`{problem}` is the problem with its lettered options)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str
+    answer_format: AnswerFormat | None = None
+    """None: math answers, the strategies' own default (the last `\\boxed{}`), graded by
+    math equivalence; a format: every setting reads answers so (unless its spec sets
+    `answer` itself) and a pick is right when it equals the gold answer exactly."""
+    prompt_template: str = MATH_PROMPT
+
+
+DATASETS: Mapping[str, Dataset] = MappingProxyType(
+    {
+        "aime24": Dataset(file="aime24.jsonl"),
+        "aime25": Dataset(file="aime25.jsonl"),
+        "amc23": Dataset(file="amc23.jsonl"),
+        "math500": Dataset(file="math500.jsonl"),
+        "gsm8k": Dataset(file="gsm8k.jsonl"),
+        "mmlu-elementary-math": Dataset(
+            file="mmlu_elementary_math.jsonl", answer_format=LETTERS, prompt_template=CHOICE_PROMPT
+        ),
+    }
+)
 
 
 class BenchError(Exception):
@@ -36,6 +72,37 @@ class Problem(BaseModel):
     answer: str
     level: int | None = None
     subject: str | None = None
+    choices: tuple[str, ...] = ()
+    """A multiple-choice problem's options, labelled in order by its format's options."""
+    answer_format: AnswerFormat | None = None
+    """Its dataset's declaration (`Dataset.answer_format`): None for math answers."""
+    prompt_template: str = MATH_PROMPT
+
+    @model_validator(mode="after")
+    def _one_option_per_label(self) -> Problem:
+        """A choice problem has one option per label, and its gold answer is a label."""
+        labels = self.labels
+        if labels and len(self.choices) != len(labels):
+            raise ValueError(f"{self.id}: {len(self.choices)} choices for {len(labels)} labels")
+        if labels and self.answer not in labels:
+            raise ValueError(f"{self.id}: the answer {self.answer!r} is not one of {labels}")
+        return self
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The option labels of a multiple-choice problem (A, B, ...); empty otherwise."""
+        fmt = self.answer_format
+        return (fmt.options or ()) if fmt is not None and fmt.kind == "choice" else ()
+
+    @property
+    def text(self) -> str:
+        """What `{problem}` stands for in a prompt: the problem, then each labelled option
+        on a line of its own (`A. ...`) for a multiple-choice problem."""
+        if not self.labels:
+            return self.problem
+        pairs = zip(self.labels, self.choices, strict=True)
+        options = "\n".join(f"{label}. {choice}" for label, choice in pairs)
+        return f"{self.problem}\n\n{options}"
 
 
 @dataclass(frozen=True)
@@ -51,9 +118,12 @@ class Selection:
 def load_dataset(name: str, data_dir: Path = DATA_DIR) -> list[Problem]:
     if name not in DATASETS:
         raise BenchError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-    path = data_dir / DATASETS[name]
-    with path.open(encoding="utf-8") as lines:
-        return [Problem(dataset=name, **json.loads(line)) for line in lines if line.strip()]
+    spec = DATASETS[name]
+    declared = {"answer_format": spec.answer_format, "prompt_template": spec.prompt_template}
+    with (data_dir / spec.file).open(encoding="utf-8") as lines:
+        return [
+            Problem(dataset=name, **json.loads(line), **declared) for line in lines if line.strip()
+        ]
 
 
 def select(problems: Sequence[Problem], selection: Selection) -> list[Problem]:

@@ -36,6 +36,11 @@ class SamplingConfig(BaseModel):
     logprobs: int | None = Field(
         20, ge=0, le=20, description="top-k logprobs recorded for every sample (replay)"
     )
+    constrain_choices: bool = Field(
+        False,
+        description="multiple-choice datasets: a sample may only be one option's label "
+        "(the engine's structured outputs), so every answer reads exactly",
+    )
 
 
 class Setting(BaseModel):

@@ -95,7 +95,10 @@ class RunConfig(BaseModel):
         "seed differ with what they are batched with, float32 ones repeat; None over "
         "HTTP, where the server does not say",
     )
-    prompt_template: str
+    prompt_template: str | dict[str, str] = Field(
+        description="the template of every problem, or, where the datasets of a run have "
+        "prompts of their own that differ, each dataset's"
+    )
     sampling: SamplingConfig
 
     def check_same(self, other: RunConfig) -> None:

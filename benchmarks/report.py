@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .datasets import DATASETS
 from .plots import plot_compute, plot_replay
 from .records import RunConfig, read_grid, read_records, read_run_config
 from .replay import ReplayPoint, replay
@@ -87,8 +88,9 @@ def markdown(
 ) -> str:
     """The whole report: the run's setup, then one section per dataset."""
     marks = _frontier_marks(rows)
-    lines = _run_header(config) + _never_finished_note(never_finished)
-    for dataset in sorted({r.dataset for r in rows}):
+    datasets = sorted({r.dataset for r in rows})
+    lines = _run_header(config, datasets) + _never_finished_note(never_finished)
+    for dataset in datasets:
         mine = [r for r in rows if r.dataset == dataset]
         lines += _dataset_heading(dataset, mine[0].problems, left_out.get(dataset, 0))
         lines += _settings_table(mine, marks)
@@ -98,9 +100,11 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def _run_header(config: RunConfig) -> list[str]:
-    """What was run and how to read the numbers: model, sampling, budget, prompt."""
+def _run_header(config: RunConfig, datasets: Sequence[str] = ()) -> list[str]:
+    """What was run and how to read the numbers: model, sampling, budget, grading,
+    prompt."""
     sampling = config.sampling
+    constrained = ", samples constrained to the options" if sampling.constrain_choices else ""
     return [
         "# Benchmark report",
         "",
@@ -108,20 +112,44 @@ def _run_header(config: RunConfig) -> list[str]:
         + ", ".join(filter(None, [config.backend, config.model_source, config.dtype]))
         + ")",
         f"- sampling: temperature {sampling.temperature}, top_p {sampling.top_p}, "
-        f"max_tokens {sampling.max_tokens} per sample, base seed {sampling.seed}",
+        f"max_tokens {sampling.max_tokens} per sample, base seed {sampling.seed}{constrained}",
         "- budget: a setting may generate at most (samples it draws) x max_tokens tokens per "
         "problem (N x max_tokens for best_of_n, self_consistency, inverse_entropy)",
-        "- accuracy: share of problems whose final answer is mathematically equivalent to "
-        "the reference (math-verify); 95% percentile-bootstrap intervals over problems",
+        _accuracy_line(datasets),
         "- costs are means per problem; TFLOPs are estimates (2 x params x tokens plus "
         "attention, policy and verifier)",
-        "",
-        "Prompt template:",
-        "",
-        "```",
-        config.prompt_template,
-        "```",
+        *_prompt_lines(config.prompt_template),
     ]
+
+
+def _accuracy_line(datasets: Sequence[str]) -> str:
+    """How a pick is graded: math equivalence, and exact equality for the datasets that
+    declare a structured answer (an option's letter)."""
+    exact = [d for d in datasets if (spec := DATASETS.get(d)) and spec.answer_format]
+    intervals = "95% percentile-bootstrap intervals over problems"
+    if not exact:
+        return (
+            "- accuracy: share of problems whose final answer is mathematically equivalent to "
+            f"the reference (math-verify); {intervals}"
+        )
+    names = ", ".join(f"`{d}`" for d in exact)
+    exactly = f"whose picked answer (an option's letter) equals the reference exactly ({names})"
+    if len(exact) == len(datasets):
+        return f"- accuracy: share of problems {exactly}; {intervals}"
+    return (
+        "- accuracy: share of problems whose final answer is mathematically equivalent to "
+        f"the reference (math-verify), or, for structured answers, {exactly}; {intervals}"
+    )
+
+
+def _prompt_lines(template: str | dict[str, str]) -> list[str]:
+    """The prompt template, or each dataset's where they differ."""
+    if isinstance(template, str):
+        return ["", "Prompt template:", "", "```", template, "```"]
+    lines = ["", "Prompt templates:"]
+    for dataset, text in sorted(template.items()):
+        lines += ["", f"`{dataset}`:", "", "```", text, "```"]
+    return lines
 
 
 def _never_finished_note(never_finished: Sequence[str]) -> list[str]:

@@ -2,7 +2,9 @@
 
 Jobs run problem by problem (all settings of a problem before the next), so a run cut
 short still compares every setting on the same problems. `concurrency` jobs are in
-flight at once; the engine batches their samples.
+flight at once; the engine batches their samples. A problem is graded as its dataset
+declares: math answers by math equivalence, structured ones (an option's letter) by
+exact equality.
 """
 
 from __future__ import annotations
@@ -11,30 +13,42 @@ import asyncio
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from ttscale.verifiers.math_grader import MathGrader
+from ttscale.verifiers.structured import AnswerFormat, exact_classes
 
+from .answers import with_answer_format
 from .backends import Backend, ProblemTooLong, RequestRejected
-from .datasets import BenchError, Problem
+from .datasets import DATASETS, MATH_PROMPT, BenchError, Problem
 from .grid import Setting, problem_seed, with_seed
 from .progress import Progress
 from .records import Record, RecordWriter, SampleTrace, done_keys, read_records, write_grid
 
 logger = logging.getLogger("ttscale.bench")
 
-DEFAULT_PROMPT = (
-    "Solve the following math problem step by step. Put the final answer in \\boxed{}.\n\n{problem}"
-)
+DEFAULT_PROMPT = MATH_PROMPT
+"""The math datasets' prompt (each dataset declares its own: `Dataset.prompt_template`)."""
 
 
 def render_prompt(template: str, problem: Problem) -> list[dict[str, str]]:
     """One user message; the model's chat template does the rest. `{problem}` is the
-    only placeholder (so LaTeX braces in a template need no escaping)."""
-    return [{"role": "user", "content": template.replace("{problem}", problem.problem)}]
+    only placeholder (so LaTeX braces in a template need no escaping); it stands for the
+    problem with its lettered options, if it has any."""
+    return [{"role": "user", "content": template.replace("{problem}", problem.text)}]
+
+
+def run_prompt_template(problems: Sequence[Problem], override: str | None) -> str | dict[str, str]:
+    """The prompt a run records: the user's template, else the datasets' own, as one
+    string when they share it and per dataset when they differ."""
+    if override is not None:
+        return override
+    by_dataset = {p.dataset: p.prompt_template for p in problems}
+    distinct = set(by_dataset.values())
+    return distinct.pop() if len(distinct) == 1 else by_dataset
 
 
 def check_template(template: str) -> None:
@@ -55,16 +69,31 @@ class RunOutcome:
 
 
 async def grade(
-    grader: MathGrader, gold: str, answer: str | None, candidates: Sequence[dict[str, Any]]
+    grader: MathGrader,
+    gold: str,
+    answer: str | None,
+    candidates: Sequence[dict[str, Any]],
+    answer_format: AnswerFormat | None = None,
 ) -> tuple[bool, list[SampleTrace]]:
-    """Is the pick right, and each sample's answer class and correctness (one grader
-    call per class, not per sample)."""
+    """Is the pick right, and each sample's answer class and correctness. Math answers
+    (no format, or boxed) by math equivalence, one grader call per class, not per sample;
+    structured answers (an option's letter) by exact equality with the gold answer."""
     answers = [c.get("answer") for c in candidates]
-    classes = await grader.group(answers)
-    class_correct: dict[int, bool] = {}
-    for answer_text, label in zip(answers, classes, strict=True):
-        if label is not None and label not in class_correct:
-            class_correct[label] = await grader.is_equivalent(gold, answer_text)
+    if answer_format is None or answer_format.by_math:
+        classes = await grader.group(answers)
+        class_correct: dict[int, bool] = {}
+        for answer_text, label in zip(answers, classes, strict=True):
+            if label is not None and label not in class_correct:
+                class_correct[label] = await grader.is_equivalent(gold, answer_text)
+        picked_correct = await grader.is_equivalent(gold, answer)
+    else:
+        classes = exact_classes(answers)
+        class_correct = {
+            label: text == gold
+            for text, label in zip(answers, classes, strict=True)
+            if label is not None
+        }
+        picked_correct = answer is not None and answer == gold
     traces = [
         SampleTrace(
             index=c.get("index"),
@@ -82,7 +111,7 @@ async def grade(
         )
         for c, label in zip(candidates, classes, strict=True)
     ]
-    return await grader.is_equivalent(gold, answer), traces
+    return picked_correct, traces
 
 
 def _finite(scores: dict[str, Any]) -> dict[str, Any]:
@@ -134,12 +163,24 @@ def _without_seed(params: dict[str, Any]) -> dict[str, Any]:
     return {**params, "sampling": {**params.get("sampling", {}), "seed": None}}
 
 
-def check_same_params(recorded: Sequence[Record], settings: Sequence[Setting]) -> None:
-    """A label recorded with other parameters is another setting: resuming would mix them."""
-    by_label = {s.label: _without_seed(s.params) for s in settings}
+def check_same_params(
+    recorded: Sequence[Record],
+    settings: Sequence[Setting],
+    formats: Mapping[str, AnswerFormat | None] | None = None,
+    *,
+    constrain: bool = False,
+) -> None:
+    """A label recorded with other parameters is another setting: resuming would mix them.
+    A record is compared with the parameters its dataset's answer format gives the
+    setting (`formats`, by dataset; none for math)."""
+    by_label = {s.label: s.params for s in settings}
     for record in recorded:
-        wanted = by_label.get(record.setting)
-        if wanted is not None and _without_seed(record.params) != wanted:
+        params = by_label.get(record.setting)
+        if params is None:
+            continue
+        answer_format = (formats or {}).get(record.dataset)
+        wanted = with_answer_format(params, answer_format, constrain=constrain)
+        if _without_seed(record.params) != _without_seed(wanted):
             raise BenchError(
                 f"setting {record.setting!r} was recorded here with other parameters; "
                 "give it another label (LABEL=STRATEGY?...) or use another --out"
@@ -153,38 +194,49 @@ class Runner:
         grader: MathGrader,
         out_dir: Path,
         *,
-        prompt_template: str = DEFAULT_PROMPT,
+        prompt_template: str | None = None,
+        constrain: bool = False,
         base_seed: int = 0,
         concurrency: int = 1,
         progress_stream: TextIO | None = None,
         max_failures_in_a_row: int = 5,
     ) -> None:
-        check_template(prompt_template)
+        """`prompt_template`: one template for every problem (None: each problem's
+        dataset's own); `constrain`: multiple-choice problems' samples may only be one
+        option's label (structured outputs)."""
+        if prompt_template is not None:
+            check_template(prompt_template)
         self.backend = backend
         self.grader = grader
         self.out_dir = out_dir
         self.prompt_template = prompt_template
+        self.constrain = constrain
         self.base_seed = base_seed
         self.concurrency = max(1, concurrency)
         self.progress_stream = progress_stream
         self.max_failures_in_a_row = max_failures_in_a_row
 
     async def run_one(self, problem: Problem, setting: Setting) -> Record:
-        params = with_seed(setting, problem_seed(self.base_seed, problem.id))
-        solved = await self.backend.solve(
-            render_prompt(self.prompt_template, problem), setting, params
+        seeded = with_seed(setting, problem_seed(self.base_seed, problem.id))
+        params = with_answer_format(seeded, problem.answer_format, constrain=self.constrain)
+        template = (
+            self.prompt_template if self.prompt_template is not None else problem.prompt_template
         )
+        solved = await self.backend.solve(render_prompt(template, problem), setting, params)
         evidence, latency = solved.evidence, solved.latency_s
         correct, samples = await grade(
-            self.grader, problem.answer, evidence.get("answer"), evidence["candidates"]
-        )
+            self.grader, problem.answer, evidence.get("answer"), evidence["candidates"],
+            problem.answer_format,
+        )  # fmt: skip
         return make_record(problem, setting, evidence, correct, samples, latency, params)
 
     async def run(self, problems: Sequence[Problem], settings: Sequence[Setting]) -> RunOutcome:
         """Run what is not recorded yet. Cancelling this (Ctrl-C) aborts the jobs in
         flight; everything recorded before stays."""
         recorded = read_records(self.out_dir)
-        check_same_params(recorded, settings)
+        formats = {name: spec.answer_format for name, spec in DATASETS.items()}
+        formats.update({p.dataset: p.answer_format for p in problems})
+        check_same_params(recorded, settings, formats, constrain=self.constrain)
         write_grid(self.out_dir, settings)
         finished = done_keys(recorded)
         jobs = [
