@@ -13,6 +13,7 @@ prompt silently.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -89,9 +90,10 @@ class LocalChatTemplate:
         kwargs = self._template_kwargs(rendering.chat_template_kwargs)
         try:
             text = self._tokenizer.apply_chat_template(
-                list(messages),
+                [_as_templates_read(message) for message in messages],
                 add_generation_prompt=rendering.add_generation_prompt,
                 continue_final_message=rendering.continue_final_message,
+                tools=rendering.tools,
                 tokenize=False,
                 **kwargs,
             )
@@ -121,6 +123,33 @@ class LocalChatTemplate:
         # releases the GIL while the Rust tokenizer works, a direct call would hold it
         encode = self._encode_short if len(text) < _INLINE_LIMIT else self._encode_wrapped
         return await off_the_loop_if_long(lambda: encode(text), len(text))
+
+
+def _as_templates_read(message: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI-shaped message as vLLM hands it to a chat template: no content is "",
+    and a tool call's arguments are an object (JSON text that does not parse: {}, so
+    that one bad turn in the history does not refuse every later one)."""
+    calls = message.get("tool_calls")
+    if message.get("content") is not None and not calls:
+        return message
+    shown = {**message, "content": message.get("content") or ""}
+    if calls:
+        shown["tool_calls"] = [
+            {**call, "function": {**call["function"], "arguments": _arguments(call["function"])}}
+            for call in calls
+        ]
+    return shown
+
+
+def _arguments(function: dict[str, Any]) -> dict[str, Any]:
+    text = function.get("arguments")
+    if isinstance(text, dict):
+        return text
+    try:
+        parsed = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _wrapped_encoder(tokenizer: Any) -> Callable[[str], list[int]]:

@@ -254,7 +254,7 @@ class RemoteVLLMEngine:
         body = {
             "model": self._info.model_name,
             "messages": list(messages),
-            **rendering.model_dump(),
+            **rendering.model_dump(exclude_none=True),
         }
         return (await self._post_json("/tokenize", body))["tokens"]
 

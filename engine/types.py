@@ -296,6 +296,9 @@ class ChatRendering(BaseModel):
     chat_template_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="extra variables of the chat template"
     )
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="tool definitions the chat template shows the model"
+    )
 
     @model_validator(mode="after")
     def _one_ending(self) -> ChatRendering:

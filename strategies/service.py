@@ -68,7 +68,7 @@ class ServiceRequest(BaseModel):
 
     request_id: str
     model: str
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     prompt: str | list[int] | None = None
     sampling: SamplingSpec = SamplingSpec()
     n: int = Field(1, ge=1)
@@ -115,7 +115,7 @@ class PreparedRequest:
     """A validated request, ready to run; its budget is open from here on."""
 
     request: ServiceRequest
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     prompt_ids: list[int]
     sampling: SamplingSpec
     budget: Budget
@@ -207,7 +207,7 @@ class Service:
             budget=prepared.budget,
             messages=prepared.messages,
             prompt_ids=prepared.prompt_ids,
-            question=prepared.messages[-1]["content"] if prepared.messages else "",
+            question=(prepared.messages[-1]["content"] or "") if prepared.messages else "",
             # unique per run: a client's id may repeat (retries), and vLLM aborts by id
             request_id=f"{prepared.request.request_id}-{uuid.uuid4().hex[:8]}",
             progress=progress,
@@ -273,7 +273,7 @@ class Service:
             )
         return strategy
 
-    async def _prompt(self, request: ServiceRequest) -> tuple[list[dict[str, str]], list[int]]:
+    async def _prompt(self, request: ServiceRequest) -> tuple[list[dict[str, Any]], list[int]]:
         """Messages (what strategies re-render, e.g. for refinement) and prompt ids."""
         if request.messages is not None:
             try:

@@ -32,6 +32,29 @@ from .support.tiny_models import TINY_MODEL_NAME
 CHAT = [{"role": "user", "content": "Name three colours."}]
 SEEDED = {"temperature": 1.0, "seed": 11, "max_tokens": 12}
 GREEDY = {"temperature": 0.0, "max_tokens": 12}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+CALLED = [
+    *CHAT,
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call-1",
+                "type": "function",
+                "function": {"name": "weather", "arguments": '{"city": "Oslo"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call-1", "content": "Grey."},
+]
 
 
 @dataclass(frozen=True)
@@ -126,6 +149,12 @@ CASES = [
         endpoint="text",
     ),
     Case("chat prompt_logprobs", {**GREEDY, "prompt_logprobs": 2}),
+    Case("tools shown, no call asked", {**GREEDY, "tools": [WEATHER], "tool_choice": "none"}),
+    Case(
+        "a conversation with a tool call and its result",
+        {**GREEDY, "tools": [WEATHER], "tool_choice": "none"},
+        extra={"messages": CALLED},
+    ),
     Case("text prompt_logprobs", {**SEEDED, "prompt_logprobs": 0}, endpoint="text"),
     # refusals: the same status, naming the same field
     Case("priority without priority scheduling", {**GREEDY, "priority": 1}),
@@ -139,6 +168,26 @@ CASES = [
     Case("more logprobs than the engine keeps", {**GREEDY, "logprobs": True, "top_logprobs": 25}),
     Case("logprobs below -1", {**GREEDY, "logprobs": -2}, endpoint="text"),
     Case("max_tokens 0 without echo", {"max_tokens": 0}, endpoint="text"),
+    Case("tools with no tool-call parser (auto)", {**GREEDY, "tools": [WEATHER]}),
+    Case("required tool calls", {**GREEDY, "tools": [WEATHER], "tool_choice": "required"}),
+    Case(
+        "a named tool",
+        {
+            **GREEDY,
+            "tools": [WEATHER],
+            "tool_choice": {"type": "function", "function": {"name": "weather"}},
+        },
+    ),
+    Case(
+        "a named tool that is not offered",
+        {
+            **GREEDY,
+            "tools": [WEATHER],
+            "tool_choice": {"type": "function", "function": {"name": "clock"}},
+        },
+    ),
+    Case("tool_choice without tools", {**GREEDY, "tool_choice": "required"}),
+    Case("no tools", {**GREEDY, "tools": []}),
     Case("prompt_logprobs in a stream", {**GREEDY, "prompt_logprobs": 1, "stream": True}),
     Case("min_p above 1", {**GREEDY, "min_p": 1.5}),
     Case("min_tokens above max_tokens", {**GREEDY, "min_tokens": 20}),

@@ -95,7 +95,7 @@ class Completions:
         return sse(events)
 
     def _shown(self, body: SamplingRequest, prepared: PreparedRequest) -> Shown:
-        prompt_text = prepared.messages[-1]["content"] if prepared.messages else ""
+        prompt_text = (prepared.messages[-1]["content"] or "") if prepared.messages else ""
         return body.shown(self.service.engine.info.reasoning_parser, prompt_text)
 
     def _finished(self, prepared: PreparedRequest, result: ServiceResult, started: float) -> None:

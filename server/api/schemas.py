@@ -68,16 +68,76 @@ class TextPart(BaseModel):
     text: Text
 
 
+class CalledFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Text
+    arguments: Text = Field(description="the arguments as JSON text")
+
+
+class MessageToolCall(BaseModel):
+    """A tool call an assistant message made (earlier in the conversation)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: Text
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # strict: no true for 1
-    role: Literal["system", "user", "assistant"]
-    content: Text | list[TextPart]
+    role: Literal["system", "user", "assistant", "tool"]
+    content: Text | list[TextPart] | None = Field(
+        None, description="required but for an assistant message that made tool calls"
+    )
     name: Text | None = None
+    tool_calls: list[MessageToolCall] | None = Field(None, description="assistant messages")
+    tool_call_id: Text | None = Field(None, description="tool messages: the call answered")
+
+    @model_validator(mode="after")
+    def _has_content(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (but for an assistant's tool calls)")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
+
+    def for_template(self) -> dict[str, Any]:
+        """The message in OpenAI's shape, its content as text (None: none)."""
+        message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.content is None:
+            message["content"] = None
+        extra = self.model_dump(include={"name", "tool_calls", "tool_call_id"}, exclude_none=True)
+        return {**message, **extra}
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Text
+    description: Text | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class ToolName(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Text
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["function"]
+    function: ToolName
 
 
 class JsonSchemaFormat(BaseModel):
@@ -204,9 +264,6 @@ NOT_SERVED: dict[str, str] = {
 NOT_YET_SERVED = frozenset(
     {
         "logprob_token_ids",
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
         "truncate_prompt_tokens",
         "truncation_side",
         "request_id",
@@ -423,6 +480,13 @@ class ChatCompletionRequest(SamplingRequest):
     echo: bool = Field(
         False, description="the reply's content starts with the last message when it continues it"
     )
+    tools: list[ToolDefinition] | None = Field(
+        None, description="tools the chat template shows the model (calls: not parsed yet)"
+    )
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description='"none" (default without tools); others need a tool-call parser'
+    )
+    parallel_tool_calls: bool | None = Field(True, description="as in vLLM")
     logprobs: bool = Field(False, description="return each generated token's log-probability")
     top_logprobs: int | None = Field(
         None, ge=-1, description="with this many likeliest alternatives (needs logprobs)"
@@ -491,19 +555,57 @@ class ChatCompletionRequest(SamplingRequest):
         return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
 
     def prompt_fields(self) -> dict[str, Any]:
+        self._check_tools()
+        tools = [tool.model_dump(exclude_none=True) for tool in self.tools or []]
         try:
             rendering = ChatRendering(
                 add_generation_prompt=self.add_generation_prompt,
                 continue_final_message=self.continue_final_message,
                 add_special_tokens=self.add_special_tokens,
                 chat_template_kwargs=self.template_variables(),
+                tools=tools or None,
             )
         except ValidationError as exc:
             raise InvalidRequest(first_problem(exc)[1], param="continue_final_message") from exc
-        return {
-            "messages": [{"role": m.role, "content": m.text()} for m in self.messages],
-            "rendering": rendering,
-        }
+        return {"messages": [m.for_template() for m in self.messages], "rendering": rendering}
+
+    def _check_tools(self) -> None:
+        """vLLM's rules for tools, and its refusals on a server that parses no tool calls
+        (vLLM's without `--tool-call-parser`): tools are shown to the model, and a reply
+        is text (`tool_choice` "none")."""
+        if self.tools == []:
+            raise InvalidRequest(
+                "`tools` must not be an empty array. Either provide at least one tool or "
+                "omit the field entirely.",
+                param="tools",
+            )
+        choice = self.tool_choice or ("auto" if self.tools else "none")
+        if choice == "none":
+            return
+        if not self.tools:
+            raise InvalidRequest(
+                "When using `tool_choice`, `tools` must be set.", param="tool_choice"
+            )
+        if isinstance(choice, NamedToolChoice):
+            if choice.function.name not in {tool.function.name for tool in self.tools}:
+                raise InvalidRequest(
+                    "The tool specified in `tool_choice` does not match any of the specified "
+                    "`tools`",
+                    param="tool_choice",
+                )
+            raise InvalidRequest(
+                f'tool_choice=function "{choice.function.name}" requires --tool-call-parser '
+                "to be set (this server parses no tool calls yet)"
+            )
+        if choice == "auto":
+            raise InvalidRequest(
+                '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser '
+                "to be set (this server parses no tool calls yet)"
+            )
+        raise InvalidRequest(
+            f'tool_choice="{choice}" requires --tool-call-parser to be set (this server '
+            "parses no tool calls yet)"
+        )
 
 
 class CompletionRequest(SamplingRequest):
