@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .protocol import EngineRejected, EngineUnavailable
-from .types import DEFAULT_RENDERING, ChatRendering
+from .types import DEFAULT_RENDERING, PromptRendering
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,7 +82,7 @@ class LocalChatTemplate:
         return template
 
     async def render(
-        self, messages: Messages, rendering: ChatRendering = DEFAULT_RENDERING
+        self, messages: Messages, rendering: PromptRendering = DEFAULT_RENDERING
     ) -> list[int]:
         """Token ids of `messages`, rendered as vLLM's server renders them: the template
         variables in `chat_template_kwargs` that the template does not read are dropped,
@@ -104,7 +104,7 @@ class LocalChatTemplate:
     def _template_kwargs(self, asked: dict[str, Any]) -> dict[str, Any]:
         """The template variables of a request that this template reads (vLLM's rule)."""
         # the rendering's own fields win over variables of the same names, as in vLLM
-        asked = {k: v for k, v in asked.items() if k not in ChatRendering.model_fields}
+        asked = {k: v for k, v in asked.items() if k not in PromptRendering.model_fields}
         if not asked:
             return {}
         from vllm.renderers.hf import resolve_chat_template_kwargs

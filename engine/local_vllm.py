@@ -35,10 +35,10 @@ from .protocol import (
 from .reasoning import ReasoningSplitter, check_parser_name
 from .types import (
     DEFAULT_RENDERING,
-    ChatRendering,
     EngineInfo,
     EngineStats,
     Position,
+    PromptRendering,
     Sample,
     SamplingSpec,
     TokenLogprob,
@@ -189,7 +189,7 @@ class LocalVLLMEngine:
         return self._llm
 
     async def render_chat(
-        self, messages: Sequence[dict[str, Any]], rendering: ChatRendering = DEFAULT_RENDERING
+        self, messages: Sequence[dict[str, Any]], rendering: PromptRendering = DEFAULT_RENDERING
     ) -> list[int]:
         return await self._template.render(messages, rendering)
 

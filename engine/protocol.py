@@ -16,10 +16,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from .types import (
     DEFAULT_RENDERING,
-    ChatRendering,
     EngineInfo,
     EngineStats,
     GenerationResult,
+    PromptRendering,
     Sample,
     SamplingSpec,
 )
@@ -179,7 +179,7 @@ class Engine(Protocol):
     def info(self) -> EngineInfo: ...
 
     async def render_chat(
-        self, messages: Sequence[dict[str, Any]], rendering: ChatRendering = DEFAULT_RENDERING
+        self, messages: Sequence[dict[str, Any]], rendering: PromptRendering = DEFAULT_RENDERING
     ) -> list[int]:
         """Token ids of `messages` rendered with the model's own chat template; a template
         that refuses the chat (or `rendering`) raises `EngineRejected`."""

@@ -45,11 +45,11 @@ from .reasoning import ReasoningSplitter, check_parser_name
 from .routing_keys import PrefixKeys
 from .types import (
     DEFAULT_RENDERING,
-    ChatRendering,
     EngineInfo,
     EngineStats,
     ModelShape,
     Position,
+    PromptRendering,
     Sample,
     SamplingSpec,
     TokenLogprob,
@@ -242,14 +242,14 @@ class RemoteVLLMEngine:
         return self._info
 
     async def render_chat(
-        self, messages: Sequence[dict[str, Any]], rendering: ChatRendering = DEFAULT_RENDERING
+        self, messages: Sequence[dict[str, Any]], rendering: PromptRendering = DEFAULT_RENDERING
     ) -> list[int]:
         if self._chat_template is not None:
             return await self._chat_template.render(messages, rendering)
         return await self._render_on_server(messages, rendering)
 
     async def _render_on_server(
-        self, messages: Sequence[dict[str, Any]], rendering: ChatRendering = DEFAULT_RENDERING
+        self, messages: Sequence[dict[str, Any]], rendering: PromptRendering = DEFAULT_RENDERING
     ) -> list[int]:
         body = {
             "model": self._info.model_name,
@@ -360,14 +360,11 @@ class RemoteVLLMEngine:
         async def attempt(number: int) -> None:
             slot.partial = _Partial(prompt_tokens=len(prompt_ids))
             attempt_id = sample_id if number == 0 else f"{sample_id}.retry{number}"
-            if spec.prompt_logprobs is not None:  # vLLM reports them on whole responses only
-                await self._whole_sample(prompt_ids, spec, index, attempt_id, headers, slot.partial)
-                return
-            await self._stream_sample(prompt_ids, spec, index, attempt_id, headers, slot.partial)
+            await self._run_sample(prompt_ids, spec, index, attempt_id, headers, slot.partial)
 
         await self._failover.run(attempt, f"sample {sample_id}")
 
-    async def _whole_sample(
+    async def _run_sample(
         self,
         prompt_ids: list[int],
         spec: SamplingSpec,
@@ -376,8 +373,9 @@ class RemoteVLLMEngine:
         headers: dict[str, str],
         partial: _Partial,
     ) -> None:
-        """One sample as a whole response (not streamed), for the prompt's log-probabilities,
-        which vLLM's server does not stream. Aborting it closes the connection, as a stream."""
+        """One sample, streamed; or, for the prompt's log-probabilities (which vLLM's
+        server does not stream), as a whole response. Either way, leaving the response
+        unread closes it, and vLLM aborts the request."""
         body = _completion_body(self._info.model_name, prompt_ids, spec, index)
         body["request_id"] = sample_id
         url = f"{self._base_url}/v1/completions"
@@ -386,45 +384,31 @@ class RemoteVLLMEngine:
                 if response.status != 200:
                     detail = (await response.read()).decode(errors="replace")[:2000]
                     raise _status_error(url, response.status, detail)
+                if body["stream"]:
+                    await self._read_stream(response, spec, partial)
+                    return
                 reply = await response.json(content_type=None)
-        except HTTP_ERRORS as exc:
+        except HTTP_ERRORS as exc:  # the replica (or the router) went away mid-response
             raise TransientError(f"{url}: {exc!r}") from exc
         _apply_chunk(reply, partial, spec, self._thought_closes)
         first = await self.detokenize(prompt_ids[:1])
         reported = (reply.get("choices") or [{}])[0].get("prompt_logprobs") or []
         partial.prompt_logprobs = _prompt_positions(first, prompt_ids, reported)
 
-    async def _stream_sample(
-        self,
-        prompt_ids: list[int],
-        spec: SamplingSpec,
-        index: int,
-        sample_id: str,
-        headers: dict[str, str],
-        partial: _Partial,
+    async def _read_stream(
+        self, response: aiohttp.ClientResponse, spec: SamplingSpec, partial: _Partial
     ) -> None:
-        body = _completion_body(self._info.model_name, prompt_ids, spec, index)
-        body["request_id"] = sample_id
-        url = f"{self._base_url}/v1/completions"
-        try:
-            async with self._http().post(url, json=body, headers=headers) as response:
-                if response.status != 200:
-                    detail = (await response.read()).decode(errors="replace")[:2000]
-                    raise _status_error(url, response.status, detail)
-                logger.debug("sample %s: streaming from %s", sample_id, url)
-                async for line in response.content:  # one SSE line at a time
-                    if not line.startswith(b"data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
-                        # read on to the end of the body (just after): a response
-                        # left unread is closed, and its connection cannot be reused
-                        continue
-                    _apply_chunk(json.loads(payload), partial, spec, self._thought_closes)
-                    if partial.low_confidence:
-                        break  # leaving the body unread closes it: vLLM aborts the request
-        except HTTP_ERRORS as exc:  # the replica (or the router) went away mid-stream
-            raise TransientError(f"{url}: {exc!r}") from exc
+        async for line in response.content:  # one SSE line at a time
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                # read on to the end of the body (just after): a response left unread
+                # is closed, and its connection cannot be reused
+                continue
+            _apply_chunk(json.loads(payload), partial, spec, self._thought_closes)
+            if partial.low_confidence:
+                break  # leaving the body unread closes it: vLLM aborts the request
 
     @property
     def _thought_closes(self) -> tuple[int, ...]:
@@ -579,7 +563,7 @@ def _rejection(detail: str) -> EngineRejected:
 
 def _connection_log(base_url: str) -> aiohttp.TraceConfig:
     """Log each new TCP connection at DEBUG: samples should reuse pooled connections,
-    and a connection per sample (a body left unread, see `_stream_sample`) shows here.
+    and a connection per sample (a body left unread, see `_read_stream`) shows here.
     Attached when the pool is made, so DEBUG must be on by the engine's first request."""
 
     async def opened(*_: Any) -> None:

@@ -279,9 +279,10 @@ def _engine_value(value: object) -> object:
     return value
 
 
-class ChatRendering(BaseModel):
-    """How a chat becomes a prompt: the fields of vLLM's chat request of the same names,
-    with its defaults. A strategy re-rendering a chat of its own (a judge, a refinement)
+class PromptRendering(BaseModel):
+    """How a request becomes a prompt: the fields of vLLM's requests of the same names,
+    with its chat defaults (a text prompt uses `add_special_tokens` only, true by default
+    there, as in vLLM). A strategy re-rendering a chat of its own (a judge, a refinement)
     uses the defaults."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -301,7 +302,7 @@ class ChatRendering(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _one_ending(self) -> ChatRendering:
+    def _one_ending(self) -> PromptRendering:
         if self.add_generation_prompt and self.continue_final_message:
             raise ValueError(
                 "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
@@ -309,7 +310,7 @@ class ChatRendering(BaseModel):
         return self
 
 
-DEFAULT_RENDERING = ChatRendering()
+DEFAULT_RENDERING = PromptRendering()
 
 
 @dataclass(frozen=True, slots=True)

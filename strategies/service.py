@@ -21,9 +21,9 @@ from ttscale.engine.lifecycle import close_together
 from ttscale.engine.protocol import Engine, EngineRejected
 from ttscale.engine.types import (
     DEFAULT_RENDERING,
-    ChatRendering,
     FinishReason,
     Position,
+    PromptRendering,
     Sample,
     SamplingSpec,
 )
@@ -73,7 +73,7 @@ class ServiceRequest(BaseModel):
     sampling: SamplingSpec = SamplingSpec()
     n: int = Field(1, ge=1)
     choice: StrategyChoice | None = None
-    rendering: ChatRendering = DEFAULT_RENDERING
+    rendering: PromptRendering = DEFAULT_RENDERING
     """How `messages` become the prompt (and whether a text prompt gets the tokenizer's
     special tokens: `add_special_tokens`)."""
 

@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from ttscale.engine.types import API, ChatRendering, Position, SamplingSpec
+from ttscale.engine.types import API, Position, PromptRendering, SamplingSpec
 from ttscale.strategies.budget import Spending
 from ttscale.strategies.errors import InvalidRequest, first_problem
 from ttscale.strategies.service import Choice, ServiceRequest
@@ -558,7 +558,7 @@ class ChatCompletionRequest(SamplingRequest):
         self._check_tools()
         tools = [tool.model_dump(exclude_none=True) for tool in self.tools or []]
         try:
-            rendering = ChatRendering(
+            rendering = PromptRendering(
                 add_generation_prompt=self.add_generation_prompt,
                 continue_final_message=self.continue_final_message,
                 add_special_tokens=self.add_special_tokens,
@@ -655,7 +655,7 @@ class CompletionRequest(SamplingRequest):
         return self.logprobs if self.echo else None
 
     def prompt_fields(self) -> dict[str, Any]:
-        rendering = ChatRendering(add_special_tokens=self.add_special_tokens)
+        rendering = PromptRendering(add_special_tokens=self.add_special_tokens)
         return {"prompt": self.prompt, "rendering": rendering}
 
 

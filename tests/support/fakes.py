@@ -11,9 +11,9 @@ from ttscale.engine.confidence import LOW_CONFIDENCE, first_low_window
 from ttscale.engine.protocol import Generation, new_request_id
 from ttscale.engine.types import (
     DEFAULT_RENDERING,
-    ChatRendering,
     EngineInfo,
     EngineStats,
+    PromptRendering,
     Sample,
     SamplingSpec,
 )
@@ -68,7 +68,7 @@ class ScriptedEngine:
         self.request_ids: list[str | None] = []
 
     async def render_chat(
-        self, messages: Sequence[dict[str, Any]], rendering: ChatRendering = DEFAULT_RENDERING
+        self, messages: Sequence[dict[str, Any]], rendering: PromptRendering = DEFAULT_RENDERING
     ) -> list[int]:
         return [ord(c) for m in messages for c in m["content"]]
 

@@ -22,9 +22,9 @@ from aiohttp import web
 from ttscale.engine.protocol import Generation
 from ttscale.engine.types import (
     DEFAULT_RENDERING,
-    ChatRendering,
     EngineInfo,
     EngineStats,
+    PromptRendering,
     SamplingSpec,
 )
 
@@ -171,7 +171,7 @@ class BorrowedEngine:
         return self._inner.info
 
     async def render_chat(
-        self, messages: Sequence[dict[str, Any]], rendering: ChatRendering = DEFAULT_RENDERING
+        self, messages: Sequence[dict[str, Any]], rendering: PromptRendering = DEFAULT_RENDERING
     ) -> list[int]:
         return await self._inner.render_chat(messages, rendering)
 
