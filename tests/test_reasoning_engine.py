@@ -267,3 +267,40 @@ async def test_budget_forcing_closes_a_random_models_thought_at_its_cap(thinker_
     spent = evidence["budget"]["spent"]
     assert spent["reasoning_tokens"] == 48 and spent["generated_tokens"] == 2 * 36
     assert all(c["reasoning"] for c in evidence["candidates"])
+
+
+async def test_chat_template_kwargs_reach_the_template_in_both_modes(
+    thinker_url, thinking_server, reasoning_model_path
+):
+    """Qwen3's switch: `enable_thinking: false` makes the template close the thought in
+    the prompt: the same longer prompt and the same text in process, through a remote
+    front and on vLLM's own server. Here the sample is all answer; vLLM's `deepseek_r1`
+    parser, which does not look at the prompt, calls it thinking (a known difference,
+    docs/api/vllm-compatibility.md)."""
+    remote = await RemoteVLLMEngine.connect(
+        [thinking_server], model_path=str(reasoning_model_path), reasoning_parser="deepseek_r1"
+    )
+    body = {
+        "model": TINY_REASONING_NAME,
+        "messages": CHAT,
+        **SEEDED,
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
+    try:
+        async with serving_engine(remote) as remote_url, httpx.AsyncClient(timeout=120) as client:
+            replies = [
+                (await client.post(f"{base}/v1/chat/completions", json=body)).json()
+                for base in (thinker_url, remote_url, thinking_server)
+            ]
+            thinking = await client.post(
+                f"{thinker_url}/v1/chat/completions", json={**body, "chat_template_kwargs": {}}
+            )
+    finally:
+        await remote.close()
+    prompts = {reply["usage"]["prompt_tokens"] for reply in replies}
+    assert len(prompts) == 1  # the same rendered prompt everywhere
+    assert prompts.pop() > thinking.json()["usage"]["prompt_tokens"]  # the closed thought
+    ours = [reply["choices"][0]["message"] for reply in replies[:2]]
+    theirs = replies[2]["choices"][0]["message"]
+    assert all(message["content"] and not message["reasoning"] for message in ours)
+    assert {message["content"] for message in ours} == {theirs["reasoning"]}
