@@ -172,6 +172,8 @@ class Candidate(BaseModel):
     mean_entropy: float | None = None
     mean_logprob: float | None = None
     scores: dict[str, float | list[float]] = Field(default_factory=dict)
+    token_ids: list[int] | None = Field(None, exclude=True)
+    """The sample's token ids (what `return_token_ids` returns with the pick)."""
     logprobs: list[Position] | None = Field(None, exclude=True)
     """The sample's log-probabilities when the client asked for them: returned with the
     pick, never in the evidence."""
@@ -238,6 +240,7 @@ def to_candidate(
         mean_entropy=sample.mean_entropy,
         mean_logprob=sample.mean_logprob,
         logprobs=sample.position_logprobs,
+        token_ids=sample.token_ids,
     )
 
 

@@ -92,6 +92,7 @@ class Choice:
     """Each generated position's log-probabilities, when the client asked for them."""
     prompt_logprobs: list[Position] | None = None
     """Each prompt position's (plain requests), when the client asked for them."""
+    token_ids: list[int] | None = None
 
     @property
     def answer_text(self) -> str:
@@ -228,6 +229,7 @@ class Service:
                     s.reasoning,
                     s.position_logprobs,
                     s.prompt_logprobs,
+                    s.token_ids,
                 )
                 for s in samples
             ]
@@ -236,7 +238,10 @@ class Service:
         chosen = _chosen(result)
         finish = _finish_reason(result, chosen)
         logprobs = chosen.logprobs if chosen is not None else None
-        choice = Choice(0, result.text, finish, result.content, result.reasoning, logprobs)
+        token_ids = chosen.token_ids if chosen is not None else None
+        choice = Choice(
+            0, result.text, finish, result.content, result.reasoning, logprobs, None, token_ids
+        )
         include_text = prepared.request.choice.include_text
         evidence = _evidence(result, prepared.params, prepared.budget.limits, include_text)
         return ServiceResult(

@@ -167,9 +167,10 @@ async def test_the_openai_client_sends_vllm_fields_unchanged(url):
     await client.close()
 
 
-async def test_a_strategy_returns_its_picks_logprobs_when_asked(url):
+async def test_a_strategy_returns_its_picks_logprobs_and_token_ids_when_asked(url):
     """The pick's own log-probabilities, with the client's alternatives per position,
-    while the strategy reads as many as it needs (inverse entropy reads 20)."""
+    while the strategy reads as many as it needs (inverse entropy reads 20), and its
+    token ids."""
     body = {
         "model": TINY_MODEL_NAME,
         "messages": CHAT,
@@ -178,6 +179,7 @@ async def test_a_strategy_returns_its_picks_logprobs_when_asked(url):
         "seed": 4,
         "logprobs": True,
         "top_logprobs": 2,
+        "return_token_ids": True,
         "structured_outputs": {"choice": COLOURS},
         "ttscale": {
             "strategy": "inverse_entropy",
@@ -192,7 +194,8 @@ async def test_a_strategy_returns_its_picks_logprobs_when_asked(url):
     assert evidence["chosen"] is not None, evidence
     chosen = next(c for c in evidence["candidates"] if c["index"] == evidence["chosen"])
     content = reply["choices"][0]["logprobs"]["content"]
-    assert len(content) == chosen["tokens"]
+    assert len(content) == chosen["tokens"] == len(reply["choices"][0]["token_ids"])
+    assert reply["prompt_token_ids"]
     assert all(len(position["top_logprobs"]) <= 2 for position in content)
     assert all(c["mean_entropy"] is not None for c in evidence["candidates"])
     assert "logprobs" not in chosen  # the evidence stays as it was

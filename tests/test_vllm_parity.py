@@ -136,6 +136,13 @@ CASES = [
     Case("text logprobs of the sampled tokens", {**GREEDY, "logprobs": 0}, endpoint="text"),
     Case("logprobs of several choices", {**SEEDED, "n": 2, "logprobs": True, "top_logprobs": 1}),
     Case("echo", {**SEEDED, "echo": True}, endpoint="text"),
+    Case("chat token ids", {**SEEDED, "n": 2, "return_token_ids": True}),
+    Case("text token ids", {**SEEDED, "return_token_ids": True}, endpoint="text"),
+    Case(
+        "echo with token ids",
+        {**SEEDED, "echo": True, "return_token_ids": True},
+        endpoint="text",
+    ),
     Case(
         "chat echo continues the last message",
         {**GREEDY, "echo": True, "add_generation_prompt": False, "continue_final_message": True},
@@ -244,6 +251,9 @@ def essence(response: httpx.Response) -> dict[str, Any]:
     ]
     usage = body["usage"]
     counts = (usage["prompt_tokens"], usage["completion_tokens"])
+    ids = [body.get("prompt_token_ids")] + [
+        (c.get("prompt_token_ids"), c.get("token_ids")) for c in body["choices"]
+    ]
     values: list[float] = []
     shown = [_logprob_tokens(c.get("logprobs"), values) for c in body["choices"]]
     scored = [body.get("prompt_logprobs")] + [c.get("prompt_logprobs") for c in body["choices"]]
@@ -254,6 +264,7 @@ def essence(response: httpx.Response) -> dict[str, Any]:
         "tokens": counts,
         "logprobs": shown,
         "prompt_logprobs": prompt,
+        "token_ids": ids,
         "values": values,
     }
 

@@ -96,7 +96,8 @@ class Completions:
 
     def _shown(self, body: SamplingRequest, prepared: PreparedRequest) -> Shown:
         prompt_text = (prepared.messages[-1]["content"] or "") if prepared.messages else ""
-        return body.shown(self.service.engine.info.reasoning_parser, prompt_text)
+        parser = self.service.engine.info.reasoning_parser
+        return body.shown(parser, prompt_text, prepared.prompt_ids)
 
     def _finished(self, prepared: PreparedRequest, result: ServiceResult, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -134,6 +135,7 @@ def format_response(kind: Kind, result: ServiceResult, shown: Shown = PLAIN):
                 message=AssistantMessage.of(c, shown),
                 finish_reason=c.finish_reason,
                 logprobs=logprobs_of(kind, c.logprobs, shown.logprobs),
+                token_ids=shown.token_ids_of(c),
             )
             for c in result.choices
         ]
@@ -143,6 +145,7 @@ def format_response(kind: Kind, result: ServiceResult, shown: Shown = PLAIN):
             choices=choices,
             usage=usage,
             prompt_logprobs=scored,
+            prompt_token_ids=shown.prompt_token_ids,
             ttscale=result.evidence,
         )
     choices = [
@@ -152,6 +155,8 @@ def format_response(kind: Kind, result: ServiceResult, shown: Shown = PLAIN):
             finish_reason=c.finish_reason,
             logprobs=logprobs_of(kind, shown.positions_of(c), shown.logprobs),
             prompt_logprobs=shown.scored_prompt(c),
+            prompt_token_ids=shown.prompt_token_ids,
+            token_ids=shown.token_ids_of(c),
         )
         for c in result.choices
     ]

@@ -211,6 +211,11 @@ class Shown:
     """The prompt's text, which a text completion's choices start with (`echo`)."""
     echo_only: bool = False
     """`echo` with `max_tokens` 0: each choice is the prompt alone (it is scored)."""
+    prompt_token_ids: list[int] | None = None
+    """With `return_token_ids`: the prompt's token ids (and each choice shows its own)."""
+
+    def token_ids_of(self, choice: Choice) -> list[int] | None:
+        return choice.token_ids if self.prompt_token_ids is not None else None
 
     def content_of(self, content: str | None) -> str | None:
         """A chat message's content: after the echoed last message, as in vLLM."""
@@ -269,7 +274,6 @@ NOT_YET_SERVED = frozenset(
         "request_id",
         "session_id",
         "return_tokens_as_token_ids",
-        "return_token_ids",
         "return_token_offsets",
         "return_prompt_text",
         "cache_salt",
@@ -354,6 +358,9 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
     stream: bool = Field(False, description="server-sent events, with progress events")
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, description="accepted and ignored")
+    return_token_ids: bool | None = Field(
+        None, description="each choice's token ids, and the prompt's (as vLLM returns them)"
+    )
     response_format: ResponseFormat | None = Field(
         None, description="JSON output: a shorthand for `structured_outputs`, as in vLLM"
     )
@@ -386,12 +393,13 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
     def scores_prompt(self) -> bool:
         return self.prompt_logprobs is not None or self.echo_scores() is not None
 
-    def shown(self, reasoning_parser: str | None, prompt_text: str) -> Shown:
-        """What the response shows besides the text."""
+    def shown(self, reasoning_parser: str | None, prompt_text: str, prompt: list[int]) -> Shown:
+        """What the response shows besides the text (`prompt`: the prompt's token ids)."""
         return Shown(
             thinking=self.thinking(reasoning_parser),
             logprobs=self.returned_logprobs(),
             prompt_logprobs=self.scores_prompt,
+            prompt_token_ids=prompt if self.return_token_ids else None,
         )
 
     def sampling_spec(self) -> SamplingSpec:
@@ -531,10 +539,10 @@ class ChatCompletionRequest(SamplingRequest):
         """As vLLM: a chat `echo` scores the prompt with `top_logprobs` alternatives."""
         return (self.top_logprobs or 0) if self.echo else None
 
-    def shown(self, reasoning_parser: str | None, prompt_text: str) -> Shown:
+    def shown(self, reasoning_parser: str | None, prompt_text: str, prompt: list[int]) -> Shown:
         """As vLLM: `echo` starts the content with the last message when the reply
         continues its role (with `add_generation_prompt`, an assistant message)."""
-        shown = super().shown(reasoning_parser, prompt_text)
+        shown = super().shown(reasoning_parser, prompt_text, prompt)
         last = self.messages[-1]
         continued = last.role == "assistant" or not self.add_generation_prompt
         return replace(shown, echo=last.text() if self.echo and continued else None)
@@ -641,12 +649,14 @@ class CompletionRequest(SamplingRequest):
     def returned_logprobs(self) -> int | None:
         return self.logprobs
 
-    def shown(self, reasoning_parser: str | None, prompt_text: str) -> Shown:
-        """As vLLM: `echo` shows the prompt's log-probabilities with the text's."""
-        return Shown(
-            logprobs=self.logprobs,
-            prompt_logprobs=self.scores_prompt,
-            echo=prompt_text if self.echo else None,
+    def shown(self, reasoning_parser: str | None, prompt_text: str, prompt: list[int]) -> Shown:
+        """As vLLM: `echo` shows the prompt's log-probabilities with the text's, and no
+        prompt text with `return_token_ids` (the ids say it)."""
+        shown = super().shown(reasoning_parser, prompt_text, prompt)
+        echoed = "" if self.return_token_ids else prompt_text
+        return replace(
+            shown,
+            echo=echoed if self.echo else None,
             echo_only=self.echo and self.max_tokens == 0,
         )
 
@@ -756,6 +766,7 @@ class ChatChoice(BaseModel):
     message: AssistantMessage
     finish_reason: Literal["stop", "length", "abort"]
     logprobs: ChatLogprobs | None = None
+    token_ids: list[int] | None = None
 
 
 def _completion_id() -> str:
@@ -770,6 +781,7 @@ class ChatCompletionResponse(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     prompt_logprobs: PromptLogprobs | None = None
+    prompt_token_ids: list[int] | None = None
     ttscale: dict[str, Any] | None = Field(
         None, description="strategy evidence: candidates, votes, stop reason, budget"
     )
@@ -781,6 +793,8 @@ class TextChoice(BaseModel):
     finish_reason: Literal["stop", "length", "abort"]
     logprobs: CompletionLogprobs | None = None
     prompt_logprobs: PromptLogprobs | None = None
+    prompt_token_ids: list[int] | None = None
+    token_ids: list[int] | None = None
 
 
 class CompletionResponse(BaseModel):

@@ -56,6 +56,7 @@ class ChunkWriter:
         finish_reason: str | None = None,
         ttscale: dict[str, Any] | None = None,
         logprobs: BaseModel | None = None,
+        token_ids: list[int] | None = None,
     ) -> str:
         shown = logprobs.model_dump() if logprobs is not None else None
         if self.kind == "chat":
@@ -69,6 +70,8 @@ class ChunkWriter:
                 "finish_reason": finish_reason,
                 "logprobs": shown,
             }
+        if token_ids is not None:
+            choice["token_ids"] = token_ids
         body: dict[str, Any] = {
             "id": self.id,
             "object": self.object,
@@ -206,8 +209,13 @@ def _result_chunks(writer: ChunkWriter, result: ServiceResult, include_usage: bo
         text = (shown.content_of(choice.answer_text) or "") if chat else shown.text_of(choice)
         positions = choice.logprobs if chat else shown.positions_of(choice)
         logprobs = logprobs_of(writer.kind, positions, shown.logprobs)
-        if text or logprobs is not None:  # the text's log-probabilities come with it
-            chunks.append(writer.chunk({"content": text}, index=choice.index, logprobs=logprobs))
+        token_ids = shown.token_ids_of(choice)
+        if text or logprobs is not None or token_ids is not None:  # they come with the text
+            chunks.append(
+                writer.chunk(
+                    {"content": text}, index=choice.index, logprobs=logprobs, token_ids=token_ids
+                )
+            )
         chunks.append(
             writer.chunk(
                 {},
