@@ -130,6 +130,8 @@ CASES = [
     ),
     Case("add_special_tokens", {**GREEDY, "add_special_tokens": True}),
     Case("user", {**GREEDY, "user": "someone"}),
+    Case("request_id", {**GREEDY, "request_id": "my-request-7"}),
+    Case("text request_id", {**GREEDY, "request_id": "my-request-8"}, endpoint="text"),
     Case("chat logprobs", {**SEEDED, "logprobs": True, "top_logprobs": 3}),
     Case("chat logprobs of the sampled tokens only", {**SEEDED, "logprobs": True}),
     Case("text logprobs", {**SEEDED, "logprobs": 2}, endpoint="text"),
@@ -258,8 +260,10 @@ def essence(response: httpx.Response) -> dict[str, Any]:
     shown = [_logprob_tokens(c.get("logprobs"), values) for c in body["choices"]]
     scored = [body.get("prompt_logprobs")] + [c.get("prompt_logprobs") for c in body["choices"]]
     prompt = [_prompt_tokens(p, values) for p in scored]
+    given = "my-request-" in body["id"]  # a request_id the client gave: the id is built on it
     return {
         "status": 200,
+        "id": body["id"] if given else None,
         "choices": choices,
         "tokens": counts,
         "logprobs": shown,

@@ -141,6 +141,7 @@ def format_response(kind: Kind, result: ServiceResult, shown: Shown = PLAIN):
         ]
         scored = shown.scored_prompt(result.choices[0]) if result.choices else None
         return ChatCompletionResponse(
+            id=shown.response_id(kind),
             model=result.model,
             choices=choices,
             usage=usage,
@@ -161,7 +162,11 @@ def format_response(kind: Kind, result: ServiceResult, shown: Shown = PLAIN):
         for c in result.choices
     ]
     return CompletionResponse(
-        model=result.model, choices=choices, usage=usage, ttscale=result.evidence
+        id=shown.response_id(kind),
+        model=result.model,
+        choices=choices,
+        usage=usage,
+        ttscale=result.evidence,
     )
 
 

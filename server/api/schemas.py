@@ -213,6 +213,12 @@ class Shown:
     """`echo` with `max_tokens` 0: each choice is the prompt alone (it is scored)."""
     prompt_token_ids: list[int] | None = None
     """With `return_token_ids`: the prompt's token ids (and each choice shows its own)."""
+    request_id: str | None = None
+    """The client's `request_id`: the response's id is built on it, as in vLLM."""
+
+    def response_id(self, kind: str) -> str:
+        """`chatcmpl-...` or `cmpl-...`: on the client's request id, else a new one."""
+        return f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{self.request_id or uuid.uuid4().hex}"
 
     def token_ids_of(self, choice: Choice) -> list[int] | None:
         return choice.token_ids if self.prompt_token_ids is not None else None
@@ -271,7 +277,6 @@ NOT_YET_SERVED = frozenset(
         "logprob_token_ids",
         "truncate_prompt_tokens",
         "truncation_side",
-        "request_id",
         "session_id",
         "return_tokens_as_token_ids",
         "return_token_offsets",
@@ -361,6 +366,9 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
     return_token_ids: bool | None = Field(
         None, description="each choice's token ids, and the prompt's (as vLLM returns them)"
     )
+    request_id: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        None, description="the response's id is `chatcmpl-` or `cmpl-` and this, as in vLLM"
+    )
     response_format: ResponseFormat | None = Field(
         None, description="JSON output: a shorthand for `structured_outputs`, as in vLLM"
     )
@@ -400,6 +408,7 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
             logprobs=self.returned_logprobs(),
             prompt_logprobs=self.scores_prompt,
             prompt_token_ids=prompt if self.return_token_ids else None,
+            request_id=self.request_id,
         )
 
     def sampling_spec(self) -> SamplingSpec:

@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -43,7 +42,7 @@ class ChunkWriter:
     def __init__(self, model: str, kind: str = "chat", shown: Shown = PLAIN) -> None:
         self.kind = kind
         self.shown = shown
-        self.id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+        self.id = shown.response_id(kind)
         self.created = int(time.time())
         self.model = model
         self.object = "chat.completion.chunk" if kind == "chat" else "text_completion"
