@@ -38,13 +38,11 @@ from .api.errors import (
 )
 from .api.openapi import openapi_description
 from .api.request_ids import RequestIdMiddleware
-from .api.schemas import (
+from .api.responses import (
     API_ERRORS,
     COMPLETION_ERRORS,
     STREAM_CONTENT,
-    ChatCompletionRequest,
     ChatCompletionResponse,
-    CompletionRequest,
     CompletionResponse,
     ModelCard,
     ModelList,
@@ -53,6 +51,7 @@ from .api.schemas import (
     VerifierCard,
     VerifierList,
 )
+from .api.schemas import ChatCompletionRequest, CompletionRequest
 from .config import Settings
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .wiring import build_service, engine_config

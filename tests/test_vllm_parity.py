@@ -19,12 +19,8 @@ import pytest
 import vllm.sampling_params  # noqa: F401  (at collection: importing vLLM runs `file` once)
 
 from ttscale.engine.remote import RemoteVLLMEngine
-from ttscale.server.api.schemas import (
-    NOT_SERVED,
-    NOT_YET_SERVED,
-    ChatCompletionRequest,
-    CompletionRequest,
-)
+from ttscale.server.api.schemas import ChatCompletionRequest, CompletionRequest
+from ttscale.server.api.vllm_fields import NOT_SERVED, NOT_YET_SERVED
 
 from .support.servers import serving_engine, vllm_api_server
 from .support.tiny_models import TINY_MODEL_NAME

@@ -264,7 +264,7 @@ def metrics_table(_: Link) -> str:
 
 def vllm_fields(_: Link) -> str:
     """vLLM's request fields that ttscale does not serve as vLLM does, and why."""
-    from ttscale.server.api.schemas import NOT_SERVED, NOT_YET_SERVED
+    from ttscale.server.api.vllm_fields import NOT_SERVED, NOT_YET_SERVED
 
     rows = [(f"`{name}`", "refused", reason) for name, reason in sorted(NOT_SERVED.items())]
     rows += [(f"`{name}`", "not yet", "planned") for name in sorted(NOT_YET_SERVED)]

@@ -26,17 +26,16 @@ from ..metrics import Metrics
 from .disconnect import ClientDisconnected, unless_disconnected
 from .errors import api_error, error_response
 from .logprobs import logprobs_of
-from .schemas import (
-    PLAIN,
+from .responses import (
     AssistantMessage,
     ChatChoice,
     ChatCompletionResponse,
     CompletionResponse,
-    SamplingRequest,
-    Shown,
     TextChoice,
     Usage,
 )
+from .schemas import SamplingRequest
+from .shown import PLAIN, Shown
 from .streaming import ChunkWriter, completion_events, sse
 
 logger = logging.getLogger("ttscale.server")

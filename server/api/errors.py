@@ -19,7 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ttscale.engine.protocol import EngineError, EngineRejected
 from ttscale.strategies.errors import ModelNotFound, Namer, RequestError
 
-from .schemas import NOT_SERVED, NOT_YET_SERVED, api_field_name
+from .schemas import api_field_name
+from .vllm_fields import NOT_SERVED, NOT_YET_SERVED
 
 logger = logging.getLogger(__name__)
 

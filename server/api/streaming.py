@@ -28,7 +28,8 @@ from ttscale.strategies.base import ProgressCallback
 from ttscale.strategies.service import ServiceResult
 
 from .logprobs import logprobs_of
-from .schemas import PLAIN, Shown, Usage
+from .responses import Usage
+from .shown import PLAIN, Shown
 
 logger = logging.getLogger("ttscale.server")
 
