@@ -385,6 +385,7 @@ class RemoteVLLMEngine:
                     detail = (await response.read()).decode(errors="replace")[:2000]
                     raise _status_error(url, response.status, detail)
                 if body["stream"]:
+                    logger.debug("sample %s: streaming from %s", sample_id, url)
                     await self._read_stream(response, spec, partial)
                     return
                 reply = await response.json(content_type=None)
