@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
 from .entropy import topk_entropy
@@ -45,7 +46,6 @@ from .types import (
 )
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def apply_cpu_defaults() -> None:
@@ -208,7 +208,8 @@ class LocalVLLMEngine:
                 processor.renderer.tokenizer,
             )
 
-        await _rejecting(asyncio.to_thread(verify))
+        with _refusals_named():
+            await asyncio.to_thread(verify)
 
     async def tokenize(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
         return await self._template.tokenize(text, add_special_tokens=add_special_tokens)
@@ -239,14 +240,15 @@ class LocalVLLMEngine:
 
         async def draw(index: int) -> Sample:
             if spec.confidence_stop is not None:
-                watched = self._run_watched(prompt, len(prompt_ids), spec, index, request_id)
-                return await _rejecting(watched)
+                with _refusals_named():
+                    return await self._run_watched(prompt, len(prompt_ids), spec, index, request_id)
             params = sampling_params(spec, index, self._info.sampling_defaults)
             final = None
             sample_id = sample_request_id(request_id, index)
             outputs = self._llm.generate(prompt, params, sample_id, priority=spec.priority)
-            async for output in _rejections_named(outputs):
-                final = output
+            with _refusals_named():
+                async for output in outputs:
+                    final = output
             if final is None:  # aborted before vLLM produced anything
                 return Sample(index, "", [], "abort", prompt_tokens=len(prompt_ids))
             sample = _to_sample(index, final, spec)
@@ -322,22 +324,12 @@ def sampling_params(
     )
 
 
-async def _rejecting(work: Awaitable[T]) -> T:
-    """`work`, with vLLM's refusals of the request (what its server answers with a 400)
-    as `EngineRejected` naming the parameter."""
+@contextmanager
+def _refusals_named() -> Iterator[None]:
+    """vLLM's refusals of a request raised inside (what its server answers with a 400)
+    as `EngineRejected` naming the parameter; other errors as they are."""
     try:
-        return await work
-    except Exception as exc:
-        rejection = _as_rejection(exc)
-        if rejection is None:
-            raise
-        raise rejection from exc
-
-
-async def _rejections_named(outputs: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    try:
-        async for output in outputs:
-            yield output
+        yield
     except Exception as exc:
         rejection = _as_rejection(exc)
         if rejection is None:

@@ -557,9 +557,19 @@ def _rejection(detail: str) -> EngineRejected:
     """vLLM's 400 body (an OpenAI error object) as the refusal it states."""
     try:
         error = json.loads(detail)["error"]
-        return EngineRejected(str(error["message"]), error.get("param"))
     except (ValueError, KeyError, TypeError):
-        return EngineRejected(detail or "the model server refused the request")
+        error = None
+    if not isinstance(error, dict) or "message" not in error:
+        return EngineRejected(detail or _REFUSED)
+    return _refusal(error)
+
+
+_REFUSED = "the model server refused the request"
+
+
+def _refusal(error: dict[str, Any]) -> EngineRejected:
+    """An OpenAI error object of vLLM's (in a 400 body or a stream) as the refusal."""
+    return EngineRejected(str(error.get("message") or _REFUSED), error.get("param"))
 
 
 def _connection_log(base_url: str) -> aiohttp.TraceConfig:
@@ -638,11 +648,10 @@ def _stream_error(error: Any) -> Exception:
     """An error event of vLLM's stream: the request's fault (a 4xx code) or the server's."""
     if not isinstance(error, dict):
         return EngineError(f"the model server's stream failed: {error!r}")
-    message = str(error.get("message") or "the model server refused the request")
     code = error.get("code")
     if isinstance(code, int) and 400 <= code < 500:
-        return EngineRejected(message, error.get("param"))
-    return EngineError(f"the model server's stream failed: {message}")
+        return _refusal(error)
+    return EngineError(f"the model server's stream failed: {error.get('message') or _REFUSED}")
 
 
 def _prompt_positions(

@@ -94,6 +94,20 @@ class Choice:
     """Each prompt position's (plain requests), when the client asked for them."""
     token_ids: list[int] | None = None
 
+    @classmethod
+    def of(cls, sample: Sample) -> Choice:
+        """A plain request's sample as its choice."""
+        return cls(
+            index=sample.index,
+            text=sample.text,
+            finish_reason=sample.finish_reason,
+            content=sample.content,
+            reasoning=sample.reasoning,
+            logprobs=sample.position_logprobs,
+            prompt_logprobs=sample.prompt_logprobs,
+            token_ids=sample.token_ids,
+        )
+
     @property
     def answer_text(self) -> str:
         """What a chat message's content is: the answer part, or the whole text."""
@@ -220,27 +234,18 @@ class Service:
         if prepared.strategy is None:
             outcome = await context.sample(prepared.sampling, prepared.request.n)
             samples = outcome.finished + outcome.aborted
-            choices = [
-                Choice(
-                    s.index,
-                    s.text,
-                    s.finish_reason,
-                    s.content,
-                    s.reasoning,
-                    s.position_logprobs,
-                    s.prompt_logprobs,
-                    s.token_ids,
-                )
-                for s in samples
-            ]
+            choices = [Choice.of(s) for s in samples]
             return ServiceResult(model, "none", choices, _prompt_read_once(prepared, samples))
         result = await prepared.strategy.execute(context, prepared.params)
         chosen = _chosen(result)
-        finish = _finish_reason(result, chosen)
-        logprobs = chosen.logprobs if chosen is not None else None
-        token_ids = chosen.token_ids if chosen is not None else None
         choice = Choice(
-            0, result.text, finish, result.content, result.reasoning, logprobs, None, token_ids
+            index=0,
+            text=result.text,
+            finish_reason=_finish_reason(result, chosen),
+            content=result.content,
+            reasoning=result.reasoning,
+            logprobs=chosen.logprobs if chosen is not None else None,
+            token_ids=chosen.token_ids if chosen is not None else None,
         )
         include_text = prepared.request.choice.include_text
         evidence = _evidence(result, prepared.params, prepared.budget.limits, include_text)
@@ -284,8 +289,7 @@ class Service:
             try:
                 ids = await self.engine.render_chat(request.messages, request.rendering)
             except EngineRejected as exc:
-                param = f"rendering.{exc.param}" if exc.param else "messages"
-                raise InvalidRequest(str(exc), param=param) from exc
+                raise _invalid(exc, "rendering", fallback="messages") from exc
             return request.messages, ids
         if isinstance(request.prompt, str):
             messages = [{"role": "user", "content": request.prompt}]
@@ -388,8 +392,7 @@ class Service:
         try:
             await self.engine.check(sampling)
         except EngineRejected as exc:
-            param = f"{at}.{exc.param}" if exc.param else at
-            raise InvalidRequest(str(exc), param=param) from exc
+            raise _invalid(exc, at) from exc
 
     def _check_thinking(self, sampling: SamplingSpec, at: str) -> None:
         """A thinking budget needs a reasoning model's parser, and room for the answer
@@ -456,6 +459,13 @@ class Service:
                 param=param,
             )
         return limits
+
+
+def _invalid(exc: EngineRejected, at: str, *, fallback: str | None = None) -> InvalidRequest:
+    """The engine's refusal as the service's, its field under `at` (the field named by
+    the refusal, else `fallback`, else `at` itself)."""
+    param = f"{at}.{exc.param}" if exc.param else (fallback or at)
+    return InvalidRequest(str(exc), param=param)
 
 
 def _does_not_fit(param: str, asked: int, prompt_tokens: int, context: int) -> InvalidRequest:

@@ -18,7 +18,8 @@ from ttscale.engine.types import Position
 _FLOOR = -9999.0
 
 
-def _floored(logprob: float | None) -> float:
+def floored(logprob: float | None) -> float:
+    """A log-probability as OpenAI writes it: never below -9999.0 (None: -9999.0)."""
     return _FLOOR if logprob is None else max(logprob, _FLOOR)
 
 
@@ -51,10 +52,10 @@ def _chat_position(position: Position, top_logprobs: int) -> ChatPositionLogprob
     shown = position if top_logprobs == -1 else position[:top_logprobs]
     return ChatPositionLogprobs(
         token=sampled.token,
-        logprob=_floored(sampled.logprob),
+        logprob=floored(sampled.logprob),
         bytes=_bytes(sampled.token),
         top_logprobs=[
-            ChatTokenLogprob(token=t.token, logprob=_floored(t.logprob), bytes=_bytes(t.token))
+            ChatTokenLogprob(token=t.token, logprob=floored(t.logprob), bytes=_bytes(t.token))
             for t in shown
         ],
     )
@@ -93,7 +94,7 @@ class CompletionLogprobs(BaseModel):
                 made.token_logprobs.append(None)
                 made.top_logprobs.append(None)
                 continue
-            made.token_logprobs.append(_floored(sampled.logprob))
+            made.token_logprobs.append(floored(sampled.logprob))
             shown = position if logprobs == -1 else position[: logprobs + 1]
-            made.top_logprobs.append({t.token: _floored(t.logprob) for t in shown})
+            made.top_logprobs.append({t.token: floored(t.logprob) for t in shown})
         return made

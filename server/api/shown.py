@@ -11,6 +11,8 @@ from pydantic import BaseModel
 from ttscale.engine.types import Position
 from ttscale.strategies.service import Choice
 
+from .logprobs import floored
+
 
 @dataclass(frozen=True)
 class Thinking:
@@ -100,7 +102,7 @@ def prompt_logprobs_of(positions: list[Position] | None) -> PromptLogprobs | Non
         if not position or position[0].logprob is None
         else {
             str(t.token_id): PromptTokenLogprob(
-                logprob=max(t.logprob if t.logprob is not None else -9999.0, -9999.0),
+                logprob=floored(t.logprob),
                 rank=t.rank,
                 decoded_token=t.token,
             )
