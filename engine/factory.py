@@ -41,6 +41,10 @@ class EngineConfig:
     """KV-cache block size in tokens (None: vLLM's default, 16 on a GPU, 128 on a CPU)."""
     reasoning_parser: str | None = None
     """vLLM's reasoning parser for this model, by its server name (`deepseek_r1`, ...)."""
+    tool_call_parser: str | None = None
+    """vLLM's tool-call parser for this model, by its server name (`hermes`, ...)."""
+    auto_tool_choice: bool = False
+    """Whether the model may choose to call a tool (vLLM's `--enable-auto-tool-choice`)."""
 
 
 def resolve_model(config: EngineConfig) -> tuple[Path, str]:
@@ -68,6 +72,8 @@ async def open_engine(config: EngineConfig) -> Engine:
             shape=shape,
             model_path=str(config.model) if config.model else None,
             reasoning_parser=config.reasoning_parser,
+            tool_call_parser=config.tool_call_parser,
+            auto_tool_choice=config.auto_tool_choice,
         )
 
     from .local_vllm import LocalVLLMEngine
@@ -83,5 +89,7 @@ async def open_engine(config: EngineConfig) -> Engine:
         gpu_memory_utilization=config.gpu_memory_utilization,
         extra_engine_args={"block_size": config.block_size} if config.block_size else None,
         reasoning_parser=config.reasoning_parser,
+        tool_call_parser=config.tool_call_parser,
+        auto_tool_choice=config.auto_tool_choice,
     )
     return await load_in_thread(load, LocalVLLMEngine.close)

@@ -34,6 +34,7 @@ from .protocol import (
     sample_request_id,
 )
 from .reasoning import ReasoningSplitter, check_parser_name
+from .tool_calls import ToolCallReader, check_tool_parser_name, tool_constraint
 from .types import (
     DEFAULT_RENDERING,
     EngineInfo,
@@ -105,6 +106,7 @@ class LocalVLLMEngine:
         info: EngineInfo,
         stats: EngineStats | None = None,
         reasoning: ReasoningSplitter | None = None,
+        tools: ToolCallReader | None = None,
     ) -> None:
         self._llm = llm
         self._stats = stats or EngineStats()
@@ -112,6 +114,7 @@ class LocalVLLMEngine:
         self._tokenizer = llm.get_tokenizer()
         self._template = LocalChatTemplate(self._tokenizer)
         self._reasoning = reasoning
+        self._tools = tools
         self._make_prompt = _prompt_factory()
 
     @classmethod
@@ -126,12 +129,17 @@ class LocalVLLMEngine:
         seed: int = 0,
         extra_engine_args: dict[str, Any] | None = None,
         reasoning_parser: str | None = None,
+        tool_call_parser: str | None = None,
+        auto_tool_choice: bool = False,
     ) -> LocalVLLMEngine:
         """Start the engine. Blocking (tens of seconds): call it off the event loop.
         With `reasoning_parser` (vLLM's name), samples carry their thinking apart from
-        their answers and take thinking budgets."""
+        their answers and take thinking budgets; with `tool_call_parser`, samples drawn
+        with tools carry their calls (`auto_tool_choice`: the model may choose)."""
         if reasoning_parser is not None:
             check_parser_name(reasoning_parser)
+        if tool_call_parser is not None:
+            check_tool_parser_name(tool_call_parser)
         dtype, why = resolve_dtype(dtype)
         logger.info("loading %s with dtype=%s (%s)", model_path, dtype, why)
         args: dict[str, Any] = {
@@ -168,8 +176,16 @@ class LocalVLLMEngine:
             max_token_id=_max_token_id(llm.get_tokenizer()),
             sampling_defaults=_sampling_defaults(llm.model_config.get_diff_sampling_param()),
         )
+        tools = None
+        if tool_call_parser is not None:
+            tools = ToolCallReader(
+                tool_call_parser, llm.get_tokenizer(), auto_tool_choice=auto_tool_choice
+            )
+            info = replace(
+                info, tool_call_parser=tool_call_parser, auto_tool_choice=auto_tool_choice
+            )
         if reasoning_parser is None:
-            return cls(llm, info, stats)
+            return cls(llm, info, stats, tools=tools)
         reasoning = ReasoningSplitter(reasoning_parser, llm.get_tokenizer())
         info = replace(
             info,
@@ -177,7 +193,7 @@ class LocalVLLMEngine:
             thinking_budgets=reasoning.takes_budgets,
             thought_closes=reasoning.end_token_ids,
         )
-        return cls(llm, info, stats, reasoning)
+        return cls(llm, info, stats, reasoning, tools)
 
     @property
     def info(self) -> EngineInfo:
@@ -198,6 +214,7 @@ class LocalVLLMEngine:
         output grammars), which it otherwise runs as each sample is added. Grammars
         compile here, so off the event loop."""
         processor = self._llm.input_processor
+        spec = tool_constraint(self._tools, spec)
 
         def verify() -> None:
             params = sampling_params(spec, 0, self._info.sampling_defaults)
@@ -229,6 +246,8 @@ class LocalVLLMEngine:
         prompt_ids = list(prompt_token_ids)
         prompt = self._make_prompt(prompt_ids)
         holder: list[Generation] = []
+        calling = spec.tool_calling
+        spec = tool_constraint(self._tools, spec)
 
         async def run_sample(index: int) -> Sample:
             if holder and holder[0].aborting:
@@ -236,6 +255,8 @@ class LocalVLLMEngine:
             sample = await draw(index)
             if self._reasoning is not None:
                 await self._reasoning.apply(sample, prompt_ids)
+            if calling is not None and self._tools is not None:
+                self._tools.read(sample, calling)
             return sample
 
         async def draw(index: int) -> Sample:

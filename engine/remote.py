@@ -43,6 +43,7 @@ from .protocol import (
 )
 from .reasoning import ReasoningSplitter, check_parser_name
 from .routing_keys import PrefixKeys
+from .tool_calls import ToolCallReader, tool_constraint
 from .types import (
     DEFAULT_RENDERING,
     EngineInfo,
@@ -111,6 +112,7 @@ class RemoteVLLMEngine:
         failover: Failover | None = None,
         routing_keys: bool = True,
         reasoning: ReasoningSplitter | None = None,
+        tools: ToolCallReader | None = None,
     ) -> None:
         """`stall_timeout_s`: a stream that sends nothing for this long (a replica that
         hangs without closing its connections) counts as broken and is retried.
@@ -125,6 +127,7 @@ class RemoteVLLMEngine:
         self._chat_template: LocalChatTemplate | None = None
         self._is_router: bool | None = None
         self._reasoning = reasoning
+        self._tools = tools
         self._healthy_workers: int | None = None
         self._headers = auth_headers(api_key)
         # no limit on a whole request (a long sample streams for as long as it takes);
@@ -163,15 +166,25 @@ class RemoteVLLMEngine:
         shape: ModelShape | None = None,
         model_path: str | None = None,
         reasoning_parser: str | None = None,
+        tool_call_parser: str | None = None,
+        auto_tool_choice: bool = False,
     ) -> RemoteVLLMEngine:
         """Ask the first replica what it serves; fail clearly if it cannot be reached.
         With `reasoning_parser`, this front splits thinking from answers with the model's
         tokenizer (`model_path`), and the server must take thinking budgets (run its own
-        `--reasoning-parser`)."""
+        `--reasoning-parser`). With `tool_call_parser`, this front constrains samples
+        drawn with tools and reads their calls (the server needs no parser of its own)."""
         base = base_urls[0].rstrip("/")
-        reasoning = None
-        if reasoning_parser is not None:
-            reasoning = await _reasoning_splitter(reasoning_parser, model_path)
+        reasoning = tools = None
+        if reasoning_parser is not None or tool_call_parser is not None:
+            tokenizer = await _front_tokenizer(model_path)
+            if reasoning_parser is not None:
+                check_parser_name(reasoning_parser)
+                reasoning = ReasoningSplitter(reasoning_parser, tokenizer)
+            if tool_call_parser is not None:
+                tools = ToolCallReader(
+                    tool_call_parser, tokenizer, auto_tool_choice=auto_tool_choice
+                )
         session = aiohttp.ClientSession(
             headers=auth_headers(api_key), timeout=aiohttp.ClientTimeout(total=10.0)
         )
@@ -194,8 +207,10 @@ class RemoteVLLMEngine:
             reasoning_parser=reasoning_parser,
             thinking_budgets=reasoning is not None and reasoning.takes_budgets,
             thought_closes=reasoning.end_token_ids if reasoning is not None else (),
+            tool_call_parser=tool_call_parser,
+            auto_tool_choice=auto_tool_choice and tools is not None,
         )
-        engine = cls(base_urls, info, api_key=api_key, reasoning=reasoning)
+        engine = cls(base_urls, info, api_key=api_key, reasoning=reasoning, tools=tools)
         if model_path is not None:
             engine._chat_template = await LocalChatTemplate.matching(
                 model_path, engine._render_on_server
@@ -260,8 +275,9 @@ class RemoteVLLMEngine:
 
     async def check(self, spec: SamplingSpec) -> None:
         """Nothing to check in advance: the server's own checks answer each sample, and
-        its 400 comes back as `EngineRejected` (after the headers of a stream)."""
-        return None
+        its 400 comes back as `EngineRejected` (after the headers of a stream). Tool
+        calling needs this front's parser."""
+        tool_constraint(self._tools, spec)
 
     async def tokenize(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
         body = {
@@ -304,11 +320,15 @@ class RemoteVLLMEngine:
         # prompt), so a consistent-hash router keeps them on one replica's prefix cache.
         key = self._keys.key(prompt_ids) if self._keys is not None else None
         stop_events = [asyncio.Event() for _ in range(n)]
+        calling = spec.tool_calling
+        spec = tool_constraint(self._tools, spec)
 
         async def run_sample(index: int) -> Sample:
             sample = await draw(index)
             if self._reasoning is not None:
                 await self._reasoning.apply(sample, prompt_ids)
+            if calling is not None and self._tools is not None:
+                self._tools.read(sample, calling)
             return sample
 
         async def draw(index: int) -> Sample:
@@ -517,16 +537,15 @@ class RemoteVLLMEngine:
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 
 
-async def _reasoning_splitter(name: str, model_path: str | None) -> ReasoningSplitter:
-    """The front's reasoning parser: vLLM's, over the model's own tokenizer."""
-    check_parser_name(name)
+async def _front_tokenizer(model_path: str | None) -> Any:
+    """The model's own tokenizer, which the front's reasoning and tool-call parsers
+    (vLLM's) read."""
     if model_path is None:
         raise EngineUnavailable(
-            "a reasoning parser with a remote engine needs the model's directory "
-            "(--model DIR): the parser reads its tokenizer"
+            "a reasoning or tool-call parser with a remote engine needs the model's "
+            "directory (--model DIR): the parser reads its tokenizer"
         )
-    tokenizer = await asyncio.to_thread(load_tokenizer, Path(model_path))
-    return ReasoningSplitter(name, tokenizer)
+    return await asyncio.to_thread(load_tokenizer, Path(model_path))
 
 
 async def _check_thinking_budgets(session: aiohttp.ClientSession, base: str, model: str) -> None:

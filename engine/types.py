@@ -6,6 +6,7 @@ with a `SamplingSpec` and gets back `Sample`s, whichever adapter ran them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -71,6 +72,61 @@ class StructuredOutputs(BaseModel):
     def engine_value(self) -> dict[str, Any]:
         """vLLM's `StructuredOutputsParams` fields (what a remote request's body takes)."""
         return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class ToolCalling(BaseModel):
+    """A chat request's tools and how a sample may call them (vLLM's `tools`,
+    `tool_choice` and `parallel_tool_calls`). The adapter constrains the sample with
+    vLLM's tool-call grammar and reads its calls with vLLM's tool-call parser
+    (`tool_calls.py`), as vLLM's server does for a chat request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tools: tuple[dict[str, Any], ...] = Field(min_length=1, description="OpenAI tool definitions")
+    choice: Literal["auto", "required", "function"] = Field(
+        "auto",
+        description="auto: the model may call; required: it must; function: it calls `function`",
+    )
+    function: str | None = Field(None, description="the function a `function` choice names")
+    parallel: bool | None = Field(
+        True, description="false: one call at most (vLLM keeps the first)"
+    )
+
+    @model_validator(mode="after")
+    def _named_when_function(self) -> ToolCalling:
+        if (self.choice == "function") != (self.function is not None):
+            raise ValueError("a function tool choice names its function, and only it does")
+        return self
+
+    @property
+    def forced(self) -> bool:
+        """Whether the sample must call a tool (required, or a named function)."""
+        return self.choice != "auto"
+
+    def api_choice(self) -> str | dict[str, Any]:
+        """The choice as the OpenAI API spells `tool_choice`."""
+        if self.function is not None:
+            return {"type": "function", "function": {"name": self.function}}
+        return self.choice
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call a sample made, as vLLM's parser read it."""
+
+    id: str
+    name: str
+    arguments: str
+    """The arguments as JSON text (what OpenAI's responses carry)."""
+
+    def as_answer(self) -> dict[str, Any]:
+        """The call as a structured answer reads it: its name and parsed arguments
+        (the JSON text itself where it does not parse)."""
+        try:
+            arguments = json.loads(self.arguments)
+        except ValueError:
+            arguments = self.arguments
+        return {"name": self.name, "arguments": arguments}
 
 
 class ConfidenceStop(BaseModel):
@@ -208,6 +264,9 @@ class SamplingSpec(BaseModel):
     )
     confidence_stop: Annotated[ConfidenceStop | None, ADAPTER] = Field(
         None, description="abort the sample when its window confidence drops (needs logprobs)"
+    )
+    tool_calling: Annotated[ToolCalling | None, ADAPTER] = Field(
+        None, description="the tools a sample may call: constrained and read as vLLM does"
     )
 
     @classmethod
@@ -363,6 +422,9 @@ class Sample:
     thinking_span: int = 0
     """Generated positions up to the thought's close (0: no thinking): what confidence
     and entropy read, the thinking trace."""
+    tool_calls: list[ToolCall] | None = None
+    """The calls read from the sample when it was drawn with `tool_calling` (then its
+    `content` is what precedes them); None: not read for calls."""
 
     @property
     def num_tokens(self) -> int:
@@ -370,7 +432,10 @@ class Sample:
 
     @property
     def answer_text(self) -> str:
-        """What answers votes and verifiers read: the answer part, or the whole text."""
+        """What answers, votes and verifiers read: the calls the sample made (a JSON
+        list of name and arguments), else the answer part, or the whole text."""
+        if self.tool_calls:
+            return json.dumps([call.as_answer() for call in self.tool_calls])
         return self.text if self.content is None else self.content
 
     def thinking(self, per_token: list[float] | None) -> list[float] | None:
@@ -462,6 +527,12 @@ class EngineInfo:
     thought_closes: tuple[int, ...] = ()
     """The token ids that close a thought, where the parser marks thoughts by tokens:
     what budget forcing stops at, suppresses and writes."""
+    tool_call_parser: str | None = None
+    """The vLLM tool-call parser that reads samples' calls (None: tools are only shown
+    to the model, and `tool_choice` other than none is refused)."""
+    auto_tool_choice: bool = False
+    """Whether the model may choose to call a tool (`tool_choice` auto), as vLLM's
+    `--enable-auto-tool-choice`."""
     sampling_defaults: tuple[tuple[str, Any], ...] = ()
     """The model's generation-config sampling defaults (vLLM's, e.g. a recommended
     temperature and top_k), which fill the fields a request leaves unset, as vLLM's server

@@ -87,6 +87,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "TTSCALE_REASONING_PARSER)",
     )
     serve.add_argument(
+        "--tool-call-parser",
+        help="vLLM's tool-call parser for the model, by its vLLM name (hermes, llama3_json, "
+        "...): chat requests with tools get their calls back as tool_calls (env "
+        "TTSCALE_TOOL_CALL_PARSER)",
+    )
+    serve.add_argument(
+        "--enable-auto-tool-choice",
+        action="store_const",
+        const=True,
+        dest="auto_tool_choice",
+        help='with --tool-call-parser: the model may choose to call a tool (tool_choice "auto")',
+    )
+    serve.add_argument(
         "--dtype", help="weights dtype (default auto: float32 on CPU, the checkpoint's on GPU)"
     )
     serve.add_argument(
@@ -130,7 +143,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = (
         "model served_model_name host port engine remote_urls api_keys max_model_len dtype "
-        "block_size reasoning_parser "
+        "block_size reasoning_parser tool_call_parser auto_tool_choice "
         "cache_dir max_n log_level log_format prm orm prm_formats docs"
     ).split()
     overrides: dict[str, Any] = {
@@ -156,6 +169,10 @@ def preflight(settings: Settings) -> None:
     check_port_free(settings.host, settings.port)
     if settings.reasoning_parser is not None:
         _check_reasoning_parser(settings)
+    if settings.tool_call_parser is not None:
+        _check_tool_call_parser(settings)
+    elif settings.auto_tool_choice:
+        raise StartupError("--enable-auto-tool-choice needs --tool-call-parser")
     for spec in settings.reward_models():
         if not spec.is_remote:
             validate_model_dir(Path(spec.source))
@@ -238,6 +255,21 @@ def _graceful_server_class():
                 self._captured_signals.clear()
 
     return GracefulServer
+
+
+def _check_tool_call_parser(settings: Settings) -> None:
+    """A tool-call parser vLLM has, and in remote mode the tokenizer it reads."""
+    from ttscale.engine.tool_calls import UnknownToolCallParser, check_tool_parser_name
+
+    try:
+        check_tool_parser_name(settings.tool_call_parser or "")
+    except UnknownToolCallParser as exc:
+        raise StartupError(str(exc)) from exc
+    if settings.engine == "remote" and settings.model is None:
+        raise StartupError(
+            "--tool-call-parser with --engine remote needs --model DIR: the front reads "
+            "calls with the model's tokenizer"
+        )
 
 
 def _check_reasoning_parser(settings: Settings) -> None:

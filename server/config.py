@@ -58,6 +58,14 @@ class Settings(BaseSettings):
         description="vLLM's reasoning parser for a reasoning model (deepseek_r1, qwen3, ...): "
         "thinking is returned apart from the answer, and thinking budgets are taken",
     )
+    tool_call_parser: str | None = Field(
+        None,
+        description="vLLM's tool-call parser for the model (hermes, llama3_json, ...): chat "
+        "requests with tools get their calls back as tool_calls, and strategies vote on them",
+    )
+    auto_tool_choice: bool = Field(
+        False, description='the model may choose to call a tool (tool_choice "auto")'
+    )
     max_model_len: int | None = Field(None, ge=16)
     dtype: str = "auto"
     block_size: int | None = Field(

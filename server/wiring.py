@@ -43,6 +43,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         seed=settings.seed,
         block_size=settings.block_size,
         reasoning_parser=settings.reasoning_parser,
+        tool_call_parser=settings.tool_call_parser,
+        auto_tool_choice=settings.auto_tool_choice,
     )
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from ttscale.engine.lifecycle import close_together
 from ttscale.engine.protocol import Engine
-from ttscale.engine.types import Position, Sample, SamplingSpec
+from ttscale.engine.types import Position, Sample, SamplingSpec, ToolCall
 from ttscale.verifiers.extraction import extract_boxed
 from ttscale.verifiers.math_grader import MathGrader
 from ttscale.verifiers.protocol import OutcomeVerifier, ProcessVerifier
@@ -177,6 +177,9 @@ class Candidate(BaseModel):
     logprobs: list[Position] | None = Field(None, exclude=True)
     """The sample's log-probabilities when the client asked for them: returned with the
     pick, never in the evidence."""
+    tool_calls: list[ToolCall] | None = Field(None, exclude=True)
+    """The calls read from the sample (returned with the pick; the evidence shows them as
+    the answer, name and parsed arguments)."""
 
     @property
     def answer_text(self) -> str:
@@ -241,6 +244,7 @@ def to_candidate(
         mean_logprob=sample.mean_logprob,
         logprobs=sample.position_logprobs,
         token_ids=sample.token_ids,
+        tool_calls=sample.tool_calls,
     )
 
 

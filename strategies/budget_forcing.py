@@ -78,6 +78,9 @@ class BudgetForcingParams(StrategyParams):
     def needs_thought_closes(self) -> bool:
         return True
 
+    def draws_whole_samples(self) -> bool:
+        return False  # segments, continued after each forced close
+
     def samples_in_all(self) -> None:
         return None  # segments, as many as the closes and extensions make
 

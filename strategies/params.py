@@ -117,6 +117,11 @@ class StrategyParams(BaseModel):
         that any subset of a run's samples is a run with fewer (what replay assumes)."""
         return False
 
+    def draws_whole_samples(self) -> bool:
+        """Whether every sample is drawn whole, in one engine request (what tool calls
+        are read from); step-level search and forced continuations draw pieces."""
+        return True
+
     def needs_thought_closes(self) -> bool:
         """Whether the strategy writes a reasoning model's thought close itself, so that
         it needs a server whose reasoning parser marks thoughts with a token."""

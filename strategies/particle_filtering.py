@@ -84,6 +84,9 @@ class ParticleFilteringParams(StrategyParams):
         "best", description="highest final weight, or weighted vote over answers"
     )
 
+    def draws_whole_samples(self) -> bool:
+        return False  # steps, each a continuation of the path so far
+
     def verifiers_used(self) -> list[VerifierUse]:
         return [VerifierUse("verifier", self.verifier, "process")]
 

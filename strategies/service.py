@@ -26,6 +26,7 @@ from ttscale.engine.types import (
     PromptRendering,
     Sample,
     SamplingSpec,
+    ToolCall,
 )
 from ttscale.verifiers.request_grading import GradingTally
 from ttscale.verifiers.structured import AnswerFormat
@@ -93,6 +94,9 @@ class Choice:
     prompt_logprobs: list[Position] | None = None
     """Each prompt position's (plain requests), when the client asked for them."""
     token_ids: list[int] | None = None
+    tool_calls: list[ToolCall] | None = None
+    """The calls read from the text, when the request gave tools to call (then `content`
+    is what precedes them)."""
 
     @classmethod
     def of(cls, sample: Sample) -> Choice:
@@ -106,6 +110,7 @@ class Choice:
             logprobs=sample.position_logprobs,
             prompt_logprobs=sample.prompt_logprobs,
             token_ids=sample.token_ids,
+            tool_calls=sample.tool_calls,
         )
 
     @property
@@ -188,6 +193,7 @@ class Service:
         verifiers = self.verifiers.for_request(self.limits.grading_deadline_s)
         if strategy is None:
             self._check_thinking(sampling, "sampling")
+            self._check_tool_calling(sampling)
             await self._check_engine(sampling, "sampling")
             budget = Budget(
                 self._plain_limits(request, sampling), policy_shape=self.engine.info.shape
@@ -205,6 +211,14 @@ class Service:
             )
         for use in params.verifiers_used():
             self.verifiers.check(use, "choice.params")
+        self._check_tool_calling(params.sampling)
+        if params.sampling.tool_calling is not None and not params.draws_whole_samples():
+            raise InvalidRequest(
+                f"{field_ref('choice.strategy')} {strategy.name!r} draws its solutions step "
+                "by step, and tool calls are read from whole samples: leave tool_choice at "
+                '"none"',
+                param="tool_choice",
+            )
         await self._check_engine(params.sampling, "choice.params.sampling")
         limits = self._budget_limits(params, choice.budget)
         budget = Budget(limits, policy_shape=self.engine.info.shape)
@@ -246,6 +260,7 @@ class Service:
             reasoning=result.reasoning,
             logprobs=chosen.logprobs if chosen is not None else None,
             token_ids=chosen.token_ids if chosen is not None else None,
+            tool_calls=chosen.tool_calls if chosen is not None else None,
         )
         include_text = prepared.request.choice.include_text
         evidence = _evidence(result, prepared.params, prepared.budget.limits, include_text)
@@ -393,6 +408,23 @@ class Service:
             await self.engine.check(sampling)
         except EngineRejected as exc:
             raise _invalid(exc, at) from exc
+
+    def _check_tool_calling(self, sampling: SamplingSpec) -> None:
+        """Calls need the server's tool-call parser, and "auto" its leave for the model
+        to choose: vLLM's server refuses them otherwise, in these words."""
+        calling = sampling.tool_calling
+        if calling is None or self.engine.info.tool_call_parser is not None:
+            return
+        if calling.choice == "auto":
+            raise InvalidRequest(
+                '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser '
+                "to be set",
+                param="tool_choice",
+            )
+        named = f'function "{calling.function}"' if calling.function else f'"{calling.choice}"'
+        raise InvalidRequest(
+            f"tool_choice={named} requires --tool-call-parser to be set", param="tool_choice"
+        )
 
     def _check_thinking(self, sampling: SamplingSpec, at: str) -> None:
         """A thinking budget needs a reasoning model's parser, and room for the answer

@@ -57,6 +57,9 @@ class StepSearchParams(StrategyParams):
     refine_threshold: float = Field(0.9, ge=0.0, le=1.0)
     refine_rounds: int = Field(3, ge=0, le=10)
 
+    def draws_whole_samples(self) -> bool:
+        return False  # steps, each a continuation of the path so far
+
     def verifiers_used(self) -> list[VerifierUse]:
         return [VerifierUse("verifier", self.verifier, "process")]
 

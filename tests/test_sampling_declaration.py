@@ -16,7 +16,14 @@ from pydantic import ValidationError
 
 from ttscale.engine.local_vllm import sampling_params
 from ttscale.engine.remote import _completion_body
-from ttscale.engine.types import ADAPTER, API, ConfidenceStop, SamplingSpec, StructuredOutputs
+from ttscale.engine.types import (
+    ADAPTER,
+    API,
+    ConfidenceStop,
+    SamplingSpec,
+    StructuredOutputs,
+    ToolCalling,
+)
 from ttscale.server.api.schemas import ChatCompletionRequest, CompletionRequest
 
 ENGINE_FIELDS = [
@@ -102,8 +109,12 @@ def test_a_remote_request_means_to_vllm_what_the_in_process_call_means(name):
 
 def test_fields_the_adapters_handle_themselves_are_handled_by_both():
     spec = SamplingSpec(seed=5, logprobs=4, confidence_stop=ConfidenceStop(window=8, threshold=1))
-    adapted = {"seed", "keep_logprobs", "priority", "confidence_stop"}
+    adapted = {"seed", "keep_logprobs", "priority", "confidence_stop", "tool_calling"}
     assert set(SamplingSpec.fields_exposed(ADAPTER)) == adapted
+    # tools are the adapters' to turn into a constraint and to read calls from
+    tool = {"type": "function", "function": {"name": "f"}}
+    calling = SamplingSpec(tool_calling=ToolCalling(tools=(tool,)))
+    assert "tool_calling" not in _completion_body("m", [1], calling, 0)
     assert "priority" not in _completion_body("m", [1], spec, 0)  # 0: vLLM's default
     assert _completion_body("m", [1], spec.replace(priority=-2), 0)["priority"] == -2
     assert sampling_params(spec, 3).seed == 8 == _completion_body("m", [1], spec, 3)["seed"]

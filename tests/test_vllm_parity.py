@@ -9,6 +9,7 @@ decide on (see `test_every_vllm_field_is_served_or_refused_by_name`)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +19,17 @@ import httpx
 import pytest
 import vllm.sampling_params  # noqa: F401  (at collection: importing vLLM runs `file` once)
 
+from ttscale.engine.model_store import ensure_default_model
 from ttscale.engine.remote import RemoteVLLMEngine
 from ttscale.server.api.schemas import ChatCompletionRequest, CompletionRequest
 from ttscale.server.api.vllm_fields import NOT_SERVED, NOT_YET_SERVED
 
-from .support.servers import serving_engine, vllm_api_server
+from .support.servers import reading_tool_calls, serving_engine, vllm_api_server
 from .support.tiny_models import TINY_MODEL_NAME
+
+TOOL_PARSING = ["--tool-call-parser", "hermes", "--enable-auto-tool-choice"]
+"""Both servers read tool calls with vLLM's hermes parser (the model's template shows
+tools; a random model calls them only where the constraint makes it)."""
 
 CHAT = [{"role": "user", "content": "Name three colours."}]
 SEEDED = {"temperature": 1.0, "seed": 11, "max_tokens": 12}
@@ -36,6 +42,21 @@ WEATHER = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     },
 }
+STRICT = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"enum": ["Oslo", "Lima"]}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+NAMED = {"type": "function", "function": {"name": "weather"}}
+CALLS = {"temperature": 0.0, "max_tokens": 40}
 CALLED = [
     *CHAT,
     {
@@ -59,14 +80,29 @@ class Case:
     fields: dict[str, Any]
     endpoint: str = "chat"
     extra: dict[str, Any] = field(default_factory=dict)
+    calls: bool = False
+    """The request is made to call a tool: vLLM's reply has calls (whitespace, which a
+    random model pads JSON with until its length runs out, is biased away; a sample may
+    still run out)."""
 
     def body(self) -> dict[str, Any]:
         prompt = {"messages": CHAT} if self.endpoint == "chat" else {"prompt": "Colours:"}
-        return {"model": TINY_MODEL_NAME, **prompt, **self.fields}
+        biased = {"logit_bias": whitespace_bias()} if self.calls else {}
+        return {"model": TINY_MODEL_NAME, **prompt, **self.fields, **biased}
 
     @property
     def path(self) -> str:
         return "/v1/chat/completions" if self.endpoint == "chat" else "/v1/completions"
+
+
+@functools.cache
+def whitespace_bias() -> dict[str, float]:
+    """-100 on every token of the tiny model's vocabulary that is only whitespace."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_default_model())
+    blank = [i for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()]
+    return {str(i): -100.0 for i in blank}
 
 
 CASES = [
@@ -161,6 +197,21 @@ CASES = [
         extra={"messages": CALLED},
     ),
     Case("text prompt_logprobs", {**SEEDED, "prompt_logprobs": 0}, endpoint="text"),
+    # tool calls, constrained and read by the servers' hermes parser
+    Case("tools, the model may call (auto)", {**GREEDY, "tools": [WEATHER]}),
+    Case("required tool calls", {**CALLS, "tools": [WEATHER], "tool_choice": "required"}),
+    Case("a named tool", {**CALLS, "tools": [WEATHER], "tool_choice": NAMED}),
+    Case("a named strict tool", {**CALLS, "tools": [STRICT], "tool_choice": NAMED}, calls=True),
+    Case(
+        "one call at most",
+        {**CALLS, "tools": [STRICT], "tool_choice": "required", "parallel_tool_calls": False},
+        calls=True,
+    ),
+    Case(
+        "required calls, seeded",
+        {**SEEDED, "max_tokens": 40, "tools": [STRICT], "tool_choice": "required", "n": 3},
+        calls=True,
+    ),
     # refusals: the same status, naming the same field
     Case("priority without priority scheduling", {**GREEDY, "priority": 1}),
     Case("a token id out of the vocabulary", {**GREEDY, "allowed_token_ids": [10**7]}),
@@ -173,15 +224,9 @@ CASES = [
     Case("more logprobs than the engine keeps", {**GREEDY, "logprobs": True, "top_logprobs": 25}),
     Case("logprobs below -1", {**GREEDY, "logprobs": -2}, endpoint="text"),
     Case("max_tokens 0 without echo", {"max_tokens": 0}, endpoint="text"),
-    Case("tools with no tool-call parser (auto)", {**GREEDY, "tools": [WEATHER]}),
-    Case("required tool calls", {**GREEDY, "tools": [WEATHER], "tool_choice": "required"}),
     Case(
-        "a named tool",
-        {
-            **GREEDY,
-            "tools": [WEATHER],
-            "tool_choice": {"type": "function", "function": {"name": "weather"}},
-        },
+        "a named tool with a structured output",
+        {**GREEDY, "tools": [WEATHER], "tool_choice": NAMED, "structured_outputs": {"regex": "a"}},
     ),
     Case(
         "a named tool that is not offered",
@@ -216,6 +261,7 @@ def vllm_url(tiny_model_path: Path, starts_vllm, subprocess_env, tmp_path_factor
         "--dtype",
         "float32",
         "--no-enable-chunked-prefill",
+        *TOOL_PARSING,
     ]
     with vllm_api_server(args, subprocess_env, tmp_path_factory.mktemp("parity")) as url:
         yield url
@@ -223,13 +269,18 @@ def vllm_url(tiny_model_path: Path, starts_vllm, subprocess_env, tmp_path_factor
 
 @pytest.fixture(scope="module")
 async def in_process_url(engine) -> AsyncIterator[str]:
-    async with serving_engine(engine) as url:
+    async with serving_engine(reading_tool_calls(engine)) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-async def remote_url(vllm_url: str) -> AsyncIterator[str]:
-    remote = await RemoteVLLMEngine.connect([vllm_url])
+async def remote_url(vllm_url: str, tiny_model_path: Path) -> AsyncIterator[str]:
+    remote = await RemoteVLLMEngine.connect(
+        [vllm_url],
+        model_path=str(tiny_model_path),
+        tool_call_parser="hermes",
+        auto_tool_choice=True,
+    )
     try:
         async with serving_engine(remote) as url:
             yield url
@@ -247,6 +298,10 @@ def essence(response: httpx.Response) -> dict[str, Any]:
         (c["message"]["content"] if "message" in c else c["text"], c["finish_reason"])
         for c in body["choices"]
     ]
+    calls = [  # their ids are random
+        [(t["function"]["name"], t["function"]["arguments"]) for t in _calls(c)]
+        for c in body["choices"]
+    ]
     usage = body["usage"]
     counts = (usage["prompt_tokens"], usage["completion_tokens"])
     ids = [body.get("prompt_token_ids")] + [
@@ -261,12 +316,18 @@ def essence(response: httpx.Response) -> dict[str, Any]:
         "status": 200,
         "id": body["id"] if given else None,
         "choices": choices,
+        "tool_calls": calls,
         "tokens": counts,
         "logprobs": shown,
         "prompt_logprobs": prompt,
         "token_ids": ids,
         "values": values,
     }
+
+
+def _calls(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    """A chat choice's tool calls (vLLM writes an empty list where there are none)."""
+    return (choice.get("message") or {}).get("tool_calls") or []
 
 
 def _prompt_tokens(positions: list[dict[str, Any] | None] | None, values: list[float]) -> Any:
@@ -317,6 +378,8 @@ async def test_ttscale_answers_as_vllms_server_does(case, vllm_url, in_process_u
         for ours in (in_process, remote):  # vLLM names no field here: any field will do
             ours["param"] = None
     values = expected.pop("values", [])
+    if case.calls:  # the row shows what it is for: calls, read alike
+        assert any(expected["tool_calls"]), expected
     for ours in (in_process, remote):
         assert ours.pop("values", []) == pytest.approx(values, abs=1e-4)
         assert ours == expected

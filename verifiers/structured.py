@@ -15,7 +15,9 @@ extraction and exact grouping of answers that are not math.
 - `choice`: the option the stripped text is, else the option found last as a whole
   word (case-sensitive);
 - `tool_call`: a JSON object `{"name": ..., "arguments": {...}}` (at `path`, if given),
-  its arguments an object or the JSON text of one; other keys are ignored.
+  its arguments an object or the JSON text of one; other keys are ignored. A sample
+  whose calls the server's tool-call parser read gives the list of its calls: one call
+  answers as that call, several as the list, in order.
 
 A `json` or `tool_call` answer is its canonical JSON (`canonical_json`), the others
 their text. Answers of every kind but `boxed` are compared by exact equality
@@ -223,6 +225,18 @@ def _chosen(options: Sequence[str], text: str) -> str | None:
 
 
 def _tool_call(call: Any) -> str | None:
+    """A call as its canonical JSON: name and parsed arguments. A list of calls (what a
+    tool-call parser read from a sample) answers its one call, or all of them in order."""
+    if isinstance(call, list):
+        calls = [_one_call(item) for item in call]
+        if not calls or any(c is None for c in calls):
+            return None
+        return canonical_json(calls[0] if len(calls) == 1 else calls)
+    one = _one_call(call)
+    return None if one is None else canonical_json(one)
+
+
+def _one_call(call: Any) -> dict[str, Any] | None:
     if not isinstance(call, dict):
         return None
     name, arguments = call.get("name"), call.get("arguments", {})
@@ -230,4 +244,4 @@ def _tool_call(call: Any) -> str | None:
         arguments = _parse(arguments)
     if not isinstance(name, str) or not name.strip() or not isinstance(arguments, dict):
         return None
-    return canonical_json({"name": name, "arguments": arguments})
+    return {"name": name, "arguments": arguments}

@@ -132,7 +132,7 @@ def format_response(kind: Kind, result: ServiceResult, shown: Shown = PLAIN):
             ChatChoice(
                 index=c.index,
                 message=AssistantMessage.of(c, shown),
-                finish_reason=c.finish_reason,
+                finish_reason=shown.finish_reason_of(c),
                 logprobs=logprobs_of(kind, c.logprobs, shown.logprobs),
                 token_ids=shown.token_ids_of(c),
             )

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ttscale.engine.types import ToolCall
 from ttscale.strategies.budget import Spending
 from ttscale.strategies.service import Choice
 
@@ -53,10 +54,26 @@ class Usage(BaseModel):
         )
 
 
+class CalledFunction(BaseModel):
+    name: str
+    arguments: str = Field(description="the arguments as JSON text")
+
+
+class ResponseToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+    @classmethod
+    def of(cls, call: ToolCall) -> ResponseToolCall:
+        return cls(id=call.id, function=CalledFunction(name=call.name, arguments=call.arguments))
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = Field(
-        description="the answer; null for a reasoning model's sample without an answer part"
+        description="the answer; null for a reasoning model's sample without an answer "
+        "part, and for a reply that is only tool calls"
     )
     reasoning: str | None = Field(
         None, description="a reasoning model's thinking (vLLM's name for it)"
@@ -64,22 +81,32 @@ class AssistantMessage(BaseModel):
     reasoning_content: str | None = Field(
         None, description="the same thinking, under the name older clients read"
     )
+    tool_calls: list[ResponseToolCall] | None = Field(
+        None, description="the calls the model made, when the request let it call tools"
+    )
 
     @classmethod
     def of(cls, choice: Choice, shown: Shown = PLAIN) -> AssistantMessage:
         """A choice as vLLM's server writes it: the answer part as the content (null
-        when a reasoning model's sample has none), the thinking apart."""
+        when a reasoning model's sample has none, or the reply is only tool calls that
+        the model chose to make; empty when it had to), the thinking and the calls apart."""
         content = choice.text if choice.content is None else (choice.content or None)
+        if content is None and shown.forced_call:
+            content = ""
         reasoning = choice.reasoning if shown.thinking.shown else None
+        calls = shown.tool_calls_of(choice)
         return cls(
-            content=shown.content_of(content), reasoning=reasoning, reasoning_content=reasoning
+            content=shown.content_of(content),
+            reasoning=reasoning,
+            reasoning_content=reasoning,
+            tool_calls=None if calls is None else [ResponseToolCall.of(c) for c in calls],
         )
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    finish_reason: Literal["stop", "length", "abort"]
+    finish_reason: Literal["stop", "length", "abort", "tool_calls"]
     logprobs: ChatLogprobs | None = None
     token_ids: list[int] | None = None
 

@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from ttscale.engine.types import API, PromptRendering, SamplingSpec
+from ttscale.engine.types import API, PromptRendering, SamplingSpec, ToolCalling
 from ttscale.strategies.errors import InvalidRequest, first_problem
 from ttscale.strategies.service import ServiceRequest
 from ttscale.strategies.strategy_choice import StrategyChoice, split_model_name
@@ -139,6 +139,10 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
         """How many alternatives per position the client asked to see (None: no logprobs)."""
         return None
 
+    def tool_calling(self) -> ToolCalling | None:
+        """The tools a sample may call (chat requests only)."""
+        return None
+
     def echo_scores(self) -> int | None:
         """The prompt log-probabilities (alternatives per position) that `echo` asks for
         where `prompt_logprobs` is not given, as vLLM reads it; None: none."""
@@ -171,6 +175,9 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
             given.update(logprobs=shown, keep_logprobs=True)
         if self.prompt_logprobs is None and self.echo_scores() is not None:
             given["prompt_logprobs"] = self.echo_scores()
+        calling = self.tool_calling()
+        if calling is not None:
+            given["tool_calling"] = calling
         if self.prompt_logprobs is not None and self.stream:  # vLLM's rule and words
             raise InvalidRequest(
                 "`prompt_logprobs` are not available when `stream=True`.", param="prompt_logprobs"
@@ -245,10 +252,12 @@ class ChatCompletionRequest(SamplingRequest):
         False, description="the reply's content starts with the last message when it continues it"
     )
     tools: list[ToolDefinition] | None = Field(
-        None, description="tools the chat template shows the model (calls: not parsed yet)"
+        None, description="tools the chat template shows the model and it may call"
     )
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
-        None, description='"none" (default without tools); others need a tool-call parser'
+        None,
+        description='"auto" with tools, else "none"; others than "none" need a server with a '
+        "tool-call parser (--tool-call-parser)",
     )
     parallel_tool_calls: bool | None = Field(True, description="as in vLLM")
     logprobs: bool = Field(False, description="return each generated token's log-probability")
@@ -301,7 +310,12 @@ class ChatCompletionRequest(SamplingRequest):
         shown = super().shown(reasoning_parser, prompt_text, prompt)
         last = self.messages[-1]
         continued = last.role == "assistant" or not self.add_generation_prompt
-        return replace(shown, echo=last.text() if self.echo and continued else None)
+        calling = self.tool_calling()
+        return replace(
+            shown,
+            echo=last.text() if self.echo and continued else None,
+            tool_choice="none" if calling is None else calling.choice,
+        )
 
     def template_variables(self) -> dict[str, Any]:
         """`chat_template_kwargs` with the request fields that are template variables,
@@ -319,7 +333,6 @@ class ChatCompletionRequest(SamplingRequest):
         return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
 
     def prompt_fields(self) -> dict[str, Any]:
-        self._check_tools()
         tools = [tool.model_dump(exclude_none=True) for tool in self.tools or []]
         try:
             rendering = PromptRendering(
@@ -333,10 +346,10 @@ class ChatCompletionRequest(SamplingRequest):
             raise InvalidRequest(first_problem(exc)[1], param="continue_final_message") from exc
         return {"messages": [m.for_template() for m in self.messages], "rendering": rendering}
 
-    def _check_tools(self) -> None:
-        """vLLM's rules for tools, and its refusals on a server that parses no tool calls
-        (vLLM's without `--tool-call-parser`): tools are shown to the model, and a reply
-        is text (`tool_choice` "none")."""
+    def tool_calling(self) -> ToolCalling | None:
+        """The tools a sample may call, by vLLM's rules for `tools` and `tool_choice`
+        (tools without a choice: "auto"); None where the reply is text ("none"). Whether
+        this server reads calls is the service's to check (its engine's parser)."""
         if self.tools == []:
             raise InvalidRequest(
                 "`tools` must not be an empty array. Either provide at least one tool or "
@@ -345,30 +358,29 @@ class ChatCompletionRequest(SamplingRequest):
             )
         choice = self.tool_choice or ("auto" if self.tools else "none")
         if choice == "none":
-            return
+            return None
         if not self.tools:
             raise InvalidRequest(
                 "When using `tool_choice`, `tools` must be set.", param="tool_choice"
             )
-        if isinstance(choice, NamedToolChoice):
-            if choice.function.name not in {tool.function.name for tool in self.tools}:
-                raise InvalidRequest(
-                    "The tool specified in `tool_choice` does not match any of the specified "
-                    "`tools`",
-                    param="tool_choice",
-                )
+        tools = tuple(tool.model_dump(exclude_none=True) for tool in self.tools)
+        if not isinstance(choice, NamedToolChoice):
+            return ToolCalling(tools=tools, choice=choice, parallel=self.parallel_tool_calls)
+        if choice.function.name not in {tool.function.name for tool in self.tools}:
             raise InvalidRequest(
-                f'tool_choice=function "{choice.function.name}" requires --tool-call-parser '
-                "to be set (this server parses no tool calls yet)"
+                "The tool specified in `tool_choice` does not match any of the specified `tools`",
+                param="tool_choice",
             )
-        if choice == "auto":
-            raise InvalidRequest(
-                '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser '
-                "to be set (this server parses no tool calls yet)"
+        if "structured_outputs" in self.model_fields_set or self.response_format is not None:
+            raise InvalidRequest(  # vLLM's words
+                "You can only either use constraints for structured outputs or tools, not both.",
+                param="tool_choice",
             )
-        raise InvalidRequest(
-            f'tool_choice="{choice}" requires --tool-call-parser to be set (this server '
-            "parses no tool calls yet)"
+        return ToolCalling(
+            tools=tools,
+            choice="function",
+            function=choice.function.name,
+            parallel=self.parallel_tool_calls,
         )
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel
 
-from ttscale.engine.types import Position
+from ttscale.engine.types import Position, ToolCall
 from ttscale.strategies.service import Choice
 
 from .logprobs import floored
@@ -44,6 +45,29 @@ class Shown:
     """With `return_token_ids`: the prompt's token ids (and each choice shows its own)."""
     request_id: str | None = None
     """The client's `request_id`: the response's id is built on it, as in vLLM."""
+    tool_choice: Literal["none", "auto", "required", "function"] = "none"
+    """How the request let the model call its tools (`none`: no calls are read)."""
+
+    @property
+    def forced_call(self) -> bool:
+        """Whether the model had to call a tool (`required`, or a named function)."""
+        return self.tool_choice in ("required", "function")
+
+    def finish_reason_of(self, choice: Choice) -> str:
+        """As vLLM's server: "tool_calls" when the model chose to call (`auto`) or had to
+        and finished (`required`); a named function's call finishes as "stop"."""
+        if self.tool_choice == "auto" and choice.tool_calls:
+            return "tool_calls"
+        if self.tool_choice == "required" and choice.finish_reason == "stop":
+            return "tool_calls"
+        return choice.finish_reason
+
+    def tool_calls_of(self, choice: Choice) -> list[ToolCall] | None:
+        """The choice's calls where the request let the model call (None: no calls
+        were read)."""
+        if self.tool_choice == "none":
+            return None
+        return list(choice.tool_calls or [])
 
     def response_id(self, kind: str) -> str:
         """`chatcmpl-...` or `cmpl-...`: on the client's request id, else a new one."""

@@ -28,7 +28,7 @@ from ttscale.strategies.base import ProgressCallback
 from ttscale.strategies.service import ServiceResult
 
 from .logprobs import logprobs_of
-from .responses import Usage
+from .responses import ResponseToolCall, Usage
 from .shown import PLAIN, Shown
 
 logger = logging.getLogger("ttscale.server")
@@ -210,17 +210,22 @@ def _result_chunks(writer: ChunkWriter, result: ServiceResult, include_usage: bo
         positions = choice.logprobs if chat else shown.positions_of(choice)
         logprobs = logprobs_of(writer.kind, positions, shown.logprobs)
         token_ids = shown.token_ids_of(choice)
-        if text or logprobs is not None or token_ids is not None:  # they come with the text
+        delta: dict[str, Any] = {"content": text}
+        calls = shown.tool_calls_of(choice) if chat else None
+        if calls:  # whole, in the delta of the text before them
+            delta["tool_calls"] = [
+                {"index": i, **ResponseToolCall.of(call).model_dump()}
+                for i, call in enumerate(calls)
+            ]
+        if text or calls or logprobs is not None or token_ids is not None:
             chunks.append(
-                writer.chunk(
-                    {"content": text}, index=choice.index, logprobs=logprobs, token_ids=token_ids
-                )
+                writer.chunk(delta, index=choice.index, logprobs=logprobs, token_ids=token_ids)
             )
         chunks.append(
             writer.chunk(
                 {},
                 index=choice.index,
-                finish_reason=choice.finish_reason,
+                finish_reason=shown.finish_reason_of(choice) if chat else choice.finish_reason,
                 ttscale=result.evidence,
             )
         )

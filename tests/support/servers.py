@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import socket
 import subprocess
@@ -126,6 +127,17 @@ async def start_uvicorn(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Ta
     while not server.started:
         await asyncio.sleep(0.02)
     return server, task
+
+
+def reading_tool_calls(engine: Any, parser: str = "hermes") -> Any:
+    """The session's in-process engine as `ttscale serve --tool-call-parser PARSER
+    --enable-auto-tool-choice` runs it: the same vLLM engine, its samples' calls read."""
+    from ttscale.engine.local_vllm import LocalVLLMEngine
+    from ttscale.engine.tool_calls import ToolCallReader
+
+    reader = ToolCallReader(parser, engine.vllm.get_tokenizer(), auto_tool_choice=True)
+    info = dataclasses.replace(engine.info, tool_call_parser=parser, auto_tool_choice=True)
+    return LocalVLLMEngine(engine.vllm, info, tools=reader)
 
 
 @contextlib.asynccontextmanager
