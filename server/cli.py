@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +263,8 @@ def _check_tool_call_parser(settings: Settings) -> None:
     from ttscale.engine.tool_calls import UnknownToolCallParser, check_tool_parser_name
 
     try:
-        check_tool_parser_name(settings.tool_call_parser or "")
+        with _vllm_logging_at(logging.WARNING):  # its import's notes are not the error
+            check_tool_parser_name(settings.tool_call_parser or "")
     except UnknownToolCallParser as exc:
         raise StartupError(str(exc)) from exc
     if settings.engine == "remote" and settings.model is None:
@@ -270,6 +272,19 @@ def _check_tool_call_parser(settings: Settings) -> None:
             "--tool-call-parser with --engine remote needs --model DIR: the front reads "
             "calls with the model's tokenizer"
         )
+
+
+@contextlib.contextmanager
+def _vllm_logging_at(level: int) -> Iterator[None]:
+    """vLLM's loggers at `level` for the block (a start-up check's imports log notes
+    such as "Triton not installed", which would drown its one-line error)."""
+    vllm_logger = logging.getLogger("vllm")
+    before = vllm_logger.level
+    vllm_logger.setLevel(level)
+    try:
+        yield
+    finally:
+        vllm_logger.setLevel(before)
 
 
 def _check_reasoning_parser(settings: Settings) -> None:

@@ -203,14 +203,6 @@ class Service:
         params = self._params(strategy, choice, request.sampling, sampling.max_tokens)
         self._check_lengths(params, len(prompt_ids))
         self._check_thinking(params.sampling, "choice.params.sampling")
-        if params.needs_thought_closes() and not self.engine.info.thought_closes:
-            raise InvalidRequest(
-                f"{field_ref('choice.strategy')} {strategy.name!r} needs a reasoning model "
-                "whose parser marks thoughts with a token (ttscale serve --reasoning-parser)",
-                param="choice.strategy",
-            )
-        for use in params.verifiers_used():
-            self.verifiers.check(use, "choice.params")
         self._check_tool_calling(params.sampling)
         if params.sampling.tool_calling is not None and not params.draws_whole_samples():
             raise InvalidRequest(
@@ -219,6 +211,14 @@ class Service:
                 '"none"',
                 param="tool_choice",
             )
+        if params.needs_thought_closes() and not self.engine.info.thought_closes:
+            raise InvalidRequest(
+                f"{field_ref('choice.strategy')} {strategy.name!r} needs a reasoning model "
+                "whose parser marks thoughts with a token (ttscale serve --reasoning-parser)",
+                param="choice.strategy",
+            )
+        for use in params.verifiers_used():
+            self.verifiers.check(use, "choice.params")
         await self._check_engine(params.sampling, "choice.params.sampling")
         limits = self._budget_limits(params, choice.budget)
         budget = Budget(limits, policy_shape=self.engine.info.shape)
