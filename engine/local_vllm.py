@@ -244,7 +244,7 @@ class LocalVLLMEngine:
     ) -> Generation:
         request_id = request_id or new_request_id()
         prompt_ids = list(prompt_token_ids)
-        prompt = self._make_prompt(prompt_ids)
+        prompt = self._make_prompt(prompt_ids, spec.cache_salt)
         holder: list[Generation] = []
         calling = spec.tool_calling
         spec = tool_constraint(self._tools, spec)
@@ -266,7 +266,9 @@ class LocalVLLMEngine:
             params = sampling_params(spec, index, self._info.sampling_defaults)
             final = None
             sample_id = sample_request_id(request_id, index)
-            outputs = self._llm.generate(prompt, params, sample_id, priority=spec.priority)
+            outputs = self._llm.generate(
+                prompt, params, sample_id, priority=spec.priority, session_id=spec.session_id
+            )
             with _refusals_named():
                 async for output in outputs:
                     final = output
@@ -452,16 +454,23 @@ async def shutdown_async_llm(llm: Any) -> None:
     llm.shutdown = lambda *args, **kwargs: None
 
 
-def _prompt_factory():
-    """Rendered token input for vLLM: `tokens_input` where it exists (no re-processing)."""
+def _prompt_factory() -> Callable[[list[int], str | None], Any]:
+    """Rendered token input for vLLM, with its prefix-cache salt: `tokens_input` where it
+    exists (no re-processing)."""
     try:
         from vllm.inputs import tokens_input
 
-        return tokens_input
+        return lambda ids, salt: tokens_input(ids, cache_salt=salt)
     except ImportError:  # older vLLM on GPU machines
         from vllm.inputs import TokensPrompt
 
-        return lambda ids: TokensPrompt(prompt_token_ids=ids)
+        def prompt(ids: list[int], salt: str | None) -> Any:
+            made = TokensPrompt(prompt_token_ids=ids)
+            if salt is not None:
+                made["cache_salt"] = salt
+            return made
+
+        return prompt
 
 
 def _to_sample(index: int, request_output: Any, spec: SamplingSpec) -> Sample:
@@ -562,7 +571,10 @@ async def _generate_watched(
     merged = None
     confidences: list[float] = []
     watching, low = True, False
-    async for delta in llm.generate(prompt, params, sample_id, priority=spec.priority):
+    deltas = llm.generate(
+        prompt, params, sample_id, priority=spec.priority, session_id=spec.session_id
+    )
+    async for delta in deltas:
         if merged is None:
             merged = delta
         else:

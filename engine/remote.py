@@ -651,6 +651,10 @@ def _completion_body(
     }
     if spec.priority:
         body["priority"] = spec.priority
+    if spec.cache_salt is not None:  # not sampling fields in vLLM: request fields there
+        body["cache_salt"] = spec.cache_salt
+    if spec.session_id is not None:
+        body["session_id"] = spec.session_id
     if spec.logprob_token_ids:  # the server returns them as top logprobs: ask for none else
         body["logprobs"] = 0
     if spec.keep_logprobs:  # the client reads the tokens: as vLLM decodes them, not ids

@@ -265,6 +265,19 @@ class SamplingSpec(BaseModel):
     confidence_stop: Annotated[ConfidenceStop | None, ADAPTER] = Field(
         None, description="abort the sample when its window confidence drops (needs logprobs)"
     )
+    cache_salt: Annotated[str | None, API, ADAPTER] = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="salt the prefix cache: prompts with another salt (or none) share no "
+        "cached blocks with this one (tenants cannot time each other's prompts)",
+    )
+    session_id: Annotated[str | None, API, ADAPTER] = Field(
+        None,
+        min_length=1,
+        description="a conversation's stable id, handed to vLLM with each sample (as its "
+        "server hands it on)",
+    )
     tool_calling: Annotated[ToolCalling | None, ADAPTER] = Field(
         None, description="the tools a sample may call: constrained and read as vLLM does"
     )

@@ -54,6 +54,8 @@ def _other_value(name: str) -> Any:
         return {7: 0.5}
     if annotation is StructuredOutputs:
         return StructuredOutputs(regex="[ab]+")
+    if annotation is str:
+        return "x"
     raise AssertionError(f"no test value for {name}: {annotation}")
 
 
@@ -110,7 +112,12 @@ def test_a_remote_request_means_to_vllm_what_the_in_process_call_means(name):
 def test_fields_the_adapters_handle_themselves_are_handled_by_both():
     spec = SamplingSpec(seed=5, logprobs=4, confidence_stop=ConfidenceStop(window=8, threshold=1))
     adapted = {"seed", "keep_logprobs", "priority", "confidence_stop", "tool_calling"}
+    adapted |= {"cache_salt", "session_id"}  # vLLM's prompt and request, not its sampling
     assert set(SamplingSpec.fields_exposed(ADAPTER)) == adapted
+    salted = spec.replace(cache_salt="tenant-7", session_id="chat-1")
+    assert "cache_salt" not in _completion_body("m", [1], spec, 0)
+    assert _completion_body("m", [1], salted, 0)["cache_salt"] == "tenant-7"
+    assert _completion_body("m", [1], salted, 0)["session_id"] == "chat-1"
     # tools are the adapters' to turn into a constraint and to read calls from
     tool = {"type": "function", "function": {"name": "f"}}
     calling = SamplingSpec(tool_calling=ToolCalling(tools=(tool,)))

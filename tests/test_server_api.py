@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -759,3 +760,20 @@ async def test_health_keeps_answering_while_a_huge_prompt_is_tokenised(base_url)
         took = time.perf_counter() - started
     assert reply.status_code == 400, reply.text
     assert slowest_health < took / 4, (slowest_health, took)
+
+
+async def test_a_cache_salt_keeps_prompts_apart_in_the_prefix_cache(client):
+    """As in vLLM: the same prompt under another salt (or none) hits no cached block."""
+    salt = uuid.uuid4().hex
+    long_chat = [{"role": "user", "content": " ".join(["colour"] * 300)}]  # blocks of 128
+
+    async def cached(**fields) -> int:
+        body = _chat(messages=long_chat, max_tokens=1, **fields)
+        reply = await client.post("/v1/chat/completions", json=body)
+        assert reply.status_code == 200, reply.text
+        return reply.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+    await cached(cache_salt=salt)
+    assert await cached(cache_salt=salt) >= 128  # its own blocks, cached
+    assert await cached(cache_salt=salt + "-other") == 0
+    assert await cached(cache_salt=salt, session_id="chat-1") >= 128

@@ -197,6 +197,17 @@ CASES = [
         extra={"messages": CALLED},
     ),
     Case("text prompt_logprobs", {**SEEDED, "prompt_logprobs": 0}, endpoint="text"),
+    Case("cache_salt and session_id", {**SEEDED, "cache_salt": "t-1", "session_id": "s-1"}),
+    Case(
+        "cache_salt and session_id, text",
+        {**SEEDED, "cache_salt": "t-1", "session_id": "s-1"},
+        endpoint="text",
+    ),
+    Case("the rendered prompt", {**GREEDY, "return_prompt_text": True}),
+    Case(
+        "the rendered prompt, with tools",
+        {**GREEDY, "return_prompt_text": True, "tools": [WEATHER], "tool_choice": "none"},
+    ),
     # tool calls, constrained and read by the servers' hermes parser
     Case("tools, the model may call (auto)", {**GREEDY, "tools": [WEATHER]}),
     Case("required tool calls", {**CALLS, "tools": [WEATHER], "tool_choice": "required"}),
@@ -228,6 +239,7 @@ CASES = [
         "a named tool with a structured output",
         {**GREEDY, "tools": [WEATHER], "tool_choice": NAMED, "structured_outputs": {"regex": "a"}},
     ),
+    Case("an empty cache_salt", {**GREEDY, "cache_salt": ""}),
     Case(
         "a named tool that is not offered",
         {
@@ -317,6 +329,7 @@ def essence(response: httpx.Response) -> dict[str, Any]:
         "id": body["id"] if given else None,
         "choices": choices,
         "tool_calls": calls,
+        "prompt_text": body.get("prompt_text"),
         "tokens": counts,
         "logprobs": shown,
         "prompt_logprobs": prompt,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from fastapi import Request
@@ -57,7 +57,7 @@ class Completions:
         except RequestError as exc:
             raise api_error(exc, body.field_name) from exc
         if body.stream:
-            return self._stream(body, prepared, kind, started)
+            return self._stream(body, prepared, kind, started, await self._shown(body, prepared))
         try:
             result = await unless_disconnected(request, self.service.execute(prepared))
         except ClientDisconnected:
@@ -69,10 +69,15 @@ class Completions:
             self._failed(prepared, started)
             raise
         self._finished(prepared, result, started)
-        return format_response(kind, result, self._shown(body, prepared))
+        return format_response(kind, result, await self._shown(body, prepared))
 
     def _stream(
-        self, body: SamplingRequest, prepared: PreparedRequest, kind: Kind, started: float
+        self,
+        body: SamplingRequest,
+        prepared: PreparedRequest,
+        kind: Kind,
+        started: float,
+        shown: Shown,
     ) -> StreamingResponse:
         async def execute(progress: ProgressCallback) -> ServiceResult:
             try:
@@ -85,7 +90,7 @@ class Completions:
 
         choice = prepared.request.choice
         events = completion_events(
-            ChunkWriter(self.service.engine.info.model_name, kind, self._shown(body, prepared)),
+            ChunkWriter(self.service.engine.info.model_name, kind, shown),
             execute,
             progress=choice.progress if choice is not None else False,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
@@ -93,10 +98,14 @@ class Completions:
         )
         return sse(events)
 
-    def _shown(self, body: SamplingRequest, prepared: PreparedRequest) -> Shown:
+    async def _shown(self, body: SamplingRequest, prepared: PreparedRequest) -> Shown:
         prompt_text = (prepared.messages[-1]["content"] or "") if prepared.messages else ""
         parser = self.service.engine.info.reasoning_parser
-        return body.shown(parser, prompt_text, prepared.prompt_ids)
+        shown = body.shown(parser, prompt_text, prepared.prompt_ids)
+        if not body.returns_prompt_text:
+            return shown
+        rendered = await self.service.engine.detokenize(prepared.prompt_ids)
+        return replace(shown, rendered_prompt=rendered)
 
     def _finished(self, prepared: PreparedRequest, result: ServiceResult, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -146,6 +155,7 @@ def format_response(kind: Kind, result: ServiceResult, shown: Shown = PLAIN):
             usage=usage,
             prompt_logprobs=scored,
             prompt_token_ids=shown.prompt_token_ids,
+            prompt_text=shown.rendered_prompt,
             ttscale=result.evidence,
         )
     choices = [

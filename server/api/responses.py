@@ -124,6 +124,9 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage
     prompt_logprobs: PromptLogprobs | None = None
     prompt_token_ids: list[int] | None = None
+    prompt_text: str | None = Field(
+        None, description="with return_prompt_text: the prompt the chat template wrote"
+    )
     ttscale: dict[str, Any] | None = Field(
         None, description="strategy evidence: candidates, votes, stop reason, budget"
     )

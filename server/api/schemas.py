@@ -143,6 +143,11 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
         """The tools a sample may call (chat requests only)."""
         return None
 
+    @property
+    def returns_prompt_text(self) -> bool:
+        """Whether the response shows the rendered prompt (chat requests only)."""
+        return False
+
     def echo_scores(self) -> int | None:
         """The prompt log-probabilities (alternatives per position) that `echo` asks for
         where `prompt_logprobs` is not given, as vLLM reads it; None: none."""
@@ -280,6 +285,13 @@ class ChatCompletionRequest(SamplingRequest):
     documents: list[dict[str, Text]] | None = Field(
         None, description="documents for a template that takes them (RAG), as in vLLM"
     )
+    return_prompt_text: bool | None = Field(
+        None, description="the response's prompt_text: the prompt the chat template wrote"
+    )
+
+    @property
+    def returns_prompt_text(self) -> bool:
+        return bool(self.return_prompt_text)
 
     def thinking(self, reasoning_parser: str | None) -> Thinking:
         """On a server with a reasoning parser: thinking tokens counted in the usage, the

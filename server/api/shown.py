@@ -45,6 +45,8 @@ class Shown:
     """With `return_token_ids`: the prompt's token ids (and each choice shows its own)."""
     request_id: str | None = None
     """The client's `request_id`: the response's id is built on it, as in vLLM."""
+    rendered_prompt: str | None = None
+    """With `return_prompt_text`: the prompt as the chat template wrote it."""
     tool_choice: Literal["none", "auto", "required", "function"] = "none"
     """How the request let the model call its tools (`none`: no calls are read)."""
 

@@ -57,6 +57,7 @@ class ChunkWriter:
         ttscale: dict[str, Any] | None = None,
         logprobs: BaseModel | None = None,
         token_ids: list[int] | None = None,
+        top: dict[str, Any] | None = None,
     ) -> str:
         shown = logprobs.model_dump() if logprobs is not None else None
         if self.kind == "chat":
@@ -81,7 +82,14 @@ class ChunkWriter:
         }
         if ttscale is not None:
             body["ttscale"] = ttscale
+        body.update(top or {})
         return f"data: {json.dumps(body)}\n\n"
+
+    def first_chunk(self) -> str:
+        """The opening chunk: the assistant's role (and the rendered prompt, where asked,
+        on this chunk only, as vLLM sends it)."""
+        extra = {"prompt_text": self.shown.rendered_prompt} if self.shown.rendered_prompt else None
+        return self.chunk({"role": "assistant", "content": ""}, top=extra)
 
     def usage(self, usage: dict[str, Any]) -> str:
         """The usage chunk `stream_options.include_usage` asks for: no choices."""
@@ -152,7 +160,7 @@ async def completion_events(
     task = asyncio.create_task(run(on_progress))
     task.add_done_callback(lambda _: queue.put_nowait(_FINISHED))
     try:
-        yield writer.chunk({"role": "assistant", "content": ""})
+        yield writer.first_chunk()
         async for event in _events_until_finished(queue, writer):
             yield event
         try:
