@@ -73,7 +73,7 @@ export function buildForm(container, schema) {
         walk(field.properties, path, field.required || [], sub);
         target.append(sub);
       } else {
-        target.append(input(path, field, required.includes(name)));
+        target.append(input(path, field, prefix.length === 0 && required.includes(name)));
       }
     }
   };

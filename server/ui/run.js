@@ -7,7 +7,8 @@ export class RunView {
   constructor(root, detail) {
     this.root = root;
     this.detail = detail;
-    this.samples = new Map(); // index -> {row, data}
+    this.samples = new Map(); // index -> {row, data}: the samples as they finish
+    this.candidates = new Map(); // a search's final candidates (their own numbering)
     this.reset({});
   }
 
@@ -17,8 +18,10 @@ export class RunView {
     this.spent = { tokens: 0, flops: 0 };
     this.evidence = null;
     this.samples.clear();
+    this.candidates.clear();
     this.treeLevels = 0;
     this.q("#samples tbody").replaceChildren();
+    this.q("#candidates tbody").replaceChildren();
     this.q("#votes").replaceChildren(el("p", { class: "muted" }, "no votes yet"));
     this.q("#events").replaceChildren();
     this.q("#tree").replaceChildren();
@@ -65,24 +68,29 @@ export class RunView {
     this.renderGauges();
   }
 
-  row(index) {
-    let entry = this.samples.get(index);
+  table(search) {
+    return search ? [this.candidates, "#candidates tbody", "candidate"] : [this.samples, "#samples tbody", "sample"];
+  }
+
+  row(index, search = false) {
+    const [map, body, noun] = this.table(search);
+    let entry = map.get(index);
     if (entry) return entry;
-    const button = el("button", { type: "button", class: "link", "aria-label": `sample ${index}` }, String(index));
-    button.addEventListener("click", () => this.showCandidate(index));
+    const button = el("button", { type: "button", class: "link", "aria-label": `${noun} ${index}` }, String(index));
+    button.addEventListener("click", () => this.showCandidate(index, search));
     const row = el("tr", { "data-index": index });
     row.append(el("td", {}, button));
     for (let i = 0; i < 8; i += 1) row.append(el("td"));
     entry = { row, data: { index } };
-    this.samples.set(index, entry);
-    const body = this.q("#samples tbody");
-    const after = [...body.children].find((r) => Number(r.dataset.index) > index);
-    body.insertBefore(row, after || null);
+    map.set(index, entry);
+    const rows = this.q(body);
+    const after = [...rows.children].find((r) => Number(r.dataset.index) > index);
+    rows.insertBefore(row, after || null);
     return entry;
   }
 
-  fill(index, data) {
-    const entry = this.row(index);
+  fill(index, data, search = false) {
+    const entry = this.row(index, search);
     Object.assign(entry.data, data);
     const d = entry.data;
     const cells = entry.row.children;
@@ -172,33 +180,38 @@ export class RunView {
     const spent = evidence.budget ? evidence.budget.spent : {};
     this.granted = evidence.budget ? evidence.budget.granted : this.granted;
     this.spent = { tokens: spent.generated_tokens, flops: spent.total_flops, wall: spent.wall_s };
+    // A search's candidates are its beams or particles, numbered apart from its samples.
+    const search = this.treeLevels > 0;
     for (const c of evidence.candidates || []) {
-      this.fill(c.index, { ...c, state: c.index === evidence.chosen ? "chosen" : (c.finish_reason === "abort" ? "aborted" : "finished") });
+      const state = c.index === evidence.chosen ? "chosen" : (c.finish_reason === "abort" ? "aborted" : "finished");
+      this.fill(c.index, { ...c, state }, search);
     }
-    for (const entry of this.samples.values()) entry.row.classList.toggle("chosen", entry.data.index === evidence.chosen);
+    const [map] = this.table(search);
+    for (const entry of map.values()) entry.row.classList.toggle("chosen", entry.data.index === evidence.chosen);
     if (Object.keys(evidence.votes || {}).length) renderBars(this.q("#votes"), evidence.votes, pickLabel(evidence));
     const pick = this.q("#pick");
     pick.hidden = false;
     const chosen = evidence.chosen;
     pick.replaceChildren(
       el("p", {}, "Answer ", el("strong", { id: "pick-answer" }, evidence.answer ?? "(none)"),
-        chosen === null ? "" : ` from sample ${chosen}`),
+        chosen === null ? "" : ` from ${search ? "candidate" : "sample"} ${chosen}`),
       el("p", { id: "pick-explanation" }, evidence.explanation),
       el("p", { class: "muted small" }, `stop reason: `, el("span", { id: "stop-reason" }, evidence.stop_reason)),
     );
     if (chosen !== null && chosen !== undefined) {
       const show = el("button", { type: "button" }, "Show the chosen text");
-      show.addEventListener("click", () => this.showCandidate(chosen));
+      show.addEventListener("click", () => this.showCandidate(chosen, search));
       pick.append(show);
     }
     this.log("done", `${evidence.stop_reason}: ${evidence.explanation}`);
   }
 
-  showCandidate(index) {
-    const entry = this.samples.get(index);
+  showCandidate(index, search = false) {
+    const [map, , noun] = this.table(search);
+    const entry = map.get(index);
     const data = entry ? entry.data : { index };
     const body = this.detail.querySelector("#detail-body");
-    const parts = [el("p", {}, `sample ${index}: ${data.tokens ?? "?"} tokens, ${data.finish_reason ?? "running"}`)];
+    const parts = [el("p", { id: "detail-head" }, `${noun} ${index}: ${data.tokens ?? "?"} tokens, ${data.finish_reason ?? "running"}`)];
     if (data.reasoning) parts.push(el("h3", {}, "Thinking"), el("pre", { class: "thinking" }, data.reasoning));
     if (data.content !== undefined && data.content !== null) parts.push(el("h3", {}, "Answer"), el("pre", {}, data.content));
     else if (data.text !== undefined) parts.push(el("h3", {}, "Text"), el("pre", {}, data.text));

@@ -88,3 +88,18 @@ def write_run(directory: Path, records: list[Record]) -> str:
         writer.write(item)
     writer.close()
     return str(directory)
+
+
+def small_run(directory: Path) -> Path:
+    """Two problems under two settings, with the report's summary and plots: p1 right
+    everywhere (three of five samples say 18), p2 wrong at N=1 and right at N=4."""
+    from ttscale.benchmarks.report import build_report
+
+    write_run(directory, [
+        record("p1", "self_consistency", 1, True),
+        record("p1", "self_consistency", 5, True, three_right_two_wrong()),
+        record("p2", "self_consistency", 1, False),
+        record("p2", "self_consistency", 5, True),
+    ])  # fmt: skip
+    build_report(directory)
+    return directory
