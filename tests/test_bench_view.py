@@ -30,7 +30,7 @@ async def test_the_run_lists_right_and_wrong_per_problem_and_setting(view):
         "p2": {"self_consistency@1": False, "self_consistency@5": True},
     }
     assert run["config"]["model"] == "m"
-    assert [row["setting"] for row in run["summary"]] == ["self_consistency@1", "self_consistency@5"]
+    assert [row["setting"] for row in run["summary"]] == run["settings"]
     assert "gsm8k_compute.png" in run["plots"]
 
 

@@ -1,0 +1,240 @@
+"""The browser view in a real browser (Debian's chromium, driven by Playwright) against
+a live `ttscale serve` of the embedded default model, and `ttscale bench view` over a
+small recorded run. Set TTSCALE_UI_SCREENSHOTS=docs/images to refresh the docs'
+pictures (tests/support/browser.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .support.bench_fixtures import small_run
+from .support.browser import chromium, screenshot
+from .support.servers import free_port, wait_for_http
+
+TTSCALE = [sys.executable, "-m", "ttscale.cli"]
+LAPTOP = {"width": 1366, "height": 900}
+RUN_LIMIT_MS = 120_000
+
+
+@contextlib.contextmanager
+def ttscale_process(args: list[str], env: dict[str, str], log: Path, ready: str) -> Iterator[str]:
+    """`ttscale ARGS --port P` until the block ends; yields its base URL once `ready`
+    (a path) answers 200."""
+    port = free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*TTSCALE, *args, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}{ready}", process, 300, log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(default_model_path, tmp_path_factory, subprocess_env, starts_vllm) -> Iterator[str]:
+    """`ttscale serve` on the embedded default model, shared by this module's tests."""
+    log = tmp_path_factory.mktemp("ui-server") / "server.log"
+    with ttscale_process(["serve"], subprocess_env, log, "/health") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(subprocess_env) -> Iterator[Any]:
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Any]:
+    page = browser.new_page(viewport=LAPTOP)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    page.close()
+    assert errors == [], errors  # no script error anywhere on the way
+
+
+def open_ui(page: Any, url: str) -> None:
+    page.goto(f"{url}/ui/")
+    expect_status(page, "ready", 30_000)
+
+
+def expect_status(page: Any, text: str, timeout: int = RUN_LIMIT_MS) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("#status")).to_have_text(text, timeout=timeout)
+
+
+def fill_params(page: Any, **values: str) -> None:
+    for name, value in values.items():
+        control = page.locator(f"[data-param='{name}']")
+        if control.evaluate("node => node.tagName") == "SELECT":
+            control.select_option(value)
+        else:
+            control.fill(value)
+
+
+def metric(url: str, name: str, labels: str = "") -> float:
+    text = httpx.get(f"{url}/metrics").text
+    found = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_the_form_is_built_from_the_served_schemas(server, page):
+    cards = httpx.get(f"{server}/v1/strategies").json()["data"]
+    open_ui(page, server)
+    options = page.locator("#strategy option").evaluate_all("nodes => nodes.map(n => n.value)")
+    assert options == [card["name"] for card in cards]
+    for name in ["step_search", "deepconf"]:
+        page.select_option("#strategy", name)
+        schema = next(card["parameters"] for card in cards if card["name"] == name)
+        fields = page.locator("#params > .field [data-param]").evaluate_all(
+            "nodes => nodes.map(n => n.dataset.param)"
+        )
+        groups = page.locator("#params > fieldset[data-group]").evaluate_all(
+            "nodes => nodes.map(n => n.dataset.group)"
+        )
+        assert sorted(fields + groups) == sorted(schema["properties"])
+        required = page.locator("#params [data-param][required]").evaluate_all(
+            "nodes => nodes.map(n => n.dataset.param)"
+        )
+        assert sorted(required) == sorted(schema.get("required", []))
+    # keyboard: every control has a label, and Tab reaches the send button
+    unlabelled = page.locator("#request-form input, #request-form select, #request-form textarea")
+    ids = unlabelled.evaluate_all("nodes => nodes.map(n => n.id)")
+    for control_id in ids:
+        assert page.locator(f"label[for='{control_id}']").count() == 1, control_id
+    page.focus("#strategy")
+    for _ in range(len(ids) + 2):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "send":
+            break
+    assert page.evaluate("document.activeElement.id") == "send"
+
+
+def test_a_self_consistency_run_streams_its_samples_and_ends_with_the_pick(server, page):
+    open_ui(page, server)
+    page.select_option("#strategy", "self_consistency")
+    fill_params(page, n="4", adaptive="false", parallel="1")
+    page.fill("#max-tokens", "16")
+    page.click("#send")
+    # one at a time (parallel 1): the first sample shows while the run still goes on
+    page.wait_for_selector("#samples tbody tr")
+    assert page.locator("#status").text_content() == "running"
+    assert page.locator("#pick").is_hidden()
+    expect_status(page, "done")
+    rows = page.locator("#samples tbody tr")
+    assert rows.count() == 4
+    assert page.locator("#samples tbody tr.chosen").count() == 1
+    explanation = page.locator("#pick-explanation").text_content()
+    assert explanation.startswith("plurality vote over 4 samples")
+    assert page.locator("#stop-reason").text_content() == "completed"
+    answered = [a for a in rows.locator("td:nth-child(2)").all_text_contents() if a]
+    votes = page.locator("#votes .bar-value").all_text_contents()
+    assert sum(float(v) for v in votes) == len(answered)
+    tokens = page.locator("[data-gauge='tokens'] .gauge-value").text_content()
+    spent = sum(int(t) for t in rows.locator("td:nth-child(4)").all_text_contents())
+    assert tokens.startswith(f"{spent} / ")
+    screenshot(page, "ui-self-consistency")
+    page.locator("#samples tbody tr.chosen button").click()
+    assert page.locator("#detail").is_visible()
+    assert page.locator("#detail-body pre").text_content().strip()
+    page.keyboard.press("Escape")
+    assert page.locator("#detail").is_hidden()
+
+
+def test_cancel_closes_the_stream_and_the_server_aborts_the_samples(server, page):
+    aborted_before = metric(server, "ttscale_samples_aborted_total")
+    cancelled = '{outcome="cancelled",strategy="self_consistency"}'
+    cancelled_before = metric(server, "ttscale_requests_total", cancelled)
+    open_ui(page, server)
+    page.select_option("#strategy", "self_consistency")
+    fill_params(page, n="4", adaptive="false", parallel="4", **{"sampling.ignore_eos": "true"})
+    page.fill("#max-tokens", "2000")
+    page.fill("#prompt", "Write a long story about a lighthouse keeper.")
+    page.click("#send")
+    deadline = time.monotonic() + 30
+    while metric(server, "ttscale_samples_in_flight") < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert metric(server, "ttscale_samples_in_flight") == 4
+    page.click("#cancel")
+    expect_status(page, "cancelled", 10_000)
+    deadline = time.monotonic() + 30
+    while metric(server, "ttscale_samples_in_flight") > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert metric(server, "ttscale_samples_in_flight") == 0
+    assert metric(server, "ttscale_samples_aborted_total") == aborted_before + 4
+    assert metric(server, "ttscale_requests_total", cancelled) == cancelled_before + 1
+    assert page.locator("#send").is_enabled() and page.locator("#cancel").is_disabled()
+
+
+def test_a_step_search_run_draws_its_tree(server, page):
+    open_ui(page, server)
+    page.select_option("#strategy", "step_search")
+    fill_params(
+        page, verifier="judge", beam_width="1", expansions="3", max_steps="2",
+        step_max_tokens="16", refine="false",
+    )  # fmt: skip
+    page.fill("#max-tokens", "16")
+    page.click("#send")
+    expect_status(page, "done")
+    levels = page.locator("#tree .level")
+    assert levels.count() >= 1
+    first = levels.first
+    assert first.locator(".node").count() == 3
+    assert first.locator(".node.kept").count() == 1
+    assert first.locator(".node.pruned").count() == 2
+    assert page.locator("#candidates tbody tr").count() >= 1
+    assert page.locator("#candidates tbody tr.chosen").count() == 1
+    assert "beam search (width 1, 3 expansions)" in page.locator("#pick-explanation").text_content()
+    screenshot(page, "ui-step-search")
+
+
+def test_a_bench_run_directory_renders(tmp_path, subprocess_env, page):
+    run = small_run(tmp_path / "run")
+    log = tmp_path / "view.log"
+    with ttscale_process(["bench", "view", str(run)], subprocess_env, log, "/bench/run") as url:
+        page.goto(url)
+        expect_status(page, "benchmark run loaded", 30_000)
+        assert page.locator("#live").is_hidden()
+        marks = {
+            row.get_attribute("data-problem"): row.locator("button.mark").all_text_contents()
+            for row in page.locator("#bench-problems tbody tr").all()
+        }
+        assert marks == {"p1": ["✓", "✓"], "p2": ["✗", "✓"]}
+        plot = page.locator("#bench-plots img[alt='plot gsm8k_compute.png']")
+        plot.wait_for()
+        page.wait_for_function(
+            "document.querySelector(\"#bench-plots img[alt='plot gsm8k_compute.png']\")"
+            ".naturalWidth > 0"
+        )
+        page.get_by_role("button", name="p1 self_consistency@5: right").click()
+        page.wait_for_selector("#bench-record:not([hidden])")
+        assert page.locator("#record-answer").text_content() == "1"
+        votes = dict(
+            zip(
+                page.locator("#record-votes .bar-label").all_text_contents(),
+                page.locator("#record-votes .bar-value").all_text_contents(),
+                strict=True,
+            )
+        )
+        assert votes == {"18": "3", "20": "2"}
+        assert page.locator("#record-samples tbody tr").count() == 5
+        screenshot(page, "ui-bench")
