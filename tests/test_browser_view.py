@@ -132,8 +132,8 @@ def test_the_form_is_built_from_the_served_schemas(server, page):
 def test_a_self_consistency_run_streams_its_samples_and_ends_with_the_pick(server, page):
     open_ui(page, server)
     page.select_option("#strategy", "self_consistency")
-    fill_params(page, n="4", adaptive="false", parallel="1")
-    page.fill("#max-tokens", "16")
+    fill_params(page, n="3", adaptive="false", parallel="1")
+    page.fill("#max-tokens", "12")
     page.click("#send")
     # one at a time (parallel 1): the first sample shows while the run still goes on
     page.wait_for_selector("#samples tbody tr")
@@ -141,10 +141,10 @@ def test_a_self_consistency_run_streams_its_samples_and_ends_with_the_pick(serve
     assert page.locator("#pick").is_hidden()
     expect_status(page, "done")
     rows = page.locator("#samples tbody tr")
-    assert rows.count() == 4
+    assert rows.count() == 3
     assert page.locator("#samples tbody tr.chosen").count() == 1
     explanation = page.locator("#pick-explanation").text_content()
-    assert explanation.startswith("plurality vote over 4 samples")
+    assert explanation.startswith("plurality vote over 3 samples")
     assert page.locator("#stop-reason").text_content() == "completed"
     answered = [a for a in rows.locator("td:nth-child(2)").all_text_contents() if a]
     votes = page.locator("#votes .bar-value").all_text_contents()

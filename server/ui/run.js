@@ -189,6 +189,7 @@ export class RunView {
     const [map] = this.table(search);
     for (const entry of map.values()) entry.row.classList.toggle("chosen", entry.data.index === evidence.chosen);
     if (Object.keys(evidence.votes || {}).length) renderBars(this.q("#votes"), evidence.votes, pickLabel(evidence));
+    else this.q("#votes").replaceChildren(el("p", { class: "muted" }, "no votes in the result (a strategy that scores, or no answers to vote on)"));
     const pick = this.q("#pick");
     pick.hidden = false;
     const chosen = evidence.chosen;
