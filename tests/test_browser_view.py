@@ -1,7 +1,7 @@
 """The browser view in a real browser (Debian's chromium, driven by Playwright) against
 a live `ttscale serve` of the embedded default model, and `ttscale bench view` over a
 small recorded run. Set TTSCALE_UI_SCREENSHOTS=docs/images to refresh the docs'
-pictures (tests/support/browser.py)."""
+pictures (tests/support/chromium.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from .support.bench_fixtures import small_run
-from .support.browser import chromium, screenshot
+from .support.chromium import chromium, screenshot
 from .support.servers import free_port, wait_for_http
 
 TTSCALE = [sys.executable, "-m", "ttscale.cli"]
