@@ -238,3 +238,63 @@ def test_a_bench_run_directory_renders(tmp_path, subprocess_env, page):
         assert votes == {"18": "3", "20": "2"}
         assert page.locator("#record-samples tbody tr").count() == 5
         screenshot(page, "ui-bench")
+
+
+FEED_A_LARGE_RUN = """
+async () => {
+  const { RunView } = await import("/ui/run.js");
+  const view = new RunView(document.querySelector("#live"), document.querySelector("#detail"));
+  view.reset({ max_generated_tokens: 10000 });
+  const chunk = (ttscale, finish_reason = null) =>
+    view.chunk({ choices: [{ index: 0, delta: {}, finish_reason }], ttscale });
+  const started = performance.now();
+  const votes = {};
+  chunk({ event: "threshold", threshold: 11.5, warmup_minima: [11.5, 12.0, 13.25] });
+  for (let i = 0; i < 64; i += 1) {
+    const answer = String(i % 5);
+    chunk({ event: "sample", index: i, tokens: 100, finish_reason: "stop", answer,
+            mean_entropy: 0.5, generated_tokens: 100 * (i + 1), total_flops: 1e9 * (i + 1) });
+    votes[answer] = (votes[answer] || 0) + 1;
+    chunk({ event: "votes", votes: { ...votes } });
+  }
+  let parents = [0];
+  let next = 1;
+  for (let depth = 1; depth <= 5; depth += 1) {
+    const nodes = [];
+    for (const parent of parents) for (let k = 0; k < 4; k += 1) {
+      nodes.push({ id: next, parent, score: next / 100, kept: false, finished: false });
+      next += 1;
+    }
+    nodes.slice(-2).forEach((n) => { n.kept = true; });
+    chunk({ event: "depth", depth, best_step_score: 0.9, beams: 2, nodes });
+    parents = nodes.filter((n) => n.kept).map((n) => n.id);
+  }
+  const candidates = Array.from({ length: 64 }, (_, i) => ({
+    index: i, answer: String(i % 5), answer_class: i % 5, tokens: 100, finish_reason: "stop",
+    mean_entropy: 0.5, mean_logprob: -0.4, scores: {}, text: `sample ${i}` }));
+  chunk({ strategy: "self_consistency", answer: "0", chosen: 0, candidates, votes,
+          stop_reason: "completed", explanation: "plurality vote over 64 samples",
+          budget: { granted: { max_generated_tokens: 10000 },
+                    spent: { generated_tokens: 6400, total_flops: 6.4e10, wall_s: 3.0 } } },
+        "stop");
+  await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+  return performance.now() - started;
+}
+"""
+
+
+def test_64_samples_and_a_5_step_tree_render_quickly_on_a_laptop_screen(server, page):
+    """The run view fed a large run's events directly (no engine): 64 samples with a
+    vote after each, a DeepConf threshold, a five-depth tree and the result."""
+    open_ui(page, server)
+    elapsed_ms = page.evaluate(FEED_A_LARGE_RUN)
+    assert elapsed_ms < 2000, elapsed_ms
+    assert page.locator("#samples tbody tr").count() == 64
+    assert page.locator("#tree .level").count() == 5
+    assert page.locator("#tree .level").nth(4).locator(".node.kept").count() == 2
+    assert page.locator("#votes .bar-row").count() == 5
+    assert page.locator("#deepconf-threshold").text_content() == "11.5000"
+    assert page.locator("#pick-answer").text_content() == "0"
+    assert page.locator("[data-gauge='tokens'] .gauge-value").text_content() == "6400 / 10000"
+    # nothing wider than the window: no sideways scrolling on a laptop screen
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
