@@ -24,6 +24,8 @@ from .support.servers import free_port, wait_for_http
 TTSCALE = [sys.executable, "-m", "ttscale.cli"]
 LAPTOP = {"width": 1366, "height": 900}
 RUN_LIMIT_MS = 120_000
+API_KEY = "ui-test-key"
+KEYED = {"authorization": f"Bearer {API_KEY}"}
 
 
 @contextlib.contextmanager
@@ -49,9 +51,10 @@ def ttscale_process(args: list[str], env: dict[str, str], log: Path, ready: str)
 
 @pytest.fixture(scope="module")
 def server(default_model_path, tmp_path_factory, subprocess_env, starts_vllm) -> Iterator[str]:
-    """`ttscale serve` on the embedded default model, shared by this module's tests."""
+    """`ttscale serve` on the embedded default model with an API key, shared by this
+    module's tests: the page must send the key with everything it calls."""
     log = tmp_path_factory.mktemp("ui-server") / "server.log"
-    with ttscale_process(["serve"], subprocess_env, log, "/health") as url:
+    with ttscale_process(["serve", "--api-key", API_KEY], subprocess_env, log, "/health") as url:
         yield url
 
 
@@ -72,7 +75,11 @@ def page(browser) -> Iterator[Any]:
 
 
 def open_ui(page: Any, url: str) -> None:
+    """Open the page and give it the server's API key."""
     page.goto(f"{url}/ui/")
+    expect_status(page, "this server needs an API key: enter it above", 30_000)
+    page.fill("#api-key", API_KEY)
+    page.press("#api-key", "Enter")
     expect_status(page, "ready", 30_000)
 
 
@@ -98,7 +105,7 @@ def metric(url: str, name: str, labels: str = "") -> float:
 
 
 def test_the_form_is_built_from_the_served_schemas(server, page):
-    cards = httpx.get(f"{server}/v1/strategies").json()["data"]
+    cards = httpx.get(f"{server}/v1/strategies", headers=KEYED).json()["data"]
     open_ui(page, server)
     options = page.locator("#strategy option").evaluate_all("nodes => nodes.map(n => n.value)")
     assert options == [card["name"] for card in cards]
@@ -298,3 +305,38 @@ def test_64_samples_and_a_5_step_tree_render_quickly_on_a_laptop_screen(server, 
     assert page.locator("[data-gauge='tokens'] .gauge-value").text_content() == "6400 / 10000"
     # nothing wider than the window: no sideways scrolling on a laptop screen
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+FEED_PARTICLES = """
+async () => {
+  const { RunView } = await import("/ui/run.js");
+  const view = new RunView(document.querySelector("#live"), document.querySelector("#detail"));
+  view.reset({});
+  const step = (fields) => view.chunk({ choices: [{ index: 0, delta: {}, finish_reason: null }],
+                                        ttscale: { event: "step", ...fields } });
+  // step 1: particles 0-3 scored; 3 finished; 0 copied twice, 1 once, 2 dropped
+  step({ step: 1, particles: [0, 1, 2, 3], scores: [0.9, 0.6, 0.2, 0.8], live: 3, finished: 1,
+         ess: 2.1, live_ids: [0, 1, 2], weights: [0.6, 0.3, 0.1], finished_ids: [3],
+         parents: [0, 0, 1], children: [4, 5, 6] });
+  // step 2: the copies are scored and all finish
+  step({ step: 2, particles: [4, 5, 6], scores: [0.95, 0.7, 0.5], live: 0, finished: 4,
+         ess: 0, live_ids: [], weights: [], finished_ids: [4, 5, 6], parents: [], children: [] });
+}
+"""
+
+
+def test_particle_filtering_steps_show_resampling(server, page):
+    """Particles fed to the run view: each step a row, the dropped ones pruned, the
+    copies counted, the finished marked."""
+    open_ui(page, server)
+    page.evaluate(FEED_PARTICLES)
+    assert page.locator("#tree-title").text_content() == "Particles"
+    first, second = page.locator("#tree .level").all()
+    assert first.locator(".node").count() == 4
+    assert first.locator(".node.kept").all_text_contents() == [
+        "p00.900 w 0.60 \u00d72",
+        "p10.600 w 0.30 \u00d71",
+    ]
+    assert first.locator(".node.pruned").count() == 1  # p2: no copy went on
+    assert first.locator(".node.done").count() == 1  # p3 finished
+    assert second.locator(".node.done").count() == 3
