@@ -234,7 +234,8 @@ def test_a_bench_run_directory_renders(tmp_path, subprocess_env, page):
         )
         page.get_by_role("button", name="p1 self_consistency@5: right").click()
         page.wait_for_selector("#bench-record:not([hidden])")
-        assert page.locator("#record-answer").text_content() == "1"
+        assert page.locator("#record-answer").text_content() == "18"
+        assert page.locator("#record-votes .leader .bar-label").text_content() == "18"
         votes = dict(
             zip(
                 page.locator("#record-votes .bar-label").all_text_contents(),
