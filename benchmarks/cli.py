@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     _report_options(report)
 
     view = commands.add_parser("view", help="browse a run directory in a web browser")
-    view.add_argument("out", type=Path)
+    view.add_argument("out", type=Path, help="a run directory (`bench run --out`)")
     view.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     view.add_argument("--port", type=int, default=8002, help="port (default 8002)")
 

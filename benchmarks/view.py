@@ -18,7 +18,9 @@ from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel
 
 from ttscale.server.browser import add_ui_routes
+from ttscale.server.cli import StartupError, check_port_free
 
+from .datasets import BenchError
 from .records import Record, read_records, read_run_config
 from .report import PLOTS, SUMMARY_CSV
 
@@ -101,9 +103,14 @@ def create_view_app(out: Path) -> FastAPI:
 
 
 def serve_view(out: Path, host: str, port: int) -> None:
-    """Serve the view until interrupted."""
+    """Serve the view until interrupted; a run directory that is not one, or a port in
+    use, is a `BenchError` (one line)."""
     import uvicorn
 
     app = create_view_app(out)
+    try:
+        check_port_free(host, port)
+    except StartupError as exc:
+        raise BenchError(str(exc)) from exc
     print(f"bench view of {out} on http://{host}:{port}/ui/", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

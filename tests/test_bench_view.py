@@ -58,3 +58,15 @@ async def test_the_page_is_served_and_the_root_leads_to_it(view):
 def test_a_directory_without_a_run_is_a_one_line_error(tmp_path, capsys):
     assert bench_main(["view", str(tmp_path)]) == 2
     assert "holds no benchmark run" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_a_one_line_error(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = bench_main(["view", str(small_run(tmp_path)), "--port", str(port)])
+    assert code == 2
+    assert capsys.readouterr().err.strip().endswith(f"port {port} on 127.0.0.1 is already in use")
