@@ -279,9 +279,10 @@ async () => {
   }
   const candidates = Array.from({ length: 64 }, (_, i) => ({
     index: i, answer: String(i % 5), answer_class: i % 5, tokens: 100, finish_reason: "stop",
-    mean_entropy: 0.5, mean_logprob: -0.4, scores: {}, text: `sample ${i}` }));
-  chunk({ strategy: "self_consistency", answer: "0", chosen: 0, candidates, votes,
-          stop_reason: "completed", explanation: "plurality vote over 64 samples",
+    mean_entropy: 0.5, mean_logprob: -0.4, scores: { confidence: 10 + (i % 4) },
+    text: `sample ${i}` }));
+  chunk({ strategy: "deepconf", answer: "0", chosen: 0, candidates, votes,
+          stop_reason: "early_stop", explanation: "confidence-weighted vote; consensus",
           budget: { granted: { max_generated_tokens: 10000 },
                     spent: { generated_tokens: 6400, total_flops: 6.4e10, wall_s: 3.0 } } },
         "stop");
@@ -293,7 +294,8 @@ async () => {
 
 def test_64_samples_and_a_5_step_tree_render_quickly_on_a_laptop_screen(server, page):
     """The run view fed a large run's events directly (no engine): 64 samples with a
-    vote after each, a DeepConf threshold, a five-depth tree and the result."""
+    vote after each, a DeepConf threshold, a five-depth tree and a result that stopped
+    early, with each trace's confidence."""
     open_ui(page, server)
     elapsed_ms = page.evaluate(FEED_A_LARGE_RUN)
     assert elapsed_ms < 2000, elapsed_ms
@@ -302,6 +304,10 @@ def test_64_samples_and_a_5_step_tree_render_quickly_on_a_laptop_screen(server, 
     assert page.locator("#tree .level").nth(4).locator(".node.kept").count() == 2
     assert page.locator("#votes .bar-row").count() == 5
     assert page.locator("#deepconf-threshold").text_content() == "11.5000"
+    confidences = page.locator("#deepconf .confidences .bar-row")
+    assert confidences.count() == 64
+    assert page.locator("#deepconf .confidences .bar-row.below").count() == 32  # 10 and 11
+    assert page.locator("#votes-stop").text_content().startswith("stopped early: ")
     assert page.locator("#pick-answer").text_content() == "0"
     assert page.locator("[data-gauge='tokens'] .gauge-value").text_content() == "6400 / 10000"
     # nothing wider than the window: no sideways scrolling on a laptop screen

@@ -190,6 +190,9 @@ export class RunView {
     for (const entry of map.values()) entry.row.classList.toggle("chosen", entry.data.index === evidence.chosen);
     if (Object.keys(evidence.votes || {}).length) renderBars(this.q("#votes"), evidence.votes, pickLabel(evidence));
     else this.q("#votes").replaceChildren(el("p", { class: "muted" }, "no votes in the result (a strategy that scores, or no answers to vote on)"));
+    this.showConfidences(evidence);
+    const votesNote = evidence.stop_reason === "early_stop" ? `stopped early: ${evidence.explanation}` : "";
+    if (votesNote) this.q("#votes").append(el("p", { id: "votes-stop", class: "small" }, votesNote));
     const pick = this.q("#pick");
     pick.hidden = false;
     const chosen = evidence.chosen;
@@ -205,6 +208,24 @@ export class RunView {
       pick.append(show);
     }
     this.log("done", `${evidence.stop_reason}: ${evidence.explanation}`);
+  }
+
+  // DeepConf: each kept trace's confidence as a bar, the threshold as a line across them.
+  showConfidences(evidence) {
+    const panel = this.q("#deepconf");
+    const threshold = Number(panel.querySelector("#deepconf-threshold")?.textContent);
+    const traces = (evidence.candidates || []).filter((c) => typeof (c.scores || {}).confidence === "number");
+    if (panel.hidden || !traces.length || Number.isNaN(threshold)) return;
+    const top = Math.max(threshold, ...traces.map((c) => c.scores.confidence)) || 1;
+    const rows = traces.map((c) => {
+      const below = c.scores.confidence < threshold;
+      return el("div", { class: `bar-row${below ? " below" : ""}`, "data-index": c.index },
+        el("span", { class: "bar-label" }, `trace ${c.index}`),
+        el("span", { class: "bar-track threshold", style: `--at: ${(100 * threshold) / top}%` },
+          el("span", { class: "bar", style: `width: ${(100 * c.scores.confidence) / top}%` })),
+        el("span", { class: "bar-value" }, fmt(c.scores.confidence, 2)));
+    });
+    panel.append(el("div", { class: "bars confidences", "aria-label": "trace confidences" }, ...rows));
   }
 
   showCandidate(index, search = false) {
