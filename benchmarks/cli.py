@@ -6,6 +6,7 @@ r"""`ttscale bench`: run strategies x budgets on AIME/AMC/MATH/GSM8K/MMLU, repor
     ttscale bench report bench-out/gsm8k-smollm2-135m-instruct
     ttscale bench replay bench-out/gsm8k-smollm2-135m-instruct --k 1,2,4
     ttscale bench replay bench-out/gsm8k-smollm2-135m-instruct --adaptive
+    ttscale bench view bench-out/gsm8k-smollm2-135m-instruct
 
 A rerun of the same `run` command skips what is recorded; Ctrl-C keeps what is done.
 """
@@ -48,6 +49,7 @@ from .replay import default_pool, replay
 from .report import build_report
 from .runner import GivingUp, Runner, RunOutcome, run_prompt_template
 from .summary import pooled_records
+from .view import serve_view
 
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
@@ -182,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="rebuild report, CSVs and plots from records")
     report.add_argument("out", type=Path)
     _report_options(report)
+
+    view = commands.add_parser("view", help="browse a run directory in a web browser")
+    view.add_argument("out", type=Path, help="a run directory (`bench run --out`)")
+    view.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    view.add_argument("--port", type=int, default=8002, help="port (default 8002)")
 
     replay_cmd = commands.add_parser("replay", help="print replay curves of recorded samples")
     replay_cmd.add_argument(
@@ -422,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "replay":
             _replay(args)
+            return 0
+        if args.command == "view":
+            serve_view(args.out, args.host, args.port)
             return 0
         if args.dry_run:
             _dry_run(args)

@@ -49,5 +49,22 @@ else
   log "dependencies up to date"
 fi
 
+# The browser view's tests drive Debian's chromium (Playwright's own browser download is
+# not used). Installed here when missing and this runs as root, as CI does.
+if [[ ! -x /usr/bin/chromium ]]; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    log "installing chromium (apt) for the browser view's tests"
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+          chromium >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null 2>&1 \
+          && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            chromium >/dev/null 2>&1; }; }; then
+      log "could not install chromium with apt: the browser view's tests will fail"
+    fi
+  else
+    log "no /usr/bin/chromium (apt package chromium): the browser view's tests will fail"
+  fi
+fi
+
 "$venv/bin/ttscale" prepare-model >/dev/null
 log "default model ready in $("$venv/bin/ttscale" prepare-model 2>/dev/null)"

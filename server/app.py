@@ -52,6 +52,7 @@ from .api.responses import (
     VerifierList,
 )
 from .api.schemas import ChatCompletionRequest, CompletionRequest
+from .browser import add_ui_routes
 from .config import Settings
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .wiring import build_service, engine_config
@@ -195,6 +196,8 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     _add_open_routes(app, runtime)
     _add_api_routes(app, runtime)
+    if settings.ui:
+        add_ui_routes(app)
     app.openapi = partial(openapi_description, app)  # type: ignore[method-assign]
     return app
 

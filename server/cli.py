@@ -117,6 +117,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="do not serve /docs, /redoc and /openapi.json (env TTSCALE_DOCS=false)",
     )
     serve.add_argument(
+        "--no-ui",
+        dest="ui",
+        action="store_false",
+        default=None,
+        help="do not serve the browser view at /ui (env TTSCALE_UI=false)",
+    )
+    serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="log level"
     )
     serve.add_argument(
@@ -145,7 +152,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     keys = (
         "model served_model_name host port engine remote_urls api_keys max_model_len dtype "
         "block_size reasoning_parser tool_call_parser auto_tool_choice "
-        "cache_dir max_n log_level log_format prm orm prm_formats docs"
+        "cache_dir max_n log_level log_format prm orm prm_formats docs ui"
     ).split()
     overrides: dict[str, Any] = {
         key: getattr(args, key) for key in keys if getattr(args, key, None) is not None

@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     docs: bool = Field(
         True, description="serve /docs, /redoc and /openapi.json (off: they are 404s)"
     )
+    ui: bool = Field(True, description="serve the browser view at /ui (off: a 404)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one object a line")
 

@@ -297,6 +297,12 @@ async def particle_filtering(
             live=len(population.live),
             finished=len(population.finished),
             ess=record["ess"],
+            particles=record["scored"],
+            weights=record["weights"],
+            live_ids=record["live"],
+            finished_ids=record["finished"],
+            parents=record["parents"],
+            children=record["children"],
         )
         if stop_reason == "budget":
             break

@@ -171,6 +171,13 @@ async def sample_until(
     finally:
         if draw.running:  # shielded: a second cancellation must not leave samples running
             await asyncio.shield(_abort_all(draw, outcome))
+    if report is not None and outcome.aborted:  # a stop rule or the budget ended them
+        await report(
+            "aborted",
+            indices=[s.index for s in outcome.aborted],
+            tokens=[s.num_tokens for s in outcome.aborted],
+            generated_tokens=budget.usage.generated_tokens,
+        )
     outcome.finished.sort(key=lambda s: s.index)
     outcome.most_in_flight = draw.most_running
     return outcome
@@ -212,7 +219,9 @@ async def _next_finished(
                 finish_reason=sample.finish_reason,
                 answer=draw.answer_format.extract(sample.answer_text),
                 reasoning_tokens=sample.reasoning_tokens,
+                mean_entropy=sample.mean_entropy,
                 generated_tokens=draw.budget.usage.generated_tokens,
+                total_flops=draw.budget.usage.total_flops,
             )
         if on_sample is not None and await on_sample(sample):
             stop = True

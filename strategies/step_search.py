@@ -16,6 +16,7 @@ finished, any beam) with the highest minimum step score.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import Field
 
@@ -70,6 +71,9 @@ class StepSearchParams(StrategyParams):
 
 @dataclass
 class Beam:
+    id: int = 0
+    """The beam's number in its request (0: the empty root); progress events name it."""
+    parent: int | None = None
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     steps: list[str] = field(default_factory=list)
@@ -101,6 +105,7 @@ class Beam:
 
 def _grow(beam: Beam, sample: Sample) -> Beam:
     return Beam(
+        parent=beam.id,
         token_ids=beam.token_ids + sample.token_ids,
         text=beam.text + sample.text,
         steps=[*beam.steps, sample.text.strip()],
@@ -214,11 +219,28 @@ async def _expand(
     return grown, any(drawn.stop_reason == "budget" for drawn in draws)
 
 
+def _tree_nodes(grown: list[Beam], survivors: list[Beam]) -> list[dict[str, Any]]:
+    """This depth's new beams for a tree view: each with its parent, its newest step's
+    score (after any rewrite), and whether it survived the cut to `beam_width`."""
+    kept = {id(b) for b in survivors}
+    return [
+        {
+            "id": b.id,
+            "parent": b.parent,
+            "score": b.scores[-1],
+            "kept": id(b) in kept,
+            "finished": b.finished,
+        }
+        for b in grown
+    ]
+
+
 async def step_search(ctx: StrategyContext, params: StepSearchParams) -> StrategyResult:
     spec = params.sampling.replace(
         max_tokens=params.step_max_tokens, stop=(STEP_SEPARATOR,), include_stop_str_in_output=True
     )
     beams = [Beam()]
+    next_id = 1
     stop_reason = "completed"
     depth = 0
     while depth < params.max_steps and any(not b.finished for b in beams):
@@ -228,6 +250,9 @@ async def step_search(ctx: StrategyContext, params: StepSearchParams) -> Strateg
             stop_reason = "budget"
         if not grown:
             break
+        for number, beam in enumerate(grown, start=next_id):
+            beam.id = number
+        next_id += len(grown)
         scored = await score_steps(ctx, params.verifier, [b.steps for b in grown], last_only=True)
         if scored is None:
             stop_reason = "budget"
@@ -242,7 +267,11 @@ async def step_search(ctx: StrategyContext, params: StepSearchParams) -> Strateg
             )
         beams = [b for b in beams if b.finished] + survivors
         await ctx.report(
-            "depth", depth=depth, best_step_score=survivors[0].scores[-1], beams=len(beams)
+            "depth",
+            depth=depth,
+            best_step_score=survivors[0].scores[-1],
+            beams=len(beams),
+            nodes=_tree_nodes(grown, survivors),
         )
         if stop_reason == "budget":
             break

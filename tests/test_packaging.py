@@ -68,6 +68,9 @@ def test_only_the_ttscale_namespace_is_installed(installed):
         LAYERS
     )
     assert (package / "benchmarks" / "data" / "gsm8k.jsonl").is_file()
+    shipped_ui = {p.name for p in (package / "server" / "ui").iterdir()}
+    assert shipped_ui == {p.name for p in (REPO / "server" / "ui").iterdir()}
+    assert "index.html" in shipped_ui
 
 
 def test_the_wheel_carries_the_product_not_the_lab_or_test_support(installed):

@@ -280,6 +280,34 @@ async def test_progress_is_reported_once_per_step(grader):
     assert sum(e["event"] == "sample" for e in events) == 6
 
 
+async def test_each_step_event_names_the_particles_and_their_resampling(grader):
+    """The `step` event carries what the step's history record holds (which particles
+    were scored, their weights, who was copied into whom), so a client can draw the
+    tree while the run goes on; it matches the evidence's history."""
+    events: list[dict[str, Any]] = []
+
+    async def progress(event: dict[str, Any]) -> None:
+        events.append(event)
+
+    engine = particle_engine(boxed_at(final_depth=2))
+    ctx = await context(engine, grader, StepTableVerifier({}))
+    ctx.progress = progress
+    result = await particle_filtering(ctx, params(particles=3))
+    steps = [e for e in events if e["event"] == "step"]
+    history = result.details["history"]
+    assert len(steps) == len(history) == 3
+    for event, record in zip(steps, history, strict=True):
+        assert event["particles"] == record["scored"]
+        assert event["weights"] == record["weights"]
+        assert event["parents"] == record["parents"]
+        assert event["children"] == record["children"]
+        assert event["live_ids"] == record["live"]
+        assert event["finished_ids"] == record["finished"]
+    assert steps[0]["particles"] == [0, 1, 2]
+    assert set(steps[0]["parents"]) <= {0, 1, 2}
+    assert steps[1]["particles"] == steps[0]["children"]  # the copies take the next step
+
+
 async def test_cancelling_the_run_aborts_every_particle_in_flight(grader):
     engine = particle_engine(boxed_at(final_depth=3), seconds=5.0)
     ctx = await context(engine, grader, StepTableVerifier({}))

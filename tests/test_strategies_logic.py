@@ -627,3 +627,59 @@ async def test_step_refinement_is_accepted_only_if_the_score_rises(grader):
     assert rejected.text.startswith("d0c")
     assert rejected.details["refinements"] == 3  # three rounds tried, none kept
     assert rejected.candidates[rejected.chosen].scores["steps"] == [0.5]
+
+
+async def test_step_search_reports_each_depths_beams_as_tree_nodes(grader):
+    """The `depth` event names every new beam with its parent, score and whether it
+    survived the cut to beam_width: what the browser view draws as a tree."""
+    from ttscale.strategies.step_search import StepSearchParams, step_search
+
+    events: list[dict] = []
+
+    async def progress(event: dict) -> None:
+        events.append(event)
+
+    verifier = step_verifier({"d0c2": 0.95, "d0c1": 0.92, "d1c3": 0.97, "d2c0": 0.99})
+    ctx = await context(step_engine(), grader, process={"prm": verifier})
+    ctx.progress = progress
+    params = StepSearchParams(
+        verifier="prm", beam_width=2, expansions=4, max_steps=5, refine=False, sampling=SEEDED
+    )
+    await step_search(ctx, params)
+    depths = [e for e in events if e["event"] == "depth"]
+    assert [e["depth"] for e in depths] == [1, 2, 3]
+    first, second = depths[0]["nodes"], depths[1]["nodes"]
+    assert len(first) == 4 and {n["parent"] for n in first} == {0}
+    assert sorted(n["score"] for n in first if n["kept"]) == [0.92, 0.95]
+    assert sum(not n["kept"] for n in first) == 2
+    kept_ids = {n["id"] for n in first if n["kept"]}
+    assert len(second) == 8 and {n["parent"] for n in second} == kept_ids
+    ids = [n["id"] for d in depths for n in d["nodes"]]
+    assert len(ids) == len(set(ids)) and 0 not in ids  # 0 is the empty root
+
+
+async def test_an_early_stop_reports_the_samples_it_aborted(grader):
+    """Samples cut by a stop rule are announced (`aborted`, with their tokens), so a
+    client watching the stream sees them end; finished ones come with their entropy and
+    the request's FLOPs so far."""
+    fast_then_slow = ScriptedEngine(
+        lambda p, spec, i: Scripted("\\boxed{5}" + "." * 50, 0.01 if spec.seed < 4 else 5.0)
+    )
+    events: list[dict] = []
+
+    async def progress(event: dict) -> None:
+        events.append(event)
+
+    ctx = await context(fast_then_slow, grader)
+    ctx.budget = Budget(BudgetLimits(), policy_shape=ModelShape(10**8, 4, 256, 4, 4, 64, 1000))
+    ctx.progress = progress
+    params = SelfConsistencyParams(n=8, sampling=SEEDED, adaptive=True, parallel=8, hold_back=False)
+    result = await asyncio.wait_for(self_consistency(ctx, params), timeout=4)
+    aborted = [e for e in events if e["event"] == "aborted"]
+    assert len(aborted) == 1
+    assert sorted(aborted[0]["indices"]) == [4, 5, 6, 7]
+    assert sum(aborted[0]["tokens"]) == result.usage.aborted_tokens
+    samples = [e for e in events if e["event"] == "sample"]
+    assert all("mean_entropy" in e for e in samples)
+    flops = [e["total_flops"] for e in samples]
+    assert flops == sorted(flops) and 0 < flops[0] < flops[-1]

@@ -88,3 +88,23 @@ def write_run(directory: Path, records: list[Record]) -> str:
         writer.write(item)
     writer.close()
     return str(directory)
+
+
+def small_run(directory: Path) -> Path:
+    """Two problems under two settings, with the report's summary and plots: p1 (gold
+    18) right at N=1 and at N=5 (three of five samples say 18); p2 (gold 7) wrong at N=1
+    (9) and right at N=5 (7 three times, 9 twice)."""
+    from ttscale.benchmarks.report import build_report
+
+    def graded(item: Record, gold: str, answer: str) -> Record:
+        return item.model_copy(update={"gold": gold, "answer": answer})
+
+    sevens = [trace(a, 0 if a == "7" else 1, a == "7") for a in ["7", "9", "7", "7", "9"]]
+    write_run(directory, [
+        graded(record("p1", "self_consistency", 1, True, [trace("18", 0, True)]), "18", "18"),
+        graded(record("p1", "self_consistency", 5, True, three_right_two_wrong()), "18", "18"),
+        graded(record("p2", "self_consistency", 1, False, [trace("9", 0, False)]), "7", "9"),
+        graded(record("p2", "self_consistency", 5, True, sevens), "7", "7"),
+    ])  # fmt: skip
+    build_report(directory)
+    return directory
