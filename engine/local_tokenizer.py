@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .protocol import EngineRejected, EngineUnavailable
 from .types import DEFAULT_RENDERING, PromptRendering
@@ -179,3 +179,13 @@ def load_tokenizer(model_path: Path) -> Any:
         return AutoTokenizer.from_pretrained(model_path)
     except (OSError, ValueError) as exc:
         raise EngineUnavailable(f"{model_path}: cannot load the tokenizer: {exc}") from exc
+
+
+def truncation_side_of(model_dir: Path) -> Literal["left", "right"]:
+    """The side the model's tokenizer truncates from: its configuration's
+    `truncation_side`, else right (transformers' default)."""
+    try:
+        config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return "right"
+    return "left" if config.get("truncation_side") == "left" else "right"

@@ -24,7 +24,7 @@ from typing import Any
 
 from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
 from .entropy import topk_entropy
-from .local_tokenizer import LocalChatTemplate, off_the_loop_if_long
+from .local_tokenizer import LocalChatTemplate, off_the_loop_if_long, truncation_side_of
 from .model_shape import read_model_shape
 from .protocol import (
     EngineRejected,
@@ -175,6 +175,7 @@ class LocalVLLMEngine:
             dtype=str(llm.model_config.dtype).removeprefix("torch."),
             max_token_id=_max_token_id(llm.get_tokenizer()),
             sampling_defaults=_sampling_defaults(llm.model_config.get_diff_sampling_param()),
+            truncation_side=truncation_side_of(model_path),
         )
         tools = None
         if tool_call_parser is not None:

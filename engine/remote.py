@@ -31,7 +31,7 @@ from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
 from .entropy import topk_entropy
 from .failover import Failover, TransientError, is_transient_status
 from .http_client import HTTP_ERRORS, REPLY_ERRORS, auth_headers, unusable
-from .local_tokenizer import LocalChatTemplate, load_tokenizer
+from .local_tokenizer import LocalChatTemplate, load_tokenizer, truncation_side_of
 from .protocol import (
     EngineError,
     EngineRejected,
@@ -209,6 +209,7 @@ class RemoteVLLMEngine:
             thought_closes=reasoning.end_token_ids if reasoning is not None else (),
             tool_call_parser=tool_call_parser,
             auto_tool_choice=auto_tool_choice and tools is not None,
+            truncation_side=truncation_side_of(Path(model_path)) if model_path else "right",
         )
         engine = cls(base_urls, info, api_key=api_key, reasoning=reasoning, tools=tools)
         if model_path is not None:

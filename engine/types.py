@@ -372,6 +372,12 @@ class PromptRendering(BaseModel):
     tools: list[dict[str, Any]] | None = Field(
         None, description="tool definitions the chat template shows the model"
     )
+    truncate_prompt_tokens: int | None = Field(
+        None, ge=-1, description="keep this many prompt tokens (-1: the context less one)"
+    )
+    truncation_side: Literal["left", "right"] | None = Field(
+        None, description="left: keep the last tokens; right: the first (None: the tokenizer's)"
+    )
 
     @model_validator(mode="after")
     def _one_ending(self) -> PromptRendering:
@@ -540,6 +546,10 @@ class EngineInfo:
     thought_closes: tuple[int, ...] = ()
     """The token ids that close a thought, where the parser marks thoughts by tokens:
     what budget forcing stops at, suppresses and writes."""
+    truncation_side: Literal["left", "right"] = "right"
+    """The side the tokenizer truncates from (`truncation_side` of its configuration,
+    right by default as in transformers): where `truncate_prompt_tokens` cuts unless a
+    request names a side."""
     tool_call_parser: str | None = None
     """The vLLM tool-call parser that reads samples' calls (None: tools are only shown
     to the model, and `tool_choice` other than none is refused)."""

@@ -189,6 +189,7 @@ class Service:
         self._check_model(request.model)
         strategy = self._strategy(request)
         messages, prompt_ids = await self._prompt(request)
+        prompt_ids = self._truncated(prompt_ids, request.rendering)
         sampling = request.sampling.replace(max_tokens=self._max_tokens(request, len(prompt_ids)))
         verifiers = self.verifiers.for_request(self.limits.grading_deadline_s)
         if strategy is None:
@@ -321,6 +322,26 @@ class Service:
             )
         text = await self.engine.detokenize(ids)
         return [{"role": "user", "content": text}], ids
+
+    def _truncated(self, ids: list[int], rendering: PromptRendering) -> list[int]:
+        """vLLM's `truncate_prompt_tokens`: keep that many prompt tokens (-1: the context
+        less one, room for one token), cut from the side the request names, else the
+        tokenizer's."""
+        keep = rendering.truncate_prompt_tokens
+        if keep is None:
+            return ids
+        context = self.engine.info.max_model_len
+        if keep > context:  # vLLM's words
+            raise InvalidRequest(
+                f"truncate_prompt_tokens={keep} cannot be greater than max_model_len = "
+                f"{context}. Please request a smaller truncation size.",
+                param="rendering.truncate_prompt_tokens",
+            )
+        keep = context - 1 if keep < 0 else keep
+        if keep >= len(ids):
+            return ids
+        side = rendering.truncation_side or self.engine.info.truncation_side
+        return ids[len(ids) - keep :] if side == "left" else ids[:keep]
 
     def _max_tokens(self, request: ServiceRequest, prompt_tokens: int) -> int:
         """The per-sample token limit: the client's if it fits the context, else a

@@ -208,6 +208,17 @@ CASES = [
         "the rendered prompt, with tools",
         {**GREEDY, "return_prompt_text": True, "tools": [WEATHER], "tool_choice": "none"},
     ),
+    Case("a truncated prompt", {**SEEDED, "truncate_prompt_tokens": 5}),
+    Case(
+        "a prompt truncated from the left",
+        {**SEEDED, "truncate_prompt_tokens": 5, "truncation_side": "left"},
+    ),
+    Case(
+        "a text prompt truncated from the right",
+        {**SEEDED, "truncate_prompt_tokens": 2, "truncation_side": "right"},
+        endpoint="text",
+    ),
+    Case("truncation to the context less one", {**SEEDED, "truncate_prompt_tokens": -1}),
     # tool calls, constrained and read by the servers' hermes parser
     Case("tools, the model may call (auto)", {**GREEDY, "tools": [WEATHER]}),
     Case("required tool calls", {**CALLS, "tools": [WEATHER], "tool_choice": "required"}),
@@ -240,6 +251,9 @@ CASES = [
         {**GREEDY, "tools": [WEATHER], "tool_choice": NAMED, "structured_outputs": {"regex": "a"}},
     ),
     Case("an empty cache_salt", {**GREEDY, "cache_salt": ""}),
+    Case("truncation past the context", {**GREEDY, "truncate_prompt_tokens": 5000}),
+    Case("truncation below -1", {**GREEDY, "truncate_prompt_tokens": -2}),
+    Case("a truncation side that is none", {**GREEDY, "truncation_side": "middle"}),
     Case(
         "a named tool that is not offered",
         {
@@ -305,7 +319,10 @@ def essence(response: httpx.Response) -> dict[str, Any]:
     log-probabilities (the numbers apart, under "values"), or the field the error names."""
     body = response.json()
     if response.status_code != 200:
-        return {"status": response.status_code, "param": body["error"].get("param")}
+        # vLLM names a field its request model refuses `body.FIELD` (FastAPI's location),
+        # one its checks refuse `FIELD`; ttscale names both `FIELD`
+        param = body["error"].get("param")
+        return {"status": response.status_code, "param": param and param.removeprefix("body.")}
     choices = [
         (c["message"]["content"] if "message" in c else c["text"], c["finish_reason"])
         for c in body["choices"]

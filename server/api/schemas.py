@@ -119,6 +119,12 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
     response_format: ResponseFormat | None = Field(
         None, description="JSON output: a shorthand for `structured_outputs`, as in vLLM"
     )
+    truncate_prompt_tokens: Annotated[int, Field(ge=-1)] | None = Field(
+        None, description="keep this many prompt tokens (-1: the context less one), as vLLM"
+    )
+    truncation_side: Literal["left", "right"] | None = Field(
+        None, description="left: keep the last tokens; right: the first (default: the tokenizer's)"
+    )
     ttscale: StrategyChoice | None = Field(
         None, description="test-time-scaling strategy, parameters and budget"
     )
@@ -225,6 +231,13 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
 
     def prompt_fields(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def truncation(self) -> dict[str, Any]:
+        """The prompt's truncation fields, as the rendering takes them."""
+        return {
+            "truncate_prompt_tokens": self.truncate_prompt_tokens,
+            "truncation_side": self.truncation_side,
+        }
 
     def thinking(self, reasoning_parser: str | None) -> Thinking:
         """How the response shows a reasoning model's thinking: not at all in a text
@@ -353,6 +366,7 @@ class ChatCompletionRequest(SamplingRequest):
                 add_special_tokens=self.add_special_tokens,
                 chat_template_kwargs=self.template_variables(),
                 tools=tools or None,
+                **self.truncation(),
             )
         except ValidationError as exc:
             raise InvalidRequest(first_problem(exc)[1], param="continue_final_message") from exc
@@ -445,5 +459,5 @@ class CompletionRequest(SamplingRequest):
         return self.logprobs if self.echo else None
 
     def prompt_fields(self) -> dict[str, Any]:
-        rendering = PromptRendering(add_special_tokens=self.add_special_tokens)
+        rendering = PromptRendering(add_special_tokens=self.add_special_tokens, **self.truncation())
         return {"prompt": self.prompt, "rendering": rendering}

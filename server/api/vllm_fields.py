@@ -25,8 +25,6 @@ NOT_SERVED: dict[str, str] = {
 NOT_YET_SERVED = frozenset(
     {
         "logprob_token_ids",
-        "truncate_prompt_tokens",
-        "truncation_side",
         "return_tokens_as_token_ids",
         "return_token_offsets",
         "repetition_detection",
