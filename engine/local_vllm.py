@@ -37,6 +37,7 @@ from .reasoning import ReasoningSplitter, check_parser_name
 from .tool_calls import ToolCallReader, check_tool_parser_name, tool_constraint
 from .types import (
     DEFAULT_RENDERING,
+    FINISH_REASONS,
     EngineInfo,
     EngineStats,
     Position,
@@ -333,13 +334,19 @@ def sampling_params(
     """vLLM's `SamplingParams` for sample `index` of `spec` (one sample per vLLM request);
     fields `spec` leaves unset take the model's `defaults`."""
     from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+    from vllm.sampling_params import (
+        RepetitionDetectionParams,
+        RequestOutputKind,
+        StructuredOutputsParams,
+    )
 
     # tokens must arrive as they are made for the confidence watch to stop them
     watched = spec.confidence_stop is not None
     fields = spec.engine_fields(dict(defaults))
     if fields["structured_outputs"] is not None:
         fields["structured_outputs"] = StructuredOutputsParams(**fields["structured_outputs"])
+    if fields["repetition_detection"] is not None:
+        fields["repetition_detection"] = RepetitionDetectionParams(**fields["repetition_detection"])
     return SamplingParams(
         n=1,
         **fields,
@@ -477,7 +484,7 @@ def _prompt_factory() -> Callable[[list[int], str | None], Any]:
 def _to_sample(index: int, request_output: Any, spec: SamplingSpec) -> Sample:
     completion = request_output.outputs[0]
     finish = completion.finish_reason
-    finish_reason = finish if finish in ("stop", "length") else "abort"
+    finish_reason = finish if finish in FINISH_REASONS else "abort"
     token_logprobs: list[float] | None = None
     token_entropies: list[float] | None = None
     token_confidences: list[float] | None = None

@@ -46,6 +46,7 @@ from .routing_keys import PrefixKeys
 from .tool_calls import ToolCallReader, tool_constraint
 from .types import (
     DEFAULT_RENDERING,
+    FINISH_REASONS,
     EngineInfo,
     EngineStats,
     ModelShape,
@@ -758,7 +759,7 @@ def _watch_confidence(partial: _Partial, spec: SamplingSpec, since: int) -> None
 
 def _to_sample(index: int, partial: _Partial, *, aborted: bool) -> Sample:
     finish = partial.finish_reason
-    if aborted or finish not in ("stop", "length"):
+    if aborted or finish not in FINISH_REASONS:
         finish = "abort"
     # a sample that finished in the chunk that crossed the bar keeps its own reason
     low = partial.low_confidence and finish == "abort"

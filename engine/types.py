@@ -22,7 +22,10 @@ from pydantic import (
     model_validator,
 )
 
-FinishReason = Literal["stop", "length", "abort"]
+FinishReason = Literal["stop", "length", "abort", "repetition"]
+"""Why a sample ended: a stop (token or string), its length, an abort, or vLLM's
+`repetition_detection` (a repeated pattern of tokens)."""
+FINISH_REASONS: tuple[str, ...] = ("stop", "length", "abort", "repetition")
 
 
 def _unlimited_as_none(value: object) -> object:
@@ -129,6 +132,17 @@ class ToolCall:
         return {"name": self.name, "arguments": arguments}
 
 
+class RepetitionDetection(BaseModel):
+    """End a sample once an n-gram of its tokens repeats (vLLM's
+    `RepetitionDetectionParams`, the same fields; vLLM checks their ranges)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_pattern_size: int = Field(0, description="the longest pattern looked for (0: off)")
+    min_pattern_size: int = Field(0, description="the shortest (0: one token)")
+    min_count: int = Field(0, description="repeats that end the sample (2 or more)")
+
+
 class ConfidenceStop(BaseModel):
     """Abort a sample in the engine once its confidence over the last `window` tokens
     falls below `threshold` (DeepConf's online stop, see `confidence.py`).
@@ -218,6 +232,9 @@ class SamplingSpec(BaseModel):
     )
     structured_outputs: Annotated[StructuredOutputs | None, API] = Field(
         None, description="constrain the text: a JSON Schema, a regex, a choice, a grammar"
+    )
+    repetition_detection: Annotated[RepetitionDetection | None, API] = Field(
+        None, description="end a sample whose tokens repeat a pattern (finish: repetition)"
     )
     seed: Annotated[int | None, API, ADAPTER] = Field(
         None, description="sample i of a request is seeded seed + i"
@@ -348,6 +365,8 @@ def _engine_value(value: object) -> object:
         return list(value) or None
     if isinstance(value, StructuredOutputs):
         return value.engine_value()
+    if isinstance(value, RepetitionDetection):
+        return value.model_dump()
     return value
 
 

@@ -20,6 +20,7 @@ from ttscale.engine.types import (
     ADAPTER,
     API,
     ConfidenceStop,
+    RepetitionDetection,
     SamplingSpec,
     StructuredOutputs,
     ToolCalling,
@@ -54,6 +55,8 @@ def _other_value(name: str) -> Any:
         return {7: 0.5}
     if annotation is StructuredOutputs:
         return StructuredOutputs(regex="[ab]+")
+    if annotation is RepetitionDetection:
+        return RepetitionDetection(max_pattern_size=4, min_count=3)
     if annotation is str:
         return "x"
     raise AssertionError(f"no test value for {name}: {annotation}")

@@ -208,6 +208,23 @@ CASES = [
         "the rendered prompt, with tools",
         {**GREEDY, "return_prompt_text": True, "tools": [WEATHER], "tool_choice": "none"},
     ),
+    Case(
+        "repetition detection",
+        {
+            **GREEDY,
+            "max_tokens": 60,
+            "repetition_detection": {"max_pattern_size": 4, "min_count": 3},
+        },
+    ),
+    Case(
+        "repetition detection, text",
+        {
+            **GREEDY,
+            "max_tokens": 60,
+            "repetition_detection": {"max_pattern_size": 4, "min_count": 3},
+        },
+        endpoint="text",
+    ),
     Case("a truncated prompt", {**SEEDED, "truncate_prompt_tokens": 5}),
     Case(
         "a prompt truncated from the left",
@@ -251,6 +268,10 @@ CASES = [
         {**GREEDY, "tools": [WEATHER], "tool_choice": NAMED, "structured_outputs": {"regex": "a"}},
     ),
     Case("an empty cache_salt", {**GREEDY, "cache_salt": ""}),
+    Case(
+        "repetition counted once",
+        {**GREEDY, "repetition_detection": {"max_pattern_size": 2, "min_count": 1}},
+    ),
     Case("truncation past the context", {**GREEDY, "truncate_prompt_tokens": 5000}),
     Case("truncation below -1", {**GREEDY, "truncate_prompt_tokens": -2}),
     Case("a truncation side that is none", {**GREEDY, "truncation_side": "middle"}),

@@ -106,7 +106,7 @@ class AssistantMessage(BaseModel):
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    finish_reason: Literal["stop", "length", "abort", "tool_calls"]
+    finish_reason: Literal["stop", "length", "abort", "repetition", "tool_calls"]
     logprobs: ChatLogprobs | None = None
     token_ids: list[int] | None = None
 
@@ -135,7 +135,7 @@ class ChatCompletionResponse(BaseModel):
 class TextChoice(BaseModel):
     index: int
     text: str
-    finish_reason: Literal["stop", "length", "abort"]
+    finish_reason: Literal["stop", "length", "abort", "repetition"]
     logprobs: CompletionLogprobs | None = None
     prompt_logprobs: PromptLogprobs | None = None
     prompt_token_ids: list[int] | None = None

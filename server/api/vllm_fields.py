@@ -27,7 +27,6 @@ NOT_YET_SERVED = frozenset(
         "logprob_token_ids",
         "return_tokens_as_token_ids",
         "return_token_offsets",
-        "repetition_detection",
         "stream_interval",
         "suffix",
     }
