@@ -196,35 +196,49 @@ async def _profile(
     text = await asyncio.to_thread(_read, out)
     if recorder.returncode != 0 or text is None:
         return {"error": error.decode(errors="replace").strip()[-500:], **figures}
-    return {"top_own": top_frames(text), **figures}
+    return {"top": top_frames(text), **figures}
 
 
 def _read(path: Path) -> str | None:
     return path.read_text() if path.exists() else None
 
 
-def top_frames(collapsed: str, count: int = 15) -> list[tuple[str, float]]:
-    """Frames by share of samples in which they are the innermost frame ("own" time),
-    from py-spy's collapsed stacks ("frame;frame;... N" per line)."""
+def top_frames(collapsed: str, count: int = 15) -> dict[str, list[tuple[str, float]]]:
+    """Functions by share of samples, from py-spy's collapsed stacks ("frame;frame;... N"
+    per line): "own", where the function is the innermost frame; "ttscale", the
+    product's functions (and the lab's) anywhere on the stack (inclusive time)."""
     own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
     total = 0
     for line in collapsed.splitlines():
         stack, _, number = line.rpartition(" ")
         if not stack or not number.isdigit():
             continue
-        frames = stack.split(";")
-        own[_short(frames[-1])] += int(number)
+        frames = [_short(frame) for frame in stack.split(";")]
+        own[frames[-1]] += int(number)
+        for frame in set(frames):
+            if frame.split(" (")[-1].split("/")[0] in PRODUCT_FOLDERS:
+                inclusive[frame] += int(number)
         total += int(number)
-    return [(frame, round(n / max(total, 1), 4)) for frame, n in own.most_common(count)]
+
+    def shares(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(frame, round(n / max(total, 1), 4)) for frame, n in counter.most_common(count)]
+
+    return {"own": shares(own), "ttscale": shares(inclusive)}
+
+
+PRODUCT_FOLDERS = ("engine", "server", "strategies", "verifiers", "lab")
 
 
 def _short(frame: str) -> str:
-    """`function (path/to/site-packages/pkg/mod.py:12)` -> `function (pkg/mod.py:12)`."""
+    """`function (path/to/site-packages/pkg/mod.py:12)` -> `function (pkg/mod.py)`: one
+    entry per function, whatever line was running."""
     function, _, where = frame.partition(" (")
     for marker in ("site-packages/", "lib/python3.11/", "wt-speed/"):
         if marker in where:
             where = where.split(marker, 1)[1]
-    return f"{function} ({where}" if where else function
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{function} ({where})" if where else function
 
 
 def own_cost(model: Path, tokens: int) -> dict[str, float]:
@@ -287,7 +301,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         )
                         rounds.setdefault(key, []).append(figures)
                         _progress(key, rep, figures)
-        results["results"] = {key: _summary(r) for key, r in rounds.items()}
+                        results["results"] = {key: _summary(r) for key, r in rounds.items()}
+                        _save(args.out, results)
         if args.profile:
             profiles = {}
             folder = Path(tempfile.mkdtemp(prefix="front-profile-"))
@@ -300,10 +315,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         args.concurrency[0], args.profile, out,
                     )  # fmt: skip
                     print(f"profile {key}: {out}", file=sys.stderr, flush=True)
-            results["profiles"] = profiles
-    if args.own_cost:
-        results["instant_engine_own_us_per_token"] = own_cost(model, args.tokens)
+                    results["profiles"] = profiles
+                    _save(args.out, results)
     return results
+
+
+def _save(path: Path | None, results: dict[str, Any]) -> None:
+    """The figures so far (a long run may be cut short)."""
+    if path is not None:
+        path.write_text(json.dumps(results, indent=2))
 
 
 def _progress(key: str, rep: int, figures: dict[str, Any]) -> None:
@@ -331,11 +351,17 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=512, help="max_tokens of each sample")
     parser.add_argument("--profile", type=float, default=0.0, help="seconds of py-spy per front")
     parser.add_argument("--own-cost", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the figures here, as they come")
     args = parser.parse_args()
     unknown = set(args.strategies) - set(STRATEGIES)
     if unknown:
         parser.error(f"unknown strategies {sorted(unknown)}; known: {list(STRATEGIES)}")
-    print(json.dumps(asyncio.run(run(args)), indent=2))
+    results = asyncio.run(run(args))
+    if args.own_cost:
+        model, _ = model_to_measure(args.model)
+        results["instant_engine_own_us_per_token"] = own_cost(model, args.tokens)
+        _save(args.out, results)
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
