@@ -123,6 +123,8 @@ class InstantLLM:
             if (start, end) == (0, len(plan.token_ids))
             else "".join(plan.pieces[start:end])
         )
+        if finish == "stop" and plan.stop_reason and not params.include_stop_str_in_output:
+            text = text.removesuffix(plan.stop_reason)  # as vLLM leaves a stop string out
         completion = self._completion(
             index=0,
             text=text,
