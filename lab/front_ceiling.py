@@ -228,13 +228,16 @@ def top_frames(collapsed: str, count: int = 15) -> dict[str, list[tuple[str, flo
 
 
 PRODUCT_FOLDERS = ("engine", "server", "strategies", "verifiers", "lab")
+REPOSITORY = f"{Path(__file__).resolve().parents[1]}/"
+"""Stripped from the product's frames, which py-spy names by absolute path."""
 
 
 def _short(frame: str) -> str:
     """`function (path/to/site-packages/pkg/mod.py:12)` -> `function (pkg/mod.py)`: one
     entry per function, whatever line was running."""
     function, _, where = frame.partition(" (")
-    for marker in ("site-packages/", "lib/python3.11/", "wt-speed/"):
+    where = where.removeprefix(REPOSITORY)
+    for marker in ("site-packages/", "lib/python3.11/"):
         if marker in where:
             where = where.split(marker, 1)[1]
     where = where.rstrip(")").rsplit(":", 1)[0]
