@@ -27,7 +27,11 @@ def topk_confidence(logprobs: Iterable[float]) -> float:
     -inf (probability 0) and NaN entries are left out, as in `topk_entropy`: one
     impossible token would otherwise make any position infinitely confident.
     """
-    values = [lp for lp in logprobs if lp != -math.inf and not math.isnan(lp)]
+    values = list(logprobs)
+    total = sum(values)
+    if values and math.isfinite(total):  # the common case: nothing to leave out
+        return -total / len(values)
+    values = [lp for lp in values if lp != -math.inf and not math.isnan(lp)]
     if not values:
         return 0.0
     return -sum(values) / len(values)

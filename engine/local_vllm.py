@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
-from .entropy import topk_entropy
 from .local_tokenizer import LocalChatTemplate, off_the_loop_if_long, truncation_side_of
 from .model_shape import read_model_shape
+from .position_stats import topk_stats
 from .protocol import (
     EngineRejected,
     EngineUnavailable,
@@ -541,16 +541,14 @@ def _logprob_stats(
     """Sampled-token log-probabilities, top-k entropies and top-k confidences, one per
     generated token."""
     sampled: list[float] = []
-    entropies: list[float] = []
-    confidences: list[float] = []
+    rows: list[list[float]] = []
     for token_id, position in zip(token_ids, positions, strict=False):
         if not position:
             continue
         chosen = position.get(token_id)
         sampled.append(chosen.logprob if chosen is not None else float("nan"))
-        top = _top_logprobs(position, top_k)
-        entropies.append(topk_entropy(top) if top_k > 0 else 0.0)
-        confidences.append(topk_confidence(top))
+        rows.append(_top_logprobs(position, top_k))
+    entropies, confidences = topk_stats(rows, entropy=top_k > 0)  # all positions at once
     return sampled, entropies, confidences
 
 

@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 from .confidence import LOW_CONFIDENCE, first_low_window, topk_confidence
-from .entropy import topk_entropy
 from .failover import Failover, TransientError, is_transient_status
 from .http_client import HTTP_ERRORS, REPLY_ERRORS, auth_headers, unusable
 from .local_tokenizer import LocalChatTemplate, load_tokenizer, truncation_side_of
+from .position_stats import topk_stats
 from .protocol import (
     EngineError,
     EngineRejected,
@@ -77,8 +78,10 @@ class _Partial:
     text: list[str] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
     token_logprobs: list[float] = field(default_factory=list)
-    token_entropies: list[float] = field(default_factory=list)
+    top_rows: list[list[float]] = field(default_factory=list)
+    """Each position's top-k log-probabilities, reduced when the sample ends."""
     token_confidences: list[float] = field(default_factory=list)
+    """Under a confidence watch, as the positions arrive."""
     label_logprobs: list[dict[int, float]] = field(default_factory=list)
     position_logprobs: list[Position] = field(default_factory=list)
     prompt_logprobs: list[Position] | None = None
@@ -429,7 +432,7 @@ class RemoteVLLMEngine:
                 # read on to the end of the body (just after): a response left unread
                 # is closed, and its connection cannot be reused
                 continue
-            _apply_chunk(json.loads(payload), partial, spec, self._thought_closes)
+            _apply_chunk(parse_event(payload), partial, spec, self._thought_closes)
             if partial.low_confidence:
                 break  # leaving the body unread closes it: vLLM aborts the request
 
@@ -669,6 +672,17 @@ def _completion_body(
     return body
 
 
+def parse_event(payload: bytes) -> Any:
+    """One SSE event's JSON. orjson reads a chunk of 16 tokens' top-20 logprobs several
+    times faster than `json` (lab/studies/front-ceiling.md), and the stream is the
+    remote front's largest cost per token; what orjson refuses and `json` takes (NaN,
+    integers past 64 bits) is read by `json`, so nothing reads differently."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
+
+
 def _stream_error(error: Any) -> Exception:
     """An error event of vLLM's stream: the request's fault (a 4xx code) or the server's."""
     if not isinstance(error, dict):
@@ -726,12 +740,14 @@ def _apply_chunk(
             partial.token_logprobs.extend(
                 lp if lp is not None else float("nan") for lp in logprobs["token_logprobs"]
             )
-            since = len(partial.token_confidences)
+            since = len(partial.top_rows)
             for position in logprobs.get("top_logprobs") or []:
-                values = sorted((position or {}).values(), reverse=True)[:top_k]
-                partial.token_entropies.append(topk_entropy(values) if top_k > 0 else 0.0)
-                partial.token_confidences.append(topk_confidence(values))
-            _watch_confidence(partial, spec, since)
+                values = (position or {}).values()  # k, or k + 1 with the sampled token
+                top = sorted(values, reverse=True)[:top_k] if len(values) > top_k else values
+                partial.top_rows.append(list(top))
+            if spec.confidence_stop is not None:  # the watch reads them as they come
+                partial.token_confidences.extend(map(topk_confidence, partial.top_rows[since:]))
+                _watch_confidence(partial, spec, since)
         if spec.keep_logprobs and logprobs:
             partial.position_logprobs.extend(
                 tuple(TokenLogprob(token, value) for token, value in (position or {}).items())
@@ -765,6 +781,9 @@ def _to_sample(index: int, partial: _Partial, *, aborted: bool) -> Sample:
     low = partial.low_confidence and finish == "abort"
     stop_reason = LOW_CONFIDENCE if low else partial.stop_reason
     has_logprobs = bool(partial.token_logprobs)
+    entropies, confidences = topk_stats(partial.top_rows) if has_logprobs else ([], [])
+    if partial.token_confidences:  # watched: the values the watch read
+        confidences = partial.token_confidences
     return Sample(
         index=index,
         text="".join(partial.text),
@@ -774,8 +793,8 @@ def _to_sample(index: int, partial: _Partial, *, aborted: bool) -> Sample:
         prompt_tokens=partial.prompt_tokens,
         cached_prompt_tokens=partial.cached_prompt_tokens,
         token_logprobs=list(partial.token_logprobs) if has_logprobs else None,
-        token_entropies=list(partial.token_entropies) if has_logprobs else None,
-        token_confidences=list(partial.token_confidences) if has_logprobs else None,
+        token_entropies=entropies if has_logprobs else None,
+        token_confidences=list(confidences) if has_logprobs else None,
         label_logprobs=list(partial.label_logprobs) if partial.label_logprobs else None,
         position_logprobs=list(partial.position_logprobs) if partial.position_logprobs else None,
         prompt_logprobs=partial.prompt_logprobs,

@@ -59,14 +59,18 @@ class Box:
     content: str
 
 
+_BRACE = re.compile(r"[{}]")
+
+
 def _closing_braces(text: str) -> dict[int, int]:
-    """The index of the matching `}` for every `{` that closes (one pass)."""
+    """The index of the matching `}` for every `{` that closes (one pass over the braces
+    alone: a solution of thousands of characters has a few, and this runs per sample)."""
     closing, stack = {}, []
-    for index, char in enumerate(text):
-        if char == "{":
-            stack.append(index)
-        elif char == "}" and stack:
-            closing[stack.pop()] = index
+    for match in _BRACE.finditer(text):
+        if match.group() == "{":
+            stack.append(match.start())
+        elif stack:
+            closing[stack.pop()] = match.start()
     return closing
 
 
