@@ -707,7 +707,7 @@ async def test_text_completion_errors(client):
         ({"prompt": [1_000_000_000]}, "prompt"),  # not in the vocabulary
         ({"prompt": [2**64]}, "prompt.0"),
         ({"prompt": "\ud800"}, "prompt"),  # a lone surrogate is not text
-        ({"suffix": "x"}, "suffix"),  # a vLLM field not served yet
+        ({"suffix": "x"}, "suffix"),  # a vLLM field not served here (fill-in-the-middle)
         ({"max_tokens": 5000}, "max_tokens"),
     ]:
         response = await client.post(

@@ -205,6 +205,11 @@ CASES = [
     ),
     Case("the rendered prompt", {**GREEDY, "return_prompt_text": True}),
     Case(
+        "options vLLM takes and ignores here",
+        {**GREEDY, "return_token_offsets": True, "stream_interval": 4},
+        endpoint="text",
+    ),
+    Case(
         "the rendered prompt, with tools",
         {**GREEDY, "return_prompt_text": True, "tools": [WEATHER], "tool_choice": "none"},
     ),
@@ -268,6 +273,8 @@ CASES = [
         {**GREEDY, "tools": [WEATHER], "tool_choice": NAMED, "structured_outputs": {"regex": "a"}},
     ),
     Case("an empty cache_salt", {**GREEDY, "cache_salt": ""}),
+    Case("a suffix (fill in the middle)", {**GREEDY, "suffix": " end."}, endpoint="text"),
+    Case("a stream interval of zero", {**GREEDY, "stream_interval": 0, "stream": True}),
     Case(
         "repetition counted once",
         {**GREEDY, "repetition_detection": {"max_pattern_size": 2, "min_count": 1}},

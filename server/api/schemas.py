@@ -119,6 +119,16 @@ class SamplingRequest(_SamplingFields):  # type: ignore[misc, valid-type]
     response_format: ResponseFormat | None = Field(
         None, description="JSON output: a shorthand for `structured_outputs`, as in vLLM"
     )
+    stream_interval: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="tokens per streamed chunk at least, as in vLLM: a stream sends each "
+        "choice's text in one chunk, so every chunk is at least this long",
+    )
+    return_token_offsets: bool | None = Field(
+        False,
+        description="accepted and ignored, as vLLM ignores it on generation endpoints (it "
+        "is for its render endpoints)",
+    )
     truncate_prompt_tokens: Annotated[int, Field(ge=-1)] | None = Field(
         None, description="keep this many prompt tokens (-1: the context less one), as vLLM"
     )

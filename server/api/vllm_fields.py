@@ -18,6 +18,8 @@ NOT_SERVED: dict[str, str] = {
     "it without --trust-request-chat-template",
     "vllm_xargs": "custom logits processors are not configured here",
     "watermarking": "no watermarking is configured here",
+    "suffix": "suffix is only supported for models with FIM completion rendering, as vLLM's "
+    "server says of every model but DeepSeek-V4's renderer; none is served here",
     "routed_experts_prompt_start": "not served here (mixture-of-experts routing traces)",
 }
 """vLLM request fields that have no meaning on this server, with the reason a 400 gives."""
@@ -26,9 +28,6 @@ NOT_YET_SERVED = frozenset(
     {
         "logprob_token_ids",
         "return_tokens_as_token_ids",
-        "return_token_offsets",
-        "stream_interval",
-        "suffix",
     }
 )
 """vLLM request fields that would make sense here but are not served yet: a 400
