@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -267,17 +267,42 @@ def _graceful_server_class():
 
 def _check_tool_call_parser(settings: Settings) -> None:
     """A tool-call parser vLLM has, and in remote mode the tokenizer it reads."""
-    from ttscale.engine.tool_calls import UnknownToolCallParser, check_tool_parser_name
+    from ttscale.engine.tool_calls import check_tool_parser_name
 
+    _check_parser(
+        settings,
+        "--tool-call-parser",
+        lambda: check_tool_parser_name(settings.tool_call_parser or ""),
+        "reads calls",
+    )
+
+
+def _check_reasoning_parser(settings: Settings) -> None:
+    """A reasoning parser vLLM has, and in remote mode the tokenizer it reads."""
+    from ttscale.engine.reasoning import check_parser_name
+
+    _check_parser(
+        settings,
+        "--reasoning-parser",
+        lambda: check_parser_name(settings.reasoning_parser or ""),
+        "splits thinking from answers",
+    )
+
+
+def _check_parser(
+    settings: Settings, option: str, check_name: Callable[[], None], front_does: str
+) -> None:
+    """A parser vLLM has (`check_name` raises a ValueError naming the ones it has), and
+    in remote mode the model directory whose tokenizer the front's parser reads."""
     try:
-        with _vllm_logging_at(logging.WARNING):  # its import's notes are not the error
-            check_tool_parser_name(settings.tool_call_parser or "")
-    except UnknownToolCallParser as exc:
+        with _vllm_logging_at(logging.WARNING):  # the imports' notes are not the error
+            check_name()
+    except ValueError as exc:
         raise StartupError(str(exc)) from exc
     if settings.engine == "remote" and settings.model is None:
         raise StartupError(
-            "--tool-call-parser with --engine remote needs --model DIR: the front reads "
-            "calls with the model's tokenizer"
+            f"{option} with --engine remote needs --model DIR: the front {front_does} "
+            "with the model's tokenizer"
         )
 
 
@@ -292,21 +317,6 @@ def _vllm_logging_at(level: int) -> Iterator[None]:
         yield
     finally:
         vllm_logger.setLevel(before)
-
-
-def _check_reasoning_parser(settings: Settings) -> None:
-    """A reasoning parser vLLM has, and in remote mode the tokenizer it reads."""
-    from ttscale.engine.reasoning import UnknownReasoningParser, check_parser_name
-
-    try:
-        check_parser_name(settings.reasoning_parser or "")
-    except UnknownReasoningParser as exc:
-        raise StartupError(str(exc)) from exc
-    if settings.engine == "remote" and settings.model is None:
-        raise StartupError(
-            "--reasoning-parser with --engine remote needs --model DIR: the front splits "
-            "thinking from answers with the model's tokenizer"
-        )
 
 
 def serve(settings: Settings) -> int:

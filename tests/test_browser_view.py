@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pytest
 
 from .support.bench_fixtures import small_run
 from .support.chromium import chromium, screenshot
-from .support.servers import free_port, wait_for_http
+from .support.servers import free_port, running_process
 
 TTSCALE = [sys.executable, "-m", "ttscale.cli"]
 LAPTOP = {"width": 1366, "height": 900}
@@ -33,20 +32,9 @@ def ttscale_process(args: list[str], env: dict[str, str], log: Path, ready: str)
     """`ttscale ARGS --port P` until the block ends; yields its base URL once `ready`
     (a path) answers 200."""
     port = free_port()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [*TTSCALE, *args, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}{ready}", process, 300, log)
+    with running_process([*TTSCALE, *args, "--port", str(port)], env, log, f"{url}{ready}"):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")

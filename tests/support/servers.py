@@ -106,12 +106,21 @@ def vllm_api_process(
         str(port),
         "--enforce-eager",
     ]
+    with running_process(command, env, log_path, f"http://127.0.0.1:{port}/v1/models") as process:
+        yield f"http://127.0.0.1:{port}", process
+
+
+@contextlib.contextmanager
+def running_process(
+    command: list[str], env: dict[str, str], log_path: Path, ready_url: str
+) -> Iterator[subprocess.Popen]:
+    """`command` running, its output in `log_path`, once `ready_url` answers 200; stopped
+    (terminated, killed after 60 s) when the block ends."""
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/v1/models", process, 300, log_path)
-        yield url, process
+        wait_for_http(ready_url, process, 300, log_path)
+        yield process
     finally:
         process.terminate()
         try:
