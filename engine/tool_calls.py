@@ -60,7 +60,7 @@ class ToolCallReader:
         if calling is None:
             return spec
         request = self._request(calling, spec)
-        adjusted = self._parser(calling).adjust_request(request)
+        adjusted = self._parser(request).adjust_request(request)
         constraint = adjusted.structured_outputs
         return spec.replace(
             structured_outputs=None if constraint is None else _constraint_of(constraint),
@@ -71,8 +71,8 @@ class ToolCallReader:
         """Fill in the sample's calls, and leave in its `content` what precedes them,
         as vLLM's server reads a chat choice (the first call only when `parallel` is
         false, as there)."""
-        parser = self._parser(calling)
         request = self._request(calling, None)
+        parser = self._parser(request)
         said = sample.text if sample.content is None else sample.content
         _, content, calls = parser.parse(said, request, enable_auto_tools=self.auto_tool_choice)
         found = [ToolCall(id=c.id or "", name=c.name, arguments=c.arguments) for c in calls or []]
@@ -81,9 +81,10 @@ class ToolCallReader:
         sample.tool_calls = found
         sample.content = content or ""
 
-    def _parser(self, calling: ToolCalling) -> Any:
-        """A parser for one sample (vLLM's parsers keep state: one per choice)."""
-        return self._parser_cls(self._tokenizer, self._request(calling, None).tools)
+    def _parser(self, request: Any) -> Any:
+        """A parser for one sample and its request (vLLM's parsers keep state: one per
+        choice)."""
+        return self._parser_cls(self._tokenizer, request.tools)
 
     @staticmethod
     def _request(calling: ToolCalling, spec: SamplingSpec | None) -> Any:

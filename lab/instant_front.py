@@ -22,6 +22,7 @@ from lab.instant_engine import instant_engine
 from lab.script_setup import model_to_measure
 from ttscale.engine.protocol import Engine
 from ttscale.server.app import create_app
+from ttscale.server.cli import uvicorn_config
 from ttscale.server.config import Settings
 
 
@@ -50,15 +51,7 @@ def main() -> None:
         log_level="warning",
     )
     app = create_app(settings, open_engine_fn=lend)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
-        log_config=None,
-    )
-    uvicorn.Server(config).run()
+    uvicorn.Server(uvicorn_config(app, settings)).run()  # as `ttscale serve` serves it
 
 
 if __name__ == "__main__":

@@ -319,6 +319,21 @@ def _vllm_logging_at(level: int) -> Iterator[None]:
         vllm_logger.setLevel(before)
 
 
+def uvicorn_config(app: Any, settings: Settings) -> Any:
+    """How `ttscale serve` serves the app: its address and log level, 30 s for requests in
+    flight at shutdown, the server's own logging configuration."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+        log_config=None,
+    )
+
+
 def serve(settings: Settings) -> int:
     import uvicorn
 
@@ -334,15 +349,7 @@ def serve(settings: Settings) -> int:
             server_box[0].should_exit = True
 
     app = create_app(settings, on_engine_failure=on_engine_failure)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
-        log_config=None,
-    )
-    server = _graceful_server_class()(config)
+    server = _graceful_server_class()(uvicorn_config(app, settings))
     server_box.append(server)
     server.run()
     if failures:
